@@ -1,0 +1,43 @@
+//! What the broadcast service needs from a picture service, whether it runs in the same
+//! process ([`crate::Pps`]) or behind the network ([`crate::remote::RemotePps`]).
+
+use futures::future::BoxFuture;
+use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
+use tokio::sync::broadcast;
+
+/// Something the picture service tells every broadcast service, unasked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PpsEvent {
+    /// Every update of `picture` up to `seq` is durable in storage: BS may trim its log.
+    Flushed { picture: String, seq: u64 },
+    /// The connection to the picture service was (re)established after a loss, or events were
+    /// missed: the service may have lost whatever was not flushed. BS must resend every update
+    /// it still holds (PPS ignores the ones it already has) and re-issue pending releases.
+    Reconnected,
+}
+
+/// The contract between BS and PPS.
+///
+/// Ordering: every method *enqueues its request before it returns*; the returned future only
+/// waits for the reply. So two calls made one after the other from one task reach PPS in that
+/// order (batches of a picture stay in seq order) even if their futures are awaited elsewhere,
+/// concurrently or never. None of the methods blocks.
+pub trait PictureService: Send + Sync + 'static {
+    /// The picture as a PNG snapshot, opening it (loading from storage, or creating it blank
+    /// when `create` is set) as needed. Waits until PPS has applied `min_seq`.
+    fn snapshot(&self, request: SnapshotRequest) -> BoxFuture<'static, Result<Snapshot, PpsError>>;
+
+    /// Queues a batch of consecutive updates. Resolves to the last seq PPS now holds
+    /// (`PpsReply::Accepted`), or `PpsError::Gap` when the batch does not continue it.
+    fn apply(&self, batch: ApplyBatch) -> BoxFuture<'static, Result<u64, PpsError>>;
+
+    /// Applies everything up to `last_seq`, flushes it at high priority and drops the picture
+    /// from memory. Resolves to the flushed seq once storage has it.
+    fn release(&self, request: ReleaseRequest) -> BoxFuture<'static, Result<u64, PpsError>>;
+
+    /// Subscribes to [`PpsEvent`]s. A lagging receiver must treat `Lagged` as `Reconnected`.
+    fn events(&self) -> broadcast::Receiver<PpsEvent>;
+
+    /// Whether the service is reachable now (readiness).
+    fn is_ready(&self) -> bool;
+}

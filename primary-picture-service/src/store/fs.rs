@@ -1,0 +1,1 @@
+//! Filesystem store (being written).

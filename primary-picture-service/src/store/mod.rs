@@ -1,0 +1,66 @@
+//! Where pictures live between runs: one small trait, several homes.
+//!
+//! A picture is stored as one PNG (PROTOCOL.md §6) plus its seq, width and height. Writes are
+//! conditional: [`Store::save`] names the version it expects to replace (`None`: the picture
+//! must not exist yet), so two writers can never silently overwrite each other.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod fs;
+pub mod memory;
+pub mod s3;
+
+/// An opaque version of a stored picture (an S3 ETag, a file's content hash, a counter).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Version(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMeta {
+    pub seq: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoredPicture {
+    /// RGBA8 PNG with the `tEXt` `seq` chunk.
+    pub png: Bytes,
+    pub meta: StoredMeta,
+    pub version: Version,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The conditional write lost: someone else wrote the picture since `expected`.
+    #[error("conflict: picture {picture} was changed by another writer")]
+    Conflict { picture: String },
+    /// The stored object exists but cannot be used (not a PNG, no seq, ...).
+    #[error("corrupt picture {picture}: {reason}")]
+    Corrupt { picture: String, reason: String },
+    /// Storage could not be reached or failed; worth retrying.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Storage refused (access denied, no such bucket, ...): retrying will not help.
+    #[error("storage refused: {0}")]
+    Refused(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The stored picture, or `None` when it has never been stored.
+    async fn load(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError>;
+
+    /// Replaces the stored picture atomically if its current version is `expected` (`None`:
+    /// only if it does not exist). Returns the new version.
+    async fn save(
+        &self,
+        picture: &str,
+        png: Bytes,
+        meta: &StoredMeta,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError>;
+
+    /// For logs: `file:///data`, `s3://bucket/prefix`, `memory`.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,211 @@
+//! bincode 1.x encoding (PROTOCOL.md §2) and bounded decoding of untrusted frames.
+//!
+//! Decoding is strict: little-endian fixed-width integers, every length checked against the
+//! bytes left in the frame before anything is allocated for it, and bytes left over after the
+//! message make the frame undecodable. Vectors of structured values are decoded without
+//! trusting their length prefix for preallocation (see [`bounded_vec`]), so a frame that claims
+//! 2^60 points costs no more memory than the points it really carries.
+//!
+//! The frame builders ([`updates_frame`], [`welcome_frame`]) splice updates that were encoded
+//! once ([`encode_sequenced`]) into a frame, so a sequenced update is serialized exactly once
+//! however many clients receive it and however many frames carry it.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use bincode::Options;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::{DeserializeOwned, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::wire::{ClientMsg, Sequenced, ServerMsg};
+
+/// Why a frame could not be decoded. The text is safe to send back to the peer.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable frame: {0}")]
+pub struct DecodeError(String);
+
+/// `ServerMsg` variant indices, for the frame builders.
+const WELCOME_TAG: u32 = 0;
+const UPDATES_TAG: u32 = 1;
+
+/// Encodes any protocol value with the default `bincode::serialize` layout.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own derived types into a Vec cannot fail: every sequence has a known
+    // length and no type has a fallible `Serialize`.
+    bincode::serialize(value).expect("bincode encoding of protocol types is infallible")
+}
+
+/// Decodes one value from a whole frame of untrusted bytes.
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+        .with_limit(frame.len() as u64)
+        .deserialize(frame)
+        .map_err(|e| DecodeError(e.to_string()))
+}
+
+pub fn decode_client(frame: &[u8]) -> Result<ClientMsg, DecodeError> {
+    decode(frame)
+}
+
+pub fn decode_server(frame: &[u8]) -> Result<ServerMsg, DecodeError> {
+    decode(frame)
+}
+
+/// The encoding of one sequenced update, as it appears inside `Updates` and `Welcome.pending`.
+pub fn encode_sequenced(update: &Sequenced) -> Bytes {
+    Bytes::from(encode(update))
+}
+
+/// `ServerMsg::Updates` made of pre-encoded updates (each from [`encode_sequenced`]).
+pub fn updates_frame<'a>(entries: impl ExactSizeIterator<Item = &'a Bytes> + Clone) -> Bytes {
+    let body: usize = entries.clone().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(4 + 8 + body);
+    out.put_u32_le(UPDATES_TAG);
+    put_entries(&mut out, entries);
+    out.freeze()
+}
+
+/// `ServerMsg::Welcome` with pre-encoded pending updates (each from [`encode_sequenced`]).
+pub fn welcome_frame<'a>(
+    client_id: u64,
+    width: u32,
+    height: u32,
+    snapshot_seq: u64,
+    snapshot_png: &[u8],
+    pending: impl ExactSizeIterator<Item = &'a Bytes> + Clone,
+) -> Bytes {
+    let body: usize = pending.clone().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(4 + 8 + 8 + 8 + 8 + snapshot_png.len() + 8 + body);
+    out.put_u32_le(WELCOME_TAG);
+    out.put_u64_le(client_id);
+    out.put_u32_le(width);
+    out.put_u32_le(height);
+    out.put_u64_le(snapshot_seq);
+    out.put_u64_le(snapshot_png.len() as u64);
+    out.put_slice(snapshot_png);
+    put_entries(&mut out, pending);
+    out.freeze()
+}
+
+/// A `Vec<Sequenced>` made of pre-encoded updates: the body of a batch sent to the picture
+/// service. Decode it with `decode::<Vec<Sequenced>>`.
+pub fn sequenced_vec<'a>(entries: impl ExactSizeIterator<Item = &'a Bytes> + Clone) -> Bytes {
+    let body: usize = entries.clone().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(8 + body);
+    put_entries(&mut out, entries);
+    out.freeze()
+}
+
+fn put_entries<'a>(out: &mut BytesMut, entries: impl ExactSizeIterator<Item = &'a Bytes>) {
+    out.put_u64_le(entries.len() as u64);
+    for entry in entries {
+        out.put_slice(entry);
+    }
+}
+
+/// Decodes a `Vec<T>` without preallocating from the untrusted length prefix: the vector grows
+/// only with elements actually decoded, so memory is bounded by the frame's size.
+pub fn bounded_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct BoundedVec<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedVec<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_seq(BoundedVec(PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Op, Point};
+
+    fn seqd(seq: u64) -> Sequenced {
+        Sequenced {
+            seq,
+            client_id: 3,
+            client_seq: seq * 2,
+            op: Op::Stroke {
+                color: [1, 2, 3, 4],
+                width: 5,
+                points: vec![Point::new(1, -1), Point::new(7, 9)],
+            },
+        }
+    }
+
+    #[test]
+    fn spliced_frames_equal_bincode() {
+        let updates: Vec<Sequenced> = (1..=3).map(seqd).collect();
+        let entries: Vec<Bytes> = updates.iter().map(encode_sequenced).collect();
+        assert_eq!(
+            updates_frame(entries.iter()).as_ref(),
+            encode(&ServerMsg::Updates(updates.clone()))
+        );
+        let png = Bytes::from_static(b"\x89PNG fake");
+        let welcome = ServerMsg::Welcome {
+            client_id: 9,
+            width: 640,
+            height: 480,
+            snapshot_seq: 41,
+            snapshot_png: png.clone(),
+            pending: updates.clone(),
+        };
+        assert_eq!(
+            welcome_frame(9, 640, 480, 41, &png, entries.iter()).as_ref(),
+            encode(&welcome)
+        );
+        let body = sequenced_vec(entries.iter());
+        assert_eq!(decode::<Vec<Sequenced>>(&body).unwrap(), updates);
+    }
+
+    #[test]
+    fn huge_length_prefix_is_an_error_not_an_allocation() {
+        // Draw { client_seq: 0, op: Pixels { color, points: <2^60 elements> } }
+        let mut frame = vec![0, 0, 0, 0];
+        frame.extend_from_slice(&0u64.to_le_bytes());
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        frame.extend_from_slice(&[0; 8]);
+        assert!(decode_client(&frame).is_err());
+        // Patch with a 2^60-byte rgba string.
+        let mut frame = vec![0, 0, 0, 0];
+        frame.extend_from_slice(&0u64.to_le_bytes());
+        frame.extend_from_slice(&3u32.to_le_bytes());
+        frame.extend_from_slice(&[0; 16]);
+        frame.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(decode_client(&frame).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_and_unknown_tags_are_errors() {
+        let mut frame = encode(&ClientMsg::Ping { nonce: 5 });
+        assert_eq!(decode_client(&frame).unwrap(), ClientMsg::Ping { nonce: 5 });
+        frame.push(0);
+        assert!(decode_client(&frame).is_err());
+        let mut unknown = 2u32.to_le_bytes().to_vec();
+        unknown.extend_from_slice(&[0; 8]);
+        assert!(decode_client(&unknown).is_err());
+        assert!(decode_client(&[]).is_err());
+    }
+}
