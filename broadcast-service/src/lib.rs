@@ -1,1 +1,170 @@
-//! placeholder
+//! The broadcast service (BS): the front door of the collaborative raster service.
+//!
+//! Drawing clients connect over WebSocket (PROTOCOL.md); each picture has one sequencer
+//! that orders every update, appends it to the picture's pending log and publishes it to
+//! every client as one shared frame; the log is handed to the primary picture service (PPS),
+//! which keeps the picture and stores it, and is trimmed once PPS reports it durable.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and their environment variables.
+//! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics).
+//! - `connection`: one client's reader (decode, limits, rate limit) feeding its room.
+//! - `outbox`: one client's bounded, byte-accounted outbound queue and its batching writer.
+//! - `room`: one picture's sequencer, pending log, joins and release (the heart of it).
+//! - `registry`: the open pictures, and race-free creation and removal of rooms.
+//!
+//! Two ways to run: [`run`] decides from the config (embedded PPS with a filesystem or S3
+//! store, or a remote PPS at `--pps-url`); [`run_with`] takes any [`PictureService`].
+
+pub mod config;
+mod connection;
+mod http;
+mod outbox;
+mod registry;
+mod room;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use primary_picture_service::remote::RemotePps;
+use primary_picture_service::service::{Pps, PpsConfig};
+use primary_picture_service::store::fs::FsStore;
+use primary_picture_service::store::s3::S3Store;
+use primary_picture_service::store::Store;
+use primary_picture_service::PictureService;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+use registry::Registry;
+use room::RoomSettings;
+
+/// What every request handler shares.
+pub(crate) struct AppState {
+    config: Config,
+    limits: protocol::Limits,
+    registry: Arc<Registry>,
+    metrics: PrometheusHandle,
+    /// Client ids are unique within this process and unlikely to repeat across restarts
+    /// (they start at a random point), so a reconnecting client never mistakes another
+    /// client's update in a late `Welcome` for its own.
+    next_client_id: AtomicU64,
+}
+
+impl AppState {
+    fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every server in the process).
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (a host application): then ours only
+            // renders an empty page, which is harmless.
+            let _ = metrics::set_global_recorder(recorder);
+            let upkeep = handle.clone();
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            });
+            handle
+        })
+        .clone()
+}
+
+/// Runs the service until `shutdown` resolves, then drains: closes clients (1012), hands
+/// every pending log to the picture service and waits until it is durable.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    match config.pps_url.clone() {
+        Some(url) => {
+            tracing::info!(%url, "services mode: using a remote picture service");
+            let pps = RemotePps::connect(&url);
+            run_with(config, listener, pps, shutdown).await
+        }
+        None => {
+            let store = embedded_store(&config).await?;
+            tracing::info!(store = %store.describe(), "embedded mode: picture service in process");
+            let pps_config = PpsConfig {
+                flush_interval: Duration::from_millis(config.flush_interval_ms),
+                max_side: config.max_side,
+                ..PpsConfig::default()
+            };
+            let deadline = config.shutdown_timeout();
+            let pps = Pps::new(pps_config, store);
+            let result = run_with(config, listener, pps.clone(), shutdown).await;
+            let summary = pps.shutdown(deadline).await;
+            tracing::info!(?summary, "picture service stopped");
+            result
+        }
+    }
+}
+
+async fn embedded_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if config.store == "file" {
+        Ok(Arc::new(FsStore::new(config.data_dir.clone())))
+    } else if config.store.starts_with("s3://") {
+        let store = S3Store::from_url(&config.store, config.s3_force_path_style)
+            .await
+            .with_context(|| format!("opening store {}", config.store))?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!("--store must be `file` or `s3://BUCKET/PREFIX`, got {:?}", config.store)
+    }
+}
+
+/// Runs the service with the given picture service until `shutdown` resolves, then drains.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    pps: Arc<dyn PictureService>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=config.max_side).contains(&config.default_side),
+        "--default-side must be within 1..=--max-side ({})",
+        config.max_side
+    );
+    let registry = Registry::new(pps.clone(), RoomSettings::from_config(&config));
+    tokio::spawn(registry.clone().route_events(pps.events()));
+    let state = Arc::new(AppState {
+        limits: protocol::Limits::from(&config.limits),
+        registry: registry.clone(),
+        metrics: prometheus(),
+        next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
+        config,
+    });
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "broadcast service listening");
+    let drain = registry.clone();
+    let deadline = state.config.shutdown_timeout();
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing clients and handing logs to the picture service");
+            // Upgraded WebSocket connections are not tracked by the HTTP server: close them here.
+            tokio::spawn(async move { drain.shutdown(deadline).await });
+        })
+        .await
+        .context("http server failed")?;
+    let left = registry.shutdown(deadline).await;
+    if left > 0 {
+        tracing::error!(pictures = left, "shutdown deadline passed with pictures not yet durable");
+    } else {
+        tracing::info!("every picture handed to storage");
+    }
+    Ok(())
+}

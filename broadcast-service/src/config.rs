@@ -1,0 +1,161 @@
+//! Configuration: every flag has an environment-variable equivalent, and the defaults run on
+//! a laptop (embedded mode, filesystem store under `./data`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+use protocol::Limits;
+
+/// What to do with a client whose outbound queue is over its limit (PROTOCOL.md §3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SlowClientPolicy {
+    /// Drop what is queued and bring it back in sync with a fresh `Welcome`.
+    Resync,
+    /// Close the connection with 1013 (try again later).
+    Disconnect,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(name = "broadcast-service", version, about = "Collaborative raster broadcast service")]
+pub struct Config {
+    /// Address to serve HTTP and WebSocket on.
+    #[arg(long, env = "BS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Services mode: URL of the primary picture service (`ws://host:9090/bs`). Absent: embedded
+    /// mode, the picture service runs in this process.
+    #[arg(long, env = "BS_PPS_URL")]
+    pub pps_url: Option<String>,
+
+    /// Embedded mode: where pictures are stored (`DIR/pictures/{id}.png`).
+    #[arg(long, env = "BS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Embedded mode: `file` (the filesystem under --data-dir) or `s3://BUCKET/PREFIX`
+    /// (endpoint, region and credentials from the standard AWS environment variables).
+    #[arg(long, env = "BS_STORE", default_value = "file")]
+    pub store: String,
+
+    /// Embedded mode with S3: force path-style addressing (always on when AWS_ENDPOINT_URL is set).
+    #[arg(long, env = "BS_S3_FORCE_PATH_STYLE", default_value_t = false)]
+    pub s3_force_path_style: bool,
+
+    /// Embedded mode: how long a changed picture may stay unflushed, in milliseconds.
+    #[arg(long, env = "BS_FLUSH_INTERVAL_MS", default_value_t = 5_000)]
+    pub flush_interval_ms: u64,
+
+    /// Size of a picture created without `?width=&height=`.
+    #[arg(long, env = "BS_DEFAULT_SIDE", default_value_t = 1024)]
+    pub default_side: u32,
+
+    /// Largest width and height a picture may have.
+    #[arg(long, env = "BS_MAX_SIDE", default_value_t = 4096)]
+    pub max_side: u32,
+
+    /// Largest message a client may send, in bytes (bigger: close 1009).
+    #[arg(long, env = "BS_MAX_MESSAGE_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// Sustained ops per second one connection may send.
+    #[arg(long, env = "BS_RATE_OPS", default_value_t = 1_000)]
+    pub rate_ops: u32,
+
+    /// Ops one connection may send in a burst.
+    #[arg(long, env = "BS_RATE_BURST", default_value_t = 2_000)]
+    pub rate_burst: u32,
+
+    /// Sustained bytes per second one connection may send (the burst is one second's worth).
+    #[arg(long, env = "BS_RATE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub rate_bytes: u64,
+
+    /// Bytes that may wait in one client's outbound queue before it counts as slow.
+    #[arg(long, env = "BS_CLIENT_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub client_queue_bytes: usize,
+
+    /// What to do with a slow client.
+    #[arg(long, env = "BS_SLOW_CLIENT", value_enum, default_value_t = SlowClientPolicy::Resync)]
+    pub slow_client: SlowClientPolicy,
+
+    /// Resyncs a client may need within a minute before it is disconnected instead (1013).
+    #[arg(long, env = "BS_MAX_RESYNCS_PER_MINUTE", default_value_t = 3)]
+    pub max_resyncs_per_minute: u32,
+
+    /// Coalescing tick of a picture's sequencer, in microseconds: updates sequenced within one
+    /// tick go out as one `Updates` frame shared by every client. 0: publish after each turn.
+    #[arg(long, env = "BS_TICK_US", default_value_t = 2_000)]
+    pub tick_us: u64,
+
+    /// Most updates in one batch sent to the picture service.
+    #[arg(long, env = "BS_PPS_BATCH_UPDATES", default_value_t = 1_024)]
+    pub pps_batch_updates: usize,
+
+    /// Batches of one picture in flight to the picture service (sent, not yet accepted).
+    #[arg(long, env = "BS_PPS_INFLIGHT_BATCHES", default_value_t = 4)]
+    pub pps_inflight_batches: usize,
+
+    /// How long a joining client may wait for its snapshot before it gets an error (ms).
+    #[arg(long, env = "BS_JOIN_TIMEOUT_MS", default_value_t = 15_000)]
+    pub join_timeout_ms: u64,
+
+    /// How long SIGTERM waits for pictures to be handed to storage before exiting (ms).
+    #[arg(long, env = "BS_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// Log as JSON lines (for production log pipelines).
+    #[arg(long, env = "LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+/// The per-op limits of PROTOCOL.md §5.
+#[derive(Clone, Debug, Args)]
+pub struct LimitArgs {
+    #[arg(long, env = "BS_MAX_PIXELS_POINTS", default_value_t = 65_536)]
+    pub max_pixels_points: usize,
+    #[arg(long, env = "BS_MAX_RECT_SIDE", default_value_t = 65_536)]
+    pub max_rect_side: u32,
+    #[arg(long, env = "BS_MAX_STROKE_POINTS", default_value_t = 4_096)]
+    pub max_stroke_points: usize,
+    #[arg(long, env = "BS_MAX_STROKE_WIDTH", default_value_t = 256)]
+    pub max_stroke_width: u16,
+    #[arg(long, env = "BS_MAX_PATCH_SIDE", default_value_t = 512)]
+    pub max_patch_side: u32,
+    #[arg(long, env = "BS_MAX_COORD", default_value_t = 1_000_000)]
+    pub max_coord: i32,
+}
+
+impl From<&LimitArgs> for Limits {
+    fn from(a: &LimitArgs) -> Self {
+        Limits {
+            max_pixels_points: a.max_pixels_points,
+            max_rect_side: a.max_rect_side,
+            max_stroke_points: a.max_stroke_points,
+            max_stroke_width: a.max_stroke_width,
+            max_patch_side: a.max_patch_side,
+            max_coord: a.max_coord,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, as if started with no flags and no environment (tests start from here).
+    pub fn defaults() -> Self {
+        Config::parse_from(["broadcast-service"])
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_micros(self.tick_us)
+    }
+
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_millis(self.join_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}

@@ -1,0 +1,163 @@
+//! One drawing client's connection: the reader (decode, validate, rate-limit, forward to the
+//! room in order) and, through [`Outbox`], the writer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
+use futures::StreamExt;
+use protocol::{codec, ClientMsg, Limits, ServerMsg};
+
+use crate::outbox::Outbox;
+use crate::registry::JoinError;
+use crate::room::Input;
+use crate::AppState;
+
+/// Offset of the op inside a `ClientMsg::Draw` frame: `u32` tag + `u64` client_seq.
+const DRAW_OP_OFFSET: usize = 12;
+
+/// A token bucket: `rate` tokens per second, at most `burst` saved up.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            rate,
+            burst,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, n: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
+            .min(self.burst);
+        self.at = now;
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub(crate) async fn serve(socket: WebSocket, state: Arc<AppState>, picture: String, size: (u32, u32)) {
+    let (sink, mut stream) = socket.split();
+    let outbox = Outbox::spawn(sink);
+    let client_id = state.next_client_id();
+    let (input, joined) = match state.registry.join(&picture, client_id, size, outbox.clone()) {
+        Ok(joined) => joined,
+        Err(JoinError::ShuttingDown) => {
+            outbox.error_and_close(503, "service is shutting down", 1012);
+            return;
+        }
+    };
+    metrics::gauge!("bs_clients").increment(1.0);
+    let _connected = scopeguard(|| metrics::gauge!("bs_clients").decrement(1.0));
+    if !matches!(joined.await, Ok(Ok(()))) {
+        return; // the room told the client why and closed it
+    }
+    tracing::debug!(picture = %picture, client = client_id, "client joined");
+
+    let limits: &Limits = &state.limits;
+    let config = &state.config;
+    let mut ops = Bucket::new(f64::from(config.rate_ops), f64::from(config.rate_burst));
+    let bytes_rate = config.rate_bytes as f64;
+    let mut bytes = Bucket::new(bytes_rate, bytes_rate);
+
+    while let Some(message) = stream.next().await {
+        let frame: Bytes = match message {
+            Ok(Message::Binary(frame)) => frame,
+            Ok(Message::Text(_)) => {
+                outbox.error_and_close(400, "text frames are not part of the protocol", 1003);
+                break;
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Err(error) => {
+                if is_too_big(&error) {
+                    let message = format!(
+                        "message larger than the limit of {} bytes",
+                        config.max_message_bytes
+                    );
+                    outbox.error_and_close(413, &message, 1009);
+                }
+                break;
+            }
+        };
+        let within_bytes = bytes.take(frame.len() as f64);
+        match codec::decode_client(&frame) {
+            Err(error) => {
+                metrics::counter!("bs_undecodable_frames").increment(1);
+                outbox.error_and_close(400, &error.to_string(), 1007);
+                break;
+            }
+            Ok(ClientMsg::Ping { nonce }) => {
+                outbox.send_direct(Bytes::from(codec::encode(&ServerMsg::Pong { nonce })));
+            }
+            Ok(ClientMsg::Draw { client_seq, op }) => {
+                let verdict = if !within_bytes || !ops.take(1.0) {
+                    Err(format!(
+                        "rate limit exceeded (allowed {} ops/s, bursts of {}, {} bytes/s)",
+                        config.rate_ops, config.rate_burst, config.rate_bytes
+                    ))
+                } else {
+                    limits.check(&op).map_err(|e| e.to_string())
+                };
+                match verdict {
+                    Ok(()) => {
+                        let op = frame.slice(DRAW_OP_OFFSET..);
+                        let draw = Input::Draw {
+                            client_id,
+                            client_seq,
+                            op,
+                        };
+                        if input.send(draw).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(reason) => {
+                        metrics::counter!("bs_rejected").increment(1);
+                        let rejected = ServerMsg::Rejected { client_seq, reason };
+                        outbox.send_direct(Bytes::from(codec::encode(&rejected)));
+                    }
+                }
+            }
+        }
+    }
+    let _ = input.send(Input::Leave { client_id }).await;
+    tracing::debug!(picture = %picture, client = client_id, "client left");
+}
+
+/// Whether a read failed because the message was over the size limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,181 @@
+//! The HTTP front door (PROTOCOL.md §1): WebSocket upgrade, `snapshot.png`, the browser client,
+//! health, readiness and metrics. Errors become responses here, at the edge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use protocol::pps::{PpsError, SnapshotRequest};
+
+use crate::AppState;
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/pictures/{id}/ws", get(ws))
+        .route("/pictures/{id}/snapshot.png", get(snapshot))
+        .route("/", get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
+        .route("/p/{id}", get(picture_page))
+        .route("/static/{*path}", get(|Path(path): Path<String>, headers: HeaderMap| async move { asset(&path, &headers) }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, message + "\n").into_response()
+}
+
+fn check_id(id: &str) -> Result<(), Response> {
+    if protocol::valid_picture_id(id) {
+        Ok(())
+    } else {
+        Err(bad_request(format!(
+            "invalid picture id {id:?}: ids match ^[A-Za-z0-9_-]{{1,64}}$"
+        )))
+    }
+}
+
+/// `?width=W&height=H`: each 1..=max_side; a missing one takes the default.
+fn requested_size(query: &HashMap<String, String>, state: &AppState) -> Result<(u32, u32), Response> {
+    let max = state.config.max_side;
+    let side = |name: &str| match query.get(name) {
+        None => Ok(state.config.default_side),
+        Some(value) => value
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (1..=max).contains(v))
+            .ok_or_else(|| bad_request(format!("{name} must be an integer in 1..={max}, got {value:?}"))),
+    };
+    Ok((side("width")?, side("height")?))
+}
+
+async fn ws(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Err(response) = check_id(&id) {
+        return response;
+    }
+    let size = match requested_size(&query, &state) {
+        Ok(size) => size,
+        Err(response) => return response,
+    };
+    if state.registry.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let max = state.config.max_message_bytes;
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .on_upgrade(move |socket| crate::connection::serve(socket, state, id, size))
+}
+
+async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if let Err(response) = check_id(&id) {
+        return response;
+    }
+    // Read-your-writes: everything sequenced before this request arrived.
+    let min_seq = state.registry.last_seq(&id).await.unwrap_or(0);
+    let request = SnapshotRequest {
+        picture: id,
+        create: None,
+        min_seq,
+    };
+    match state.registry.pps().snapshot(request).await {
+        Ok(snapshot) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (
+                    header::HeaderName::from_static("x-picture-seq"),
+                    HeaderValue::from(snapshot.seq),
+                ),
+            ],
+            snapshot.png,
+        )
+            .into_response(),
+        Err(PpsError::NotFound) => (StatusCode::NOT_FOUND, "no such picture\n").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "snapshot request failed");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response()
+        }
+    }
+}
+
+async fn picture_page(Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(response) = check_id(&id) {
+        return response;
+    }
+    asset("picture.html", &headers)
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.registry.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if !state.registry.pps().is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "picture service unreachable\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(rust_embed::Embed)]
+#[folder = "static/"]
+struct Assets;
+
+/// A file of the browser client, embedded in the binary. Revalidated by ETag on every use,
+/// so a redeploy is picked up at once and an unchanged file costs a 304.
+fn asset(path: &str, headers: &HeaderMap) -> Response {
+    let Some(file) = Assets::get(path) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let etag = format!("\"{}\"", hex_prefix(&file.metadata.sha256_hash()));
+    let cache = HeaderValue::from_static("public, max-age=0, must-revalidate");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::CACHE_CONTROL, cache)]).into_response();
+    }
+    let content_type = match path.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json") => "application/json",
+        Some("ico") => "image/x-icon",
+        _ => "application/octet-stream",
+    };
+    let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, cache),
+            (header::ETAG, etag),
+        ],
+        file.data.into_owned(),
+    )
+        .into_response()
+}
+
+fn hex_prefix(hash: &[u8]) -> String {
+    hash.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,212 @@
+//! The pictures this broadcast service has open: one room (sequencer) each, created by the
+//! first joiner and removed by the room itself once it is idle.
+//!
+//! Joins are sent to a room while the registry lock is held, and a room removes itself only
+//! under the same lock and only if its mailboxes are empty; so a join can never be sent to a
+//! room that is going away (it either reaches a live room or creates a new one).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use primary_picture_service::{PictureService, PpsEvent};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::outbox::Outbox;
+use crate::room::{Ctl, Input, JoinRequest, Room, RoomSettings};
+
+/// Capacity of a room's input queue: readers wait when it is full (per-client backpressure),
+/// the room never does.
+const INPUT_QUEUE: usize = 4096;
+
+struct Entry {
+    instance: u64,
+    ctl: mpsc::UnboundedSender<Ctl>,
+    input: mpsc::Sender<Input>,
+}
+
+pub(crate) struct Registry {
+    /// std Mutex: held for a few lines, never across `.await`.
+    rooms: Mutex<HashMap<String, Entry>>,
+    pps: Arc<dyn PictureService>,
+    settings: Arc<RoomSettings>,
+    next_instance: AtomicU64,
+    shutting_down: AtomicBool,
+    /// For rooms to reach the registry without a reference cycle.
+    me: Weak<Registry>,
+}
+
+#[derive(Debug)]
+pub(crate) enum JoinError {
+    ShuttingDown,
+}
+
+impl Registry {
+    pub(crate) fn new(pps: Arc<dyn PictureService>, settings: RoomSettings) -> Arc<Registry> {
+        Arc::new_cyclic(|me| Registry {
+            rooms: Mutex::new(HashMap::new()),
+            pps,
+            settings: Arc::new(settings),
+            next_instance: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            me: me.clone(),
+        })
+    }
+
+    pub(crate) fn pps(&self) -> &Arc<dyn PictureService> {
+        &self.pps
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding this lock leaves the map consistent (every change is one
+        // insert or remove), so a poisoned lock is still usable.
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins `client_id` to picture `id`, creating its room if needed. Returns the room's
+    /// input queue and a receiver that resolves when the `Welcome` is queued.
+    pub(crate) fn join(
+        &self,
+        id: &str,
+        client_id: u64,
+        size: (u32, u32),
+        outbox: Outbox,
+    ) -> Result<(mpsc::Sender<Input>, oneshot::Receiver<Result<(), ()>>), JoinError> {
+        if self.is_shutting_down() {
+            return Err(JoinError::ShuttingDown);
+        }
+        let (joined_tx, joined_rx) = oneshot::channel();
+        let mut request = JoinRequest {
+            client_id,
+            outbox,
+            size,
+            joined: joined_tx,
+        };
+        let mut rooms = self.lock();
+        if let Some(entry) = rooms.get(id) {
+            match entry.ctl.send(Ctl::Join(request)) {
+                Ok(()) => return Ok((entry.input.clone(), joined_rx)),
+                // The room task ended without deregistering (it panicked): replace it.
+                Err(mpsc::error::SendError(ctl)) => match ctl {
+                    Ctl::Join(r) => request = r,
+                    _ => return Err(JoinError::ShuttingDown),
+                },
+            }
+        }
+        let instance = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+        // Sending into a fresh channel whose receiver we hold cannot fail.
+        let _ = ctl_tx.send(Ctl::Join(request));
+        rooms.insert(
+            id.to_string(),
+            Entry {
+                instance,
+                ctl: ctl_tx.clone(),
+                input: input_tx.clone(),
+            },
+        );
+        drop(rooms);
+        let Some(registry) = self.me.upgrade() else {
+            return Err(JoinError::ShuttingDown);
+        };
+        Room::spawn(
+            id.to_string(),
+            instance,
+            self.pps.clone(),
+            self.settings.clone(),
+            registry,
+            ctl_tx,
+            ctl_rx,
+            input_rx,
+        );
+        Ok((input_tx, joined_rx))
+    }
+
+    /// Called by a room that has nothing left to do: removes it unless something arrived.
+    pub(crate) fn remove_if_idle(
+        &self,
+        id: &str,
+        instance: u64,
+        ctl: &mpsc::UnboundedReceiver<Ctl>,
+        input: &mpsc::Receiver<Input>,
+    ) -> bool {
+        let mut rooms = self.lock();
+        if !ctl.is_empty() || !input.is_empty() {
+            return false;
+        }
+        if rooms.get(id).is_some_and(|e| e.instance == instance) {
+            rooms.remove(id);
+        }
+        true
+    }
+
+    /// The last seq of an open picture, `None` when this service does not have it open.
+    pub(crate) async fn last_seq(&self, id: &str) -> Option<u64> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let rooms = self.lock();
+            let entry = rooms.get(id)?;
+            entry.ctl.send(Ctl::LastSeq(tx)).ok()?;
+        }
+        rx.await.ok()
+    }
+
+    pub(crate) fn open_rooms(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Routes events of the picture service to the rooms, until the service goes away.
+    pub(crate) async fn route_events(self: Arc<Self>, mut events: broadcast::Receiver<PpsEvent>) {
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "missed picture service events; replaying logs");
+                    PpsEvent::Reconnected
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let rooms = self.lock();
+            match event {
+                PpsEvent::Flushed { picture, seq } => {
+                    if let Some(entry) = rooms.get(&picture) {
+                        let _ = entry.ctl.send(Ctl::Flushed(seq));
+                    }
+                }
+                PpsEvent::Reconnected => {
+                    for entry in rooms.values() {
+                        let _ = entry.ctl.send(Ctl::PpsReconnected);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes every client (1012) and waits until every room has handed its log to the
+    /// picture service and seen it durable, or `deadline` passes. Returns the rooms left.
+    pub(crate) async fn shutdown(&self, deadline: Duration) -> usize {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        for entry in self.lock().values() {
+            let _ = entry.ctl.send(Ctl::Shutdown);
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        let mut last_report = tokio::time::Instant::now();
+        loop {
+            let left = self.open_rooms();
+            if left == 0 || tokio::time::Instant::now() >= until {
+                return left;
+            }
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                tracing::info!(pictures = left, "waiting for pictures to reach storage");
+                last_report = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
