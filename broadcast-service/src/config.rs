@@ -42,9 +42,9 @@ pub struct Config {
     #[arg(long, env = "BS_S3_FORCE_PATH_STYLE", default_value_t = false)]
     pub s3_force_path_style: bool,
 
-    /// Embedded mode: how long a changed picture may stay unflushed, in milliseconds.
-    #[arg(long, env = "BS_FLUSH_INTERVAL_MS", default_value_t = 5_000)]
-    pub flush_interval_ms: u64,
+    /// Embedded mode: how long a changed picture may stay unflushed (`5s`, `500ms`).
+    #[arg(long, env = "BS_FLUSH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
 
     /// Size of a picture created without `?width=&height=`.
     #[arg(long, env = "BS_DEFAULT_SIDE", default_value_t = 1024)]
@@ -85,10 +85,10 @@ pub struct Config {
     #[arg(long, env = "BS_MAX_RESYNCS_PER_MINUTE", default_value_t = 3)]
     pub max_resyncs_per_minute: u32,
 
-    /// Coalescing tick of a picture's sequencer, in microseconds: updates sequenced within one
-    /// tick go out as one `Updates` frame shared by every client. 0: publish after each turn.
-    #[arg(long, env = "BS_TICK_US", default_value_t = 2_000)]
-    pub tick_us: u64,
+    /// Coalescing tick of a picture's sequencer: updates sequenced within one tick go out as
+    /// one `Updates` frame shared by every client. `0s`: publish after each turn.
+    #[arg(long, env = "BS_TICK", default_value = "2ms", value_parser = humantime::parse_duration)]
+    pub tick: Duration,
 
     /// Most updates in one batch sent to the picture service.
     #[arg(long, env = "BS_PPS_BATCH_UPDATES", default_value_t = 1_024)]
@@ -98,13 +98,13 @@ pub struct Config {
     #[arg(long, env = "BS_PPS_INFLIGHT_BATCHES", default_value_t = 4)]
     pub pps_inflight_batches: usize,
 
-    /// How long a joining client may wait for its snapshot before it gets an error (ms).
-    #[arg(long, env = "BS_JOIN_TIMEOUT_MS", default_value_t = 15_000)]
-    pub join_timeout_ms: u64,
+    /// How long a joining client may wait for its snapshot before it gets an error.
+    #[arg(long, env = "BS_JOIN_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub join_timeout: Duration,
 
-    /// How long SIGTERM waits for pictures to be handed to storage before exiting (ms).
-    #[arg(long, env = "BS_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
-    pub shutdown_timeout_ms: u64,
+    /// How long SIGTERM waits for pictures to be handed to storage before exiting.
+    #[arg(long, env = "BS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 
     /// Log as JSON lines (for production log pipelines).
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
@@ -145,17 +145,5 @@ impl Config {
     /// The defaults, as if started with no flags and no environment (tests start from here).
     pub fn defaults() -> Self {
         Config::parse_from(["broadcast-service"])
-    }
-
-    pub fn tick(&self) -> Duration {
-        Duration::from_micros(self.tick_us)
-    }
-
-    pub fn join_timeout(&self) -> Duration {
-        Duration::from_millis(self.join_timeout_ms)
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_millis(self.shutdown_timeout_ms)
     }
 }

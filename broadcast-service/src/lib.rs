@@ -99,11 +99,11 @@ pub async fn run(
             let store = embedded_store(&config).await?;
             tracing::info!(store = %store.describe(), "embedded mode: picture service in process");
             let pps_config = PpsConfig {
-                flush_interval: Duration::from_millis(config.flush_interval_ms),
+                flush_interval: config.flush_interval,
                 max_side: config.max_side,
                 ..PpsConfig::default()
             };
-            let deadline = config.shutdown_timeout();
+            let deadline = config.shutdown_timeout;
             let pps = Pps::new(pps_config, store);
             let result = run_with(config, listener, pps.clone(), shutdown).await;
             let summary = pps.shutdown(deadline).await;
@@ -150,7 +150,7 @@ pub async fn run_with(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "broadcast service listening");
     let drain = registry.clone();
-    let deadline = state.config.shutdown_timeout();
+    let deadline = state.config.shutdown_timeout;
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;

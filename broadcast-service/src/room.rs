@@ -93,13 +93,13 @@ pub(crate) struct RoomSettings {
 impl RoomSettings {
     pub(crate) fn from_config(c: &Config) -> Self {
         Self {
-            tick: c.tick(),
+            tick: c.tick,
             client_queue_bytes: c.client_queue_bytes,
             slow_client: c.slow_client,
             max_resyncs_per_minute: c.max_resyncs_per_minute,
             batch_updates: c.pps_batch_updates.max(1),
             inflight_batches: c.pps_inflight_batches.max(1),
-            join_timeout: c.join_timeout(),
+            join_timeout: c.join_timeout,
         }
     }
 }

@@ -1,0 +1,319 @@
+//! Shared harness of the broadcast service's end-to-end tests: real servers on `127.0.0.1:0`
+//! (the broadcast service in embedded mode, or with a real picture-service server in front of
+//! it), real WebSocket clients (the `raster_client` library, or raw sockets), and helpers to
+//! read what ended up in storage.
+//!
+//! Every wait here is a wait for a condition with a deadline, never a fixed sleep.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use broadcast_service::Config;
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use primary_picture_service::service::{Pps, PpsConfig};
+use primary_picture_service::store::fs::FsStore;
+use primary_picture_service::PictureService;
+use protocol::snapshot::{decode_png, Decoded};
+use protocol::{codec, Raster, ServerMsg};
+use raster_client::{Client, ConnectOptions};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn deadline() -> Instant {
+    Instant::now() + PATIENCE
+}
+
+/// Logs of the service under test, shown for failing tests (`RUST_LOG` to change the level).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A running broadcast service.
+pub struct Server {
+    /// `ws://127.0.0.1:PORT`, what clients connect to.
+    pub url: String,
+    /// `http://127.0.0.1:PORT`, for plain HTTP requests.
+    pub http: String,
+    /// Where the embedded store keeps pictures (`{data_dir}/pictures/{id}.png`).
+    pub data_dir: PathBuf,
+    /// Resolving it starts the graceful shutdown.
+    shutdown: Option<oneshot::Sender<()>>,
+    /// The `run` task, to see it end cleanly.
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A config as the binary would parse it from `args` (listen and data dir filled in).
+pub fn config(data_dir: &Path, args: &[&str]) -> Config {
+    let mut argv = vec![
+        "broadcast-service".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    Config::parse_from(argv)
+}
+
+impl Server {
+    /// Embedded mode (in-process picture service, filesystem store under `data_dir`).
+    pub async fn start(data_dir: &Path, args: &[&str]) -> Server {
+        let config = config(data_dir, args);
+        Self::spawn(data_dir, |listener, shutdown| {
+            broadcast_service::run(config, listener, shutdown)
+        })
+        .await
+    }
+
+    /// With an injected picture service.
+    pub async fn start_with(
+        data_dir: &Path,
+        args: &[&str],
+        pps: Arc<dyn PictureService>,
+    ) -> Server {
+        let config = config(data_dir, args);
+        Self::spawn(data_dir, |listener, shutdown| {
+            broadcast_service::run_with(config, listener, pps, shutdown)
+        })
+        .await
+    }
+
+    async fn spawn<F, Fut>(data_dir: &Path, run: F) -> Server
+    where
+        F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        init_tracing();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+            let _ = rx.await;
+        });
+        let task = tokio::spawn(run(listener, shutdown));
+        Server {
+            url: format!("ws://{addr}"),
+            http: format!("http://{addr}"),
+            data_dir: data_dir.to_path_buf(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown; fails the test if the service does not stop cleanly in time.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("service did not stop in time")
+                .expect("service task panicked");
+            result.expect("service ended with an error");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A test that failed half-way still stops its server (the runtime ends it anyway).
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A picture-service server (services mode), with the `Pps` it serves.
+pub struct PpsServer {
+    /// `ws://127.0.0.1:PORT/bs`, for `--pps-url`.
+    pub url: String,
+    pub pps: Arc<Pps>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl PpsServer {
+    /// Serves a `Pps` over a filesystem store under `data_dir`.
+    pub async fn start(data_dir: &Path, config: PpsConfig) -> PpsServer {
+        init_tracing();
+        let store = Arc::new(FsStore::new(data_dir.to_path_buf()));
+        let pps = Pps::new(config, store);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(primary_picture_service::server::serve(
+            listener,
+            pps.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        PpsServer {
+            url: format!("ws://{addr}/bs"),
+            pps,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("picture service did not stop in time")
+                .expect("picture service task panicked");
+            result.expect("picture service ended with an error");
+        }
+        self.pps.shutdown(PATIENCE).await;
+    }
+}
+
+impl Drop for PpsServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The stored file of a picture, decoded, if it exists.
+pub fn stored(data_dir: &Path, picture: &str) -> Option<Decoded> {
+    let path = data_dir.join("pictures").join(format!("{picture}.png"));
+    let bytes = std::fs::read(path).ok()?;
+    Some(decode_png(&bytes, 4096).unwrap())
+}
+
+/// Waits until the stored file of `picture` carries `seq` (files are replaced atomically, so
+/// a half-written file is never seen).
+pub async fn wait_stored(data_dir: &Path, picture: &str, seq: u64) -> Decoded {
+    let deadline = deadline();
+    loop {
+        if let Some(decoded) = stored(data_dir, picture) {
+            if decoded.seq == Some(seq) {
+                return decoded;
+            }
+            assert!(
+                decoded.seq < Some(seq),
+                "stored {picture} is at seq {:?}, beyond the last one {seq}",
+                decoded.seq
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{picture} was not stored at seq {seq} in time (now {:?})",
+            stored(data_dir, picture).map(|d| d.seq)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `snapshot.png` decoded, with its `X-Picture-Seq`.
+pub async fn snapshot(server: &Server, picture: &str) -> (u64, Raster) {
+    let (seq, png) = raster_client::snapshot(&server.url, picture).await.unwrap();
+    let decoded = decode_png(&png, 4096).unwrap();
+    assert_eq!(decoded.seq, Some(seq), "tEXt seq and X-Picture-Seq differ");
+    (seq, decoded.raster)
+}
+
+/// A client that keeps its raster and its log of received updates.
+pub async fn logged_client(server: &Server, picture: &str, size: Option<(u32, u32)>) -> Client {
+    let options = ConnectOptions {
+        size,
+        keep_log: true,
+        ..ConnectOptions::default()
+    };
+    Client::connect_with(&server.url, picture, options)
+        .await
+        .unwrap()
+}
+
+/// Raw WebSocket, for sending what a well-behaved client never would.
+pub type Raw = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+/// Opens a raw socket to `picture` and reads its `Welcome`; returns the socket and client id.
+pub async fn raw_join(server: &Server, picture: &str) -> (Raw, u64) {
+    let url = format!("{}/pictures/{picture}/ws", server.url);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    let deadline = deadline();
+    loop {
+        match raw_next(&mut socket, deadline).await {
+            RawEvent::Msg(ServerMsg::Welcome { client_id, .. }) => return (socket, client_id),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+}
+
+/// What a raw socket received.
+#[derive(Debug)]
+pub enum RawEvent {
+    Msg(ServerMsg),
+    Close(Option<u16>),
+    /// The connection ended without a close frame, or with a transport error.
+    Ended(String),
+}
+
+/// The next protocol message or close on a raw socket (WebSocket pings skipped).
+pub async fn raw_next(socket: &mut Raw, deadline: Instant) -> RawEvent {
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("timed out waiting on a raw socket");
+        match next {
+            None => return RawEvent::Ended("stream ended".into()),
+            Some(Err(e)) => return RawEvent::Ended(e.to_string()),
+            Some(Ok(Message::Binary(frame))) => {
+                return RawEvent::Msg(codec::decode_server(&frame).unwrap())
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return RawEvent::Close(frame.map(|f| u16::from(f.code)))
+            }
+            Some(Ok(Message::Text(t))) => panic!("server sent a text frame: {t}"),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Reads until the server closes; returns the `Error` messages seen and the close code.
+pub async fn raw_until_close(socket: &mut Raw) -> (Vec<(u16, String)>, Option<u16>) {
+    let deadline = deadline();
+    let mut errors = Vec::new();
+    loop {
+        match raw_next(socket, deadline).await {
+            RawEvent::Msg(ServerMsg::Error { code, message }) => errors.push((code, message)),
+            RawEvent::Msg(_) => {}
+            RawEvent::Close(code) => return (errors, code),
+            RawEvent::Ended(why) => panic!("connection ended without a close frame: {why}"),
+        }
+    }
+}
+
+pub async fn raw_send(socket: &mut Raw, bytes: Vec<u8>) {
+    socket.send(Message::Binary(bytes.into())).await.unwrap();
+}
+
+pub fn close_code(code: CloseCode) -> u16 {
+    u16::from(code)
+}
