@@ -1,1 +1,714 @@
-//! S3 store (being written by another helper).
+//! The S3 store: one object `{prefix}{id}.png` per picture (PROTOCOL.md §6).
+//!
+//! The object is the PNG itself (with its `tEXt` `seq` chunk), content type `image/png`, and
+//! the user metadata `seq`, `width` and `height` so that tools can read them without
+//! downloading the picture. Writes are conditional on the object's ETag (`If-Match`), or on
+//! its absence (`If-None-Match: *`) for a picture's first write: of two writers racing on
+//! one picture exactly one wins, the other gets [`StoreError::Conflict`].
+//!
+//! Configuration comes from the standard AWS chain (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, profiles, ...). An endpoint URL means
+//! LocalStack or another S3-compatible server, which wants path-style addressing.
+//!
+//! Timeouts are deliberately short (connect 3 s, whole operation 30 s by default): the
+//! picture actor retries failed flushes itself, so an unreachable S3 must fail quickly
+//! rather than hang a flush or a cold join.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::{Bytes, BytesMut};
+
+use super::{Store, StoreError, StoredMeta, StoredPicture, Version};
+
+/// The key prefix used when the URL names only a bucket (`s3://bucket`).
+pub const DEFAULT_PREFIX: &str = "pictures/";
+
+/// Tunables of the S3 client. Flatten into a binary's clap config with `#[command(flatten)]`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct S3Options {
+    /// Use path-style URLs (`http://host/bucket/key`) even without an endpoint override.
+    /// Always on when `AWS_ENDPOINT_URL` is set (LocalStack, MinIO, ...).
+    #[arg(long = "s3-force-path-style", env = "PPS_S3_FORCE_PATH_STYLE")]
+    pub force_path_style: bool,
+    /// Attempts per S3 request, first try included (the SDK's standard retry mode with
+    /// jittered backoff). The picture actor retries failed flushes on top of this.
+    #[arg(
+        long = "s3-max-attempts",
+        env = "PPS_S3_MAX_ATTEMPTS",
+        default_value_t = 3
+    )]
+    pub max_attempts: u32,
+    /// Connect timeout in milliseconds: an unreachable endpoint fails after this long.
+    #[arg(
+        long = "s3-connect-timeout-ms",
+        env = "PPS_S3_CONNECT_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub connect_timeout_ms: u64,
+    /// Timeout in milliseconds for one whole S3 operation, retries included.
+    #[arg(
+        long = "s3-operation-timeout-ms",
+        env = "PPS_S3_OPERATION_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub operation_timeout_ms: u64,
+    /// Largest object `load` accepts, in bytes; a bigger one is reported as corrupt rather
+    /// than read into memory. The default fits a 4096x4096 RGBA picture stored uncompressed.
+    #[arg(
+        long = "s3-max-object-bytes",
+        env = "PPS_S3_MAX_OBJECT_BYTES",
+        default_value_t = 256 << 20
+    )]
+    pub max_object_bytes: u64,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        Self {
+            force_path_style: false,
+            max_attempts: 3,
+            connect_timeout_ms: 3_000,
+            operation_timeout_ms: 30_000,
+            max_object_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Pictures as objects in one S3 bucket under one key prefix.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    /// Cheap to clone (shared connection pool); one per store is enough.
+    client: aws_sdk_s3::Client,
+    /// The one bucket every picture of this store lives in.
+    bucket: String,
+    /// Empty or ending in `/`: the object key is `{prefix}{id}.png`.
+    prefix: String,
+    /// Bound on what `load` reads, so a wrong or hostile object can't exhaust memory.
+    max_object_bytes: u64,
+}
+
+impl S3Store {
+    /// A store for `s3://BUCKET/PREFIX`, configured from the standard AWS chain.
+    ///
+    /// `s3://bucket` stores under the default prefix `pictures/`; `s3://bucket/` at the
+    /// bucket's root; `s3://bucket/a/b` under `a/b/`.
+    pub async fn from_url(url: &str, force_path_style: bool) -> Result<S3Store, StoreError> {
+        let options = S3Options {
+            force_path_style,
+            ..S3Options::default()
+        };
+        Self::from_url_with(url, &options).await
+    }
+
+    /// [`S3Store::from_url`] with every tunable given.
+    pub async fn from_url_with(url: &str, options: &S3Options) -> Result<S3Store, StoreError> {
+        let (bucket, prefix) = parse_url(url)?;
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let client = client_from_sdk_config(&sdk, options);
+        tracing::info!(
+            bucket,
+            prefix,
+            endpoint = sdk.endpoint_url().unwrap_or("aws"),
+            region = sdk.region().map(|r| r.as_ref()).unwrap_or("unset"),
+            "s3 store configured"
+        );
+        Ok(Self::new(client, bucket, &prefix).with_max_object_bytes(options.max_object_bytes))
+    }
+
+    /// A store over an existing client (tests, or callers that configure the SDK
+    /// themselves). `prefix` is normalised to end in `/` when it is not empty.
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: &str) -> S3Store {
+        S3Store {
+            client,
+            bucket: bucket.into(),
+            prefix: normalize_prefix(prefix),
+            max_object_bytes: S3Options::default().max_object_bytes,
+        }
+    }
+
+    /// Sets the largest object `load` accepts.
+    pub fn with_max_object_bytes(mut self, max: u64) -> S3Store {
+        self.max_object_bytes = max;
+        self
+    }
+
+    /// The object key of `picture`.
+    pub fn key(&self, picture: &str) -> String {
+        format!("{}{picture}.png", self.prefix)
+    }
+
+    /// The bucket, for tests and tools that read the objects directly.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The normalised key prefix (empty or ending in `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn get(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError> {
+        let key = self.key(picture);
+        let response = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                return match classify(&err) {
+                    Failure::NotFound => Ok(None),
+                    failure => Err(failure.into_error(picture, &err)),
+                };
+            }
+        };
+        let version = Version(
+            response
+                .e_tag()
+                .ok_or_else(|| StoreError::Refused(format!("GetObject {key}: no ETag")))?
+                .to_string(),
+        );
+        let length = response.content_length().unwrap_or(0);
+        if u64::try_from(length).unwrap_or(0) > self.max_object_bytes {
+            return Err(corrupt(
+                picture,
+                format!(
+                    "object is {length} bytes, more than the {} accepted",
+                    self.max_object_bytes
+                ),
+            ));
+        }
+        let declared = response.metadata().cloned().unwrap_or_default();
+        let png = read_bounded(response.body, self.max_object_bytes)
+            .await
+            .map_err(|err| match err {
+                ReadError::TooLarge => corrupt(
+                    picture,
+                    format!(
+                        "object is larger than the {} bytes accepted",
+                        self.max_object_bytes
+                    ),
+                ),
+                ReadError::Stream(msg) => StoreError::Unavailable(format!("reading {key}: {msg}")),
+            })?;
+        let meta = stored_meta(&png, &declared).map_err(|reason| corrupt(picture, reason))?;
+        Ok(Some(StoredPicture { png, meta, version }))
+    }
+
+    async fn put(
+        &self,
+        picture: &str,
+        png: Bytes,
+        meta: &StoredMeta,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        let key = self.key(picture);
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("image/png")
+            .metadata("seq", meta.seq.to_string())
+            .metadata("width", meta.width.to_string())
+            .metadata("height", meta.height.to_string())
+            .body(ByteStream::from(png));
+        request = match expected {
+            None => request.if_none_match("*"),
+            Some(version) => request.if_match(&version.0),
+        };
+        match request.send().await {
+            Ok(output) => output
+                .e_tag()
+                .map(|etag| Version(etag.to_string()))
+                .ok_or_else(|| StoreError::Refused(format!("PutObject {key}: no ETag"))),
+            // If-Match on a missing object answers 404: the version we expected is gone.
+            Err(err) => match classify(&err) {
+                Failure::NotFound => Err(StoreError::Conflict {
+                    picture: picture.to_string(),
+                }),
+                failure => Err(failure.into_error(picture, &err)),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn load(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError> {
+        check_id(picture)?;
+        let result = self.get(picture).await;
+        let outcome = match &result {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "not_found",
+            Err(err) => outcome(err),
+        };
+        metrics::counter!("s3_requests", "op" => "get", "outcome" => outcome).increment(1);
+        if let Err(err) = &result {
+            tracing::warn!(picture, bucket = %self.bucket, error = %err, "s3 load failed");
+        }
+        result
+    }
+
+    async fn save(
+        &self,
+        picture: &str,
+        png: Bytes,
+        meta: &StoredMeta,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        check_id(picture)?;
+        let result = self.put(picture, png, meta, expected).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) => outcome(err),
+        };
+        metrics::counter!("s3_requests", "op" => "put", "outcome" => outcome).increment(1);
+        match &result {
+            Ok(version) => {
+                tracing::debug!(picture, seq = meta.seq, etag = %version.0, "s3 save done")
+            }
+            Err(err) => tracing::warn!(picture, seq = meta.seq, error = %err, "s3 save failed"),
+        }
+        result
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// The S3 client for `sdk` with this store's retry, timeout and addressing rules.
+pub fn client_from_sdk_config(
+    sdk: &aws_config::SdkConfig,
+    options: &S3Options,
+) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk)
+        .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts.max(1)))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(options.connect_timeout_ms))
+                .operation_timeout(Duration::from_millis(options.operation_timeout_ms))
+                .build(),
+        )
+        // Virtual-host addressing needs DNS for `bucket.host`, which LocalStack & co. lack.
+        .force_path_style(options.force_path_style || sdk.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Splits `s3://BUCKET[/PREFIX]` into the bucket and the normalised prefix.
+pub fn parse_url(url: &str) -> Result<(String, String), StoreError> {
+    let invalid = |why: &str| StoreError::Refused(format!("invalid s3 url {url:?}: {why}"));
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| invalid("it must start with s3://"))?;
+    if rest.contains(['?', '#']) {
+        return Err(invalid("query strings and fragments are not supported"));
+    }
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((bucket, prefix)) => (bucket, normalize_prefix(prefix)),
+        None => (rest, DEFAULT_PREFIX.to_string()),
+    };
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !bucket_ok {
+        return Err(invalid(
+            "the bucket name must be 3 to 63 characters of a-z, 0-9, '.' and '-'",
+        ));
+    }
+    Ok((bucket.to_string(), prefix))
+}
+
+fn normalize_prefix(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
+/// Picture ids are checked at the edge already; this keeps a bad id from ever reaching
+/// outside the prefix (`../x`, `a/b`) should a caller forget.
+fn check_id(picture: &str) -> Result<(), StoreError> {
+    if protocol::valid_picture_id(picture) {
+        Ok(())
+    } else {
+        Err(StoreError::Refused(format!(
+            "invalid picture id {picture:?}"
+        )))
+    }
+}
+
+fn corrupt(picture: &str, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        picture: picture.to_string(),
+        reason,
+    }
+}
+
+fn outcome(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::Conflict { .. } => "conflict",
+        StoreError::Corrupt { .. } => "corrupt",
+        StoreError::Unavailable(_) => "unavailable",
+        StoreError::Refused(_) => "refused",
+    }
+}
+
+/// What a failed S3 call means to the store.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// The object does not exist (only meaningful for reads).
+    NotFound,
+    /// A conditional write lost.
+    Conflict,
+    /// Worth retrying: network, timeouts, throttling, 5xx.
+    Unavailable,
+    /// Retrying won't help: access denied, no such bucket, bad request.
+    Refused,
+}
+
+impl Failure {
+    fn into_error<E, R>(self, picture: &str, err: &SdkError<E, R>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let detail = describe_error(err);
+        match self {
+            Failure::Conflict => StoreError::Conflict {
+                picture: picture.to_string(),
+            },
+            Failure::Unavailable => StoreError::Unavailable(detail),
+            Failure::Refused | Failure::NotFound => StoreError::Refused(detail),
+        }
+    }
+}
+
+fn classify<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Failure::Unavailable
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            classify_service(status, err.code())
+        }
+        // Construction failures are local (a bad config): the same request fails again.
+        _ => Failure::Refused,
+    }
+}
+
+fn classify_service(status: u16, code: Option<&str>) -> Failure {
+    match (status, code) {
+        (_, Some("NoSuchBucket")) => Failure::Refused,
+        (404, _) | (_, Some("NoSuchKey")) => Failure::NotFound,
+        // 409 ConditionalRequestConflict: a concurrent conditional write on the same key.
+        (412, _) | (_, Some("PreconditionFailed" | "ConditionalRequestConflict")) => {
+            Failure::Conflict
+        }
+        (
+            _,
+            Some(
+                "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestTimeout"
+                | "RequestTimeTooSkewed"
+                | "InternalError"
+                | "ServiceUnavailable",
+            ),
+        ) => Failure::Unavailable,
+        (408 | 429, _) => Failure::Unavailable,
+        (500..=599, _) => Failure::Unavailable,
+        _ => Failure::Refused,
+    }
+}
+
+fn describe_error<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(service) => format!(
+            "s3 {}: {}",
+            service.err().code().unwrap_or("error"),
+            service.err().message().unwrap_or("no message")
+        ),
+        other => {
+            // The Display of SdkError is only the variant name; the cause is in the chain.
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+enum ReadError {
+    /// The body exceeded the bound: the object is not one we wrote.
+    TooLarge,
+    /// The connection failed mid-body: worth retrying.
+    Stream(String),
+}
+
+/// Reads the body, refusing to buffer more than `max` bytes whatever the server declared.
+async fn read_bounded(mut body: ByteStream, max: u64) -> Result<Bytes, ReadError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|err| ReadError::Stream(err.to_string()))?
+    {
+        if (buf.len() + chunk.len()) as u64 > max {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The picture's meta: the object metadata when present, checked against the PNG's own
+/// header and `tEXt` `seq` (PROTOCOL.md §6 makes the PNG self-describing, so a disagreement
+/// means the object was not written by us).
+fn stored_meta(png: &[u8], declared: &HashMap<String, String>) -> Result<StoredMeta, String> {
+    let header = png_header(png)?;
+    let field = |name: &str| -> Result<Option<u64>, String> {
+        declared
+            .get(name)
+            .map(|text| {
+                text.parse::<u64>()
+                    .map_err(|_| format!("metadata {name}={text:?} is not a decimal number"))
+            })
+            .transpose()
+    };
+    let seq = match (field("seq")?, header.seq) {
+        (Some(declared), Some(png)) if declared != png => {
+            return Err(format!("metadata seq {declared} but the png says {png}"))
+        }
+        (Some(seq), _) | (None, Some(seq)) => seq,
+        (None, None) => return Err("no seq in the metadata nor in the png".to_string()),
+    };
+    for (name, actual) in [("width", header.width), ("height", header.height)] {
+        if let Some(declared) = field(name)? {
+            if declared != u64::from(actual) {
+                return Err(format!(
+                    "metadata {name} {declared} but the png is {actual}"
+                ));
+            }
+        }
+    }
+    Ok(StoredMeta {
+        seq,
+        width: header.width,
+        height: header.height,
+    })
+}
+
+/// What the chunks before the image data say.
+#[derive(Debug, PartialEq, Eq)]
+struct PngHeader {
+    /// From IHDR: checked against the `width` metadata.
+    width: u32,
+    /// From IHDR: checked against the `height` metadata.
+    height: u32,
+    /// From the `tEXt` `seq` chunk: the fallback when the metadata has no `seq`.
+    seq: Option<u64>,
+}
+
+/// Reads IHDR and a `tEXt` `seq` chunk without decompressing anything: `load` should not pay
+/// for a full decode (the picture actor decodes the pixels once, off the async runtime).
+fn png_header(png: &[u8]) -> Result<PngHeader, String> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let mut rest = png
+        .strip_prefix(SIGNATURE)
+        .ok_or_else(|| "not a png (bad signature)".to_string())?;
+    let mut header: Option<PngHeader> = None;
+    loop {
+        if rest.len() < 12 {
+            return Err("png ends before its image data".to_string());
+        }
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let kind = &rest[4..8];
+        let data = rest
+            .get(8..8usize.saturating_add(len))
+            .ok_or_else(|| "png chunk runs past the end".to_string())?;
+        match (kind, header.as_mut()) {
+            (b"IHDR", None) if len == 13 => {
+                let width = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+                let height = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+                if width == 0 || height == 0 {
+                    return Err(format!("png is {width}x{height}"));
+                }
+                header = Some(PngHeader {
+                    width,
+                    height,
+                    seq: None,
+                });
+            }
+            (_, None) => return Err("png does not start with IHDR".to_string()),
+            (b"tEXt", Some(header)) => {
+                if let Some(text) = data.strip_prefix(b"seq\0") {
+                    let text = std::str::from_utf8(text)
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .ok_or_else(|| "png tEXt seq is not a decimal number".to_string())?;
+                    header.seq = Some(text);
+                }
+            }
+            (b"IDAT" | b"IEND", Some(_)) => break,
+            _ => {}
+        }
+        // 4 length + 4 type + data + 4 crc; `get` above proved data fits, the crc may not.
+        rest = rest
+            .get(12 + len..)
+            .ok_or_else(|| "png chunk runs past the end".to_string())?;
+    }
+    header.ok_or_else(|| "png has no IHDR".to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use protocol::raster::Raster;
+    use protocol::snapshot::{encode_png, Compression};
+
+    fn meta_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn urls_parse_to_bucket_and_normalised_prefix() {
+        let parse = |url| parse_url(url).unwrap();
+        assert_eq!(
+            parse("s3://raster-pictures"),
+            ("raster-pictures".into(), "pictures/".into())
+        );
+        assert_eq!(
+            parse("s3://raster-pictures/"),
+            ("raster-pictures".into(), "".into())
+        );
+        assert_eq!(
+            parse("s3://bkt/pictures/"),
+            ("bkt".into(), "pictures/".into())
+        );
+        assert_eq!(parse("s3://bkt/a/b"), ("bkt".into(), "a/b/".into()));
+        for bad in [
+            "http://bkt/x",
+            "s3://",
+            "s3://ab/x",
+            "s3://Upper/x",
+            "s3://bkt/x?y=1",
+        ] {
+            assert!(
+                matches!(parse_url(bad), Err(StoreError::Refused(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_reads_size_and_seq_without_decoding() {
+        let png = encode_png(&Raster::new(7, 3), 42, Compression::Fast).unwrap();
+        assert_eq!(
+            png_header(&png).unwrap(),
+            PngHeader {
+                width: 7,
+                height: 3,
+                seq: Some(42)
+            }
+        );
+        assert!(png_header(b"garbage").is_err());
+        assert!(png_header(&png[..20]).is_err());
+    }
+
+    #[test]
+    fn meta_comes_from_metadata_checked_against_the_png() {
+        let png = encode_png(&Raster::new(7, 3), 42, Compression::Fast).unwrap();
+        let want = StoredMeta {
+            seq: 42,
+            width: 7,
+            height: 3,
+        };
+        let full = meta_map(&[("seq", "42"), ("width", "7"), ("height", "3")]);
+        assert_eq!(stored_meta(&png, &full).unwrap(), want);
+        assert_eq!(stored_meta(&png, &HashMap::new()).unwrap(), want);
+        for bad in [
+            meta_map(&[("seq", "41")]),
+            meta_map(&[("seq", "x")]),
+            meta_map(&[("width", "8")]),
+            meta_map(&[("height", "-3")]),
+        ] {
+            assert!(stored_meta(&png, &bad).is_err(), "{bad:?}");
+        }
+        assert!(stored_meta(b"\x89PNG\r\n\x1a\nxx", &full).is_err());
+    }
+
+    #[test]
+    fn service_errors_are_classified() {
+        assert_eq!(classify_service(404, Some("NoSuchKey")), Failure::NotFound);
+        assert_eq!(classify_service(404, None), Failure::NotFound);
+        assert_eq!(
+            classify_service(404, Some("NoSuchBucket")),
+            Failure::Refused
+        );
+        assert_eq!(
+            classify_service(412, Some("PreconditionFailed")),
+            Failure::Conflict
+        );
+        assert_eq!(
+            classify_service(409, Some("ConditionalRequestConflict")),
+            Failure::Conflict
+        );
+        assert_eq!(
+            classify_service(403, Some("AccessDenied")),
+            Failure::Refused
+        );
+        assert_eq!(
+            classify_service(503, Some("SlowDown")),
+            Failure::Unavailable
+        );
+        assert_eq!(classify_service(500, None), Failure::Unavailable);
+        assert_eq!(classify_service(429, None), Failure::Unavailable);
+        assert_eq!(
+            classify_service(400, Some("InvalidArgument")),
+            Failure::Refused
+        );
+    }
+
+    #[test]
+    fn ids_that_could_leave_the_prefix_are_refused() {
+        for bad in ["", "../x", "a/b", "a.png", &"x".repeat(65)] {
+            assert!(
+                matches!(check_id(bad), Err(StoreError::Refused(_))),
+                "{bad}"
+            );
+        }
+        check_id("Abc_09-x").unwrap();
+    }
+}
