@@ -529,10 +529,11 @@ class Page {
       return;
     }
     if (g.tool === 'pixel') {
-      // Pixels along the way, so that a fast drag leaves no holes.
+      // Pixels along the way, so that a fast drag leaves no holes; only those in the picture.
+      const { width, height } = this.client.raster;
       for (const q of lineReference(g.last, p).slice(1)) {
         const key = `${q[0]},${q[1]}`;
-        if (g.seen.has(key)) continue;
+        if (g.seen.has(key) || q[0] < 0 || q[1] < 0 || q[0] >= width || q[1] >= height) continue;
         g.seen.add(key);
         g.unsent.push(q);
         g.fresh += 1;

@@ -1,0 +1,455 @@
+// The browser client end to end: the real broadcast-service binary on a free loopback port with
+// a temporary data dir, pages in headless Chromium (playwright-core, /usr/bin/chromium), drawing
+// with synthetic pointer input, and every page's picture compared byte for byte with the
+// service's snapshot.png (decoded with protocol.js, never through a canvas).
+//
+// Env: BS_BIN (default target/debug/broadcast-service), CHROMIUM (default /usr/bin/chromium).
+// Screenshots: .test-artifacts/browser-*.png; the service's log: .test-artifacts/browser-bs.log.
+// Run: node --test web-tests/e2e.test.mjs (or web-tests/run.sh).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+import { Raster, blendAt, decodePng } from '../broadcast-service/static/protocol.js';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
+const BS_BIN = resolve(repo, process.env.BS_BIN ?? 'target/debug/broadcast-service');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = join(repo, '.test-artifacts');
+// Generous: the service, the browser and cargo builds share two cores.
+const DEADLINE_MS = 20_000;
+
+const W = 300;
+const H = 200;
+// The translucent background the raw client clears the picture to, so that later blends give
+// translucent pixels (on opaque white every blend stays opaque).
+const BACKGROUND = [200, 220, 255, 90];
+// A translucent patch with the alpha values where rounding matters most.
+const PATCH = { x: 250, y: 10, w: 6, h: 1, alphas: [0, 1, 127, 128, 254, 255] };
+
+async function until(what, fn, ms = DEADLINE_MS) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${typeof what === 'function' ? what() : what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** The real service; `stop()` sends SIGTERM (graceful: close 1012, flush) and waits for exit. */
+async function startService(port, dataDir, log) {
+  const child = spawn(BS_BIN, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+  });
+  child.stdout.pipe(log, { end: false });
+  child.stderr.pipe(log, { end: false });
+  const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  let dead = null;
+  exited.then((e) => {
+    dead = e;
+  });
+  await until('the service to answer /healthz', async () => {
+    if (dead) throw new Error(`broadcast-service exited early: ${JSON.stringify(dead)}`);
+    try {
+      return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+    } catch {
+      return false;
+    }
+  });
+  return {
+    async stop() {
+      if (dead) return dead;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), DEADLINE_MS);
+      const result = await exited;
+      clearTimeout(timer);
+      return result;
+    },
+  };
+}
+
+async function snapshot(base, id) {
+  const res = await fetch(`${base}/pictures/${id}/snapshot.png`);
+  assert.equal(res.status, 200);
+  const png = await decodePng(new Uint8Array(await res.arrayBuffer()));
+  return { ...png, seq: Number(res.headers.get('x-picture-seq')) };
+}
+
+/** The page's automation hook, with the picture as base64 (evaluate returns JSON). */
+async function pageState(page) {
+  return page.evaluate(() => {
+    const r = window.raster;
+    const bytes = r.rgba();
+    let bin = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return {
+      seq: r.seq === null ? null : Number(r.seq),
+      width: r.width,
+      height: r.height,
+      state: r.state,
+      welcomes: r.welcomes,
+      presence: r.presence,
+      pending: r.pending,
+      sent: r.sent,
+      rgba: btoa(bin),
+    };
+  });
+}
+
+function pixelsOf(state) {
+  return new Uint8Array(Buffer.from(state.rgba, 'base64'));
+}
+
+function assertSamePixels(got, want, what) {
+  assert.equal(got.length, want.length, `${what}: length`);
+  const i = got.findIndex((v, k) => v !== want[k]);
+  if (i >= 0) {
+    const p = Math.floor(i / 4);
+    const at = `(${p % W}, ${Math.floor(p / W)})`;
+    assert.fail(`${what}: pixel ${at} is ${got.subarray(p * 4, p * 4 + 4)}, snapshot has ${want.subarray(p * 4, p * 4 + 4)}`);
+  }
+}
+
+/**
+ * Waits until the service's snapshot is at `seq` and every page has applied exactly that much
+ * with nothing of its own in flight; then every page's picture must equal the snapshot.
+ */
+async function converge(base, id, pages, seq) {
+  let seen = null;
+  const snap = await until(
+    () => `pages and snapshot at seq ${seq}; last seen ${JSON.stringify(seen)}`,
+    async () => {
+      const s = await snapshot(base, id);
+      seen = { snapshot: s.seq, pages: [] };
+      for (const page of pages) {
+        seen.pages.push(await page.evaluate(() => [Number(window.raster.seq), window.raster.pending]));
+      }
+      return s.seq === seq && seen.pages.every(([ps, pending]) => ps === seq && pending === 0) ? s : null;
+    },
+  );
+  assert.equal(snap.width, W);
+  assert.equal(snap.height, H);
+  for (const [n, page] of pages.entries()) {
+    const st = await pageState(page);
+    assert.equal(st.seq, seq);
+    assertSamePixels(pixelsOf(st), snap.pixels, `page ${n}`);
+  }
+  return snap;
+}
+
+/** Screen position of the centre of picture pixel (x, y), whatever the zoom and pan. */
+async function screenAt(page, x, y) {
+  const box = await page.locator('#picture').boundingBox();
+  const zoom = box.width / W;
+  return [box.x + (x + 0.5) * zoom, box.y + (y + 0.5) * zoom];
+}
+
+async function setBrush(page, { tool, color, opacity, width }) {
+  await page.click(`button[data-tool="${tool}"]`);
+  if (color !== undefined) await page.fill('#color', color);
+  if (opacity !== undefined) await page.fill('#opacity', String(opacity));
+  if (width !== undefined) await page.fill('#width', String(width));
+}
+
+/** Presses at the first point, moves through the others, releases. */
+async function drag(page, points) {
+  const box = await page.locator('#picture').boundingBox();
+  const zoom = box.width / W;
+  const screen = ([x, y]) => [box.x + (x + 0.5) * zoom, box.y + (y + 0.5) * zoom];
+  await page.mouse.move(...screen(points[0]));
+  await page.mouse.down();
+  for (const p of points.slice(1)) await page.mouse.move(...screen(p), { steps: 3 });
+  await page.mouse.up();
+}
+
+/** A second WebSocket client inside the page: sends ops the tools can't (Clear, Patch). */
+async function rawOps(page, id, ops) {
+  await page.evaluate(
+    async ({ id, ops }) => {
+      const p = await import('/static/protocol.js');
+      const ws = new WebSocket(`ws://${location.host}/pictures/${id}/ws`);
+      ws.binaryType = 'arraybuffer';
+      await new Promise((resolve, reject) => {
+        let me = null;
+        let echoed = 0;
+        ws.onerror = () => reject(new Error('raw client: socket error'));
+        ws.onmessage = (e) => {
+          const m = p.decodeServerMsg(new Uint8Array(e.data));
+          if (m.Welcome) {
+            me = m.Welcome.client_id;
+            ops.forEach((op, i) => {
+              if (op.Patch) op.Patch.rgba = Uint8Array.from(op.Patch.rgba);
+              ws.send(p.encodeClientMsg({ Draw: { client_seq: BigInt(i + 1), op } }));
+            });
+          } else if (m.Updates) {
+            echoed += m.Updates.filter((u) => u.client_id === me).length;
+            if (echoed === ops.length) resolve();
+          } else if (m.Rejected || m.Error) {
+            reject(new Error(`raw client: ${JSON.stringify(m, (k, v) => (typeof v === 'bigint' ? String(v) : v))}`));
+          }
+        };
+      });
+      ws.close();
+    },
+    { id, ops },
+  );
+}
+
+function pixelAt(pixels, x, y) {
+  const i = (y * W + x) * 4;
+  return [...pixels.subarray(i, i + 4)];
+}
+
+test('browser client: draws, converges exactly, joins late, survives a restart', { timeout: 240_000 }, async (t) => {
+  assert.ok(existsSync(BS_BIN), `no service binary at ${BS_BIN} (build it, or set BS_BIN)`);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const log = createWriteStream(join(ARTIFACTS, 'browser-bs.log'));
+  const dataDir = mkdtempSync(join(tmpdir(), 'raster-e2e-'));
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  let service = await startService(port, dataDir, log);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-quic',
+    ],
+  });
+  t.after(async () => {
+    await browser.close();
+    await service.stop();
+    log.end();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+  const errors = [];
+  const open = async (path) => {
+    const page = await context.newPage();
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${base}${path}`);
+    return page;
+  };
+
+  const id = `e2e-${process.pid}-${Date.now()}`;
+  const [a, b] = [await open(`/p/${id}?width=${W}&height=${H}`), await open(`/p/${id}?width=${W}&height=${H}`)];
+  for (const page of [a, b]) await until('both pages to join', () => page.evaluate(() => window.raster.presence === 2));
+  let st = await pageState(a);
+  assert.equal(st.width, W);
+  assert.equal(st.height, H);
+  assert.equal(st.seq, 0);
+  assert.deepStrictEqual(pixelAt(pixelsOf(st), 0, 0), [255, 255, 255, 255]);
+
+  // Ops the raw client sends: a translucent Clear, then a Patch over it.
+  const patchRgba = PATCH.alphas.flatMap((al, i) => [40 * i, 255 - 40 * i, 100, al]);
+  await rawOps(a, id, [
+    { Clear: { color: BACKGROUND } },
+    { Patch: { x: PATCH.x, y: PATCH.y, w: PATCH.w, h: PATCH.h, rgba: patchRgba } },
+  ]);
+  const rawSent = 2;
+  await converge(base, id, [a, b], rawSent);
+
+  await t.test('own stroke is previewed before it is sequenced', async () => {
+    await setBrush(a, { tool: 'pen', color: '#112233', opacity: 255, width: 5 });
+    const [x, y] = await screenAt(a, 150, 100);
+    await a.mouse.move(x, y);
+    await a.mouse.down();
+    // Nothing is sent until the pointer moves or lifts: this is the draft's preview alone.
+    const px = await until('the preview on the overlay', async () => {
+      const data = await a.evaluate(() => [
+        ...document.getElementById('overlay').getContext('2d').getImageData(150, 100, 1, 1).data,
+      ]);
+      return data[3] > 0 ? data : null;
+    });
+    assert.deepStrictEqual(px, [0x11, 0x22, 0x33, 255]);
+    assert.equal((await pageState(a)).sent, 0);
+    await a.mouse.up();
+    await until('the echo to replace the preview', () =>
+      a.evaluate(
+        () =>
+          window.raster.pending === 0 &&
+          window.raster.seq === 3 &&
+          document.getElementById('overlay').getContext('2d').getImageData(150, 100, 1, 1).data[3] === 0,
+      ),
+    );
+  });
+
+  await t.test('strokes, rectangle and pixels converge on every page and match the snapshot', async () => {
+    await setBrush(a, { tool: 'pen', color: '#d01010', opacity: 255, width: 5 });
+    await drag(a, [[10, 10], [60, 30], [120, 20], [180, 60], [230, 40]]);
+    await setBrush(a, { tool: 'pen', color: '#1040e0', opacity: 100, width: 9 });
+    await drag(a, [[20, 60], [100, 5], [140, 90], [200, 10]]);
+    await setBrush(a, { tool: 'rect', color: '#10a040', opacity: 128 });
+    await drag(a, [[20, 120], [80, 170]]);
+    await setBrush(a, { tool: 'pixel', color: '#802080', opacity: 200 });
+    await drag(a, [[100, 150], [160, 152], [200, 180]]);
+    await setBrush(a, { tool: 'eraser', width: 7 });
+    await drag(a, [[60, 25], [70, 35]]);
+    await until('every op to be echoed', () => a.evaluate(() => window.raster.pending === 0));
+    const sent = (await pageState(a)).sent;
+    assert.ok(sent >= 6, `sent ${sent} ops`);
+    const snap = await converge(base, id, [a, b], sent + rawSent);
+
+    // Exact values worked out here, independently of the service and of the page.
+    const expect = new Raster(W, H);
+    expect.apply({ Clear: { color: BACKGROUND } });
+    expect.apply({ Patch: { x: PATCH.x, y: PATCH.y, w: PATCH.w, h: PATCH.h, rgba: Uint8Array.from(patchRgba) } });
+    for (let i = 0; i < PATCH.w; i++) {
+      assert.deepStrictEqual(pixelAt(snap.pixels, PATCH.x + i, PATCH.y), pixelAt(expect.pixels, PATCH.x + i, PATCH.y));
+    }
+    const inRect = [...BACKGROUND];
+    blendAt(inRect, 0, 0x10, 0xa0, 0x40, 128);
+    assert.deepStrictEqual(pixelAt(snap.pixels, 50, 145), inRect);
+    assert.ok(inRect[3] < 255, 'the rectangle is translucent');
+    assert.deepStrictEqual(pixelAt(snap.pixels, 150, 100), [0x11, 0x22, 0x33, 255]);
+    await a.screenshot({ path: join(ARTIFACTS, 'browser-drawing.png') });
+
+    // "Download PNG" saves the picture itself.
+    const [download] = await Promise.all([a.waitForEvent('download'), a.click('#download')]);
+    assert.equal(download.suggestedFilename(), `${id}.png`);
+    const saved = await decodePng(new Uint8Array(readFileSync(await download.path())));
+    assertSamePixels(saved.pixels, snap.pixels, 'downloaded PNG');
+  });
+
+  await t.test('the picker takes the exact colour and opacity from the picture', async () => {
+    await setBrush(a, { tool: 'picker' });
+    const [x, y] = await screenAt(a, 50, 145);
+    await a.mouse.click(x, y);
+    const picked = await a.evaluate(() => [document.getElementById('color').value, document.getElementById('opacity').value]);
+    const px = pixelAt(pixelsOf(await pageState(a)), 50, 145);
+    const hex = `#${px.slice(0, 3).map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+    assert.deepStrictEqual(picked, [hex, String(px[3])]);
+  });
+
+  await t.test('drawing at another zoom lands on the pixel under the pointer', async () => {
+    await a.click('#zoom-in');
+    await a.click('#zoom-in');
+    assert.equal(await a.textContent('#zoom'), '156%');
+    await setBrush(a, { tool: 'pixel', color: '#000000', opacity: 255 });
+    const before = (await pageState(a)).sent;
+    const [x, y] = await screenAt(a, 291, 193);
+    await a.mouse.click(x, y);
+    await until('the echo', () => a.evaluate(() => window.raster.pending === 0));
+    assert.equal((await pageState(a)).sent, before + 1);
+    const snap = await converge(base, id, [a, b], before + 1 + rawSent);
+    assert.deepStrictEqual(pixelAt(snap.pixels, 291, 193), [0, 0, 0, 255]);
+    assert.deepStrictEqual(pixelAt(snap.pixels, 290, 193), BACKGROUND);
+    await a.click('#zoom-reset');
+  });
+
+  await t.test('an op over the limits is rejected: its preview goes, a message shows', async () => {
+    const before = await pageState(a);
+    // The slider stops at the protocol's limit; lift it to send a too-wide stroke.
+    await a.evaluate(() => {
+      const w = document.getElementById('width');
+      w.max = '1000';
+      w.value = '300';
+      w.dispatchEvent(new Event('input'));
+    });
+    await a.click('button[data-tool="pen"]');
+    const [x, y] = await screenAt(a, 100, 100);
+    await a.mouse.click(x, y);
+    await until('the rejection message', () => a.evaluate(() => !document.getElementById('toast').hidden));
+    assert.match(await a.textContent('#toast'), /^Not drawn: /);
+    await until('the preview to go', () =>
+      a.evaluate(
+        () =>
+          window.raster.pending === 0 &&
+          document.getElementById('overlay').getContext('2d').getImageData(100, 100, 1, 1).data[3] === 0,
+      ),
+    );
+    await a.screenshot({ path: join(ARTIFACTS, 'browser-rejected.png') });
+    const after = await pageState(a);
+    assert.equal(after.sent, before.sent + 1);
+    await converge(base, id, [a, b], before.seq);
+    await a.fill('#width', '5');
+  });
+
+  await t.test('a page joining late gets the translucent pixels exactly', async () => {
+    const c = await open(`/p/${id}`);
+    await until('the third page to join', () => c.evaluate(() => window.raster.presence === 3));
+    const seq = (await pageState(a)).seq;
+    const snap = await converge(base, id, [a, b, c], seq);
+    const translucent = [];
+    for (let i = 3; i < snap.pixels.length; i += 4) if (snap.pixels[i] > 0 && snap.pixels[i] < 255) translucent.push(i);
+    assert.ok(translucent.length > W * H / 2, `${translucent.length} translucent pixels`);
+    await c.screenshot({ path: join(ARTIFACTS, 'browser-joined.png') });
+    await c.close();
+    await until('presence back to 2', () => a.evaluate(() => window.raster.presence === 2));
+  });
+
+  await t.test('a restart of the service: pages show it, reconnect and resynchronise', async () => {
+    const seq = (await pageState(a)).seq;
+    const stopped = await service.stop();
+    // SIGTERM is a graceful shutdown: pictures handed to storage, then a clean exit.
+    assert.deepStrictEqual(stopped, { code: 0, signal: null });
+    for (const page of [a, b]) {
+      await until('the page to notice', () => page.evaluate(() => window.raster.state === 'reconnecting'));
+    }
+    assert.match(await a.textContent('#state'), /^Offline/);
+    await a.screenshot({ path: join(ARTIFACTS, 'browser-offline.png') });
+    service = await startService(port, dataDir, log);
+    for (const page of [a, b]) {
+      await until('the page to reconnect', () =>
+        page.evaluate(() => window.raster.state === 'connected' && window.raster.welcomes === 2),
+      );
+    }
+    assert.equal(await a.textContent('#state'), 'Reconnected');
+    // Sequence numbers survive the restart, and so does every pixel.
+    await converge(base, id, [a, b], seq);
+
+    await setBrush(a, { tool: 'pen', color: '#ff8000', opacity: 180, width: 11 });
+    const before = (await pageState(a)).sent;
+    await drag(a, [[30, 180], [150, 120], [280, 190]]);
+    await until('every op to be echoed', () => a.evaluate(() => window.raster.pending === 0));
+    const after = (await pageState(a)).sent;
+    assert.ok(after > before);
+    await converge(base, id, [a, b], seq + after - before);
+    await a.screenshot({ path: join(ARTIFACTS, 'browser-reconnected.png') });
+  });
+
+  await t.test('the index page lists the picture and creates new ones', async () => {
+    const index = await open('/');
+    const link = index.locator(`.recent a[href="/p/${id}"]`);
+    await until('the recent entry', async () => (await link.count()) === 1);
+    assert.match(await link.textContent(), new RegExp(`${id}${W} × ${H}`));
+    await index.screenshot({ path: join(ARTIFACTS, 'browser-index.png') });
+    const fresh = `${id}-new`;
+    await index.fill('#id', fresh);
+    await index.fill('#width', '64');
+    await index.fill('#height', '48');
+    await index.click('button[type="submit"]');
+    await index.waitForURL(`${base}/p/${fresh}?width=64&height=48`);
+    await until('the new picture', () => index.evaluate(() => window.raster.seq === 0));
+    const created = await pageState(index);
+    assert.deepStrictEqual([created.width, created.height], [64, 48]);
+    assert.ok(pixelsOf(created).every((v) => v === 255));
+  });
+
+  assert.deepStrictEqual(errors, []);
+});
