@@ -90,7 +90,18 @@ async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
         create: None,
         min_seq,
     };
-    match state.registry.pps().snapshot(request).await {
+    // The picture service may be reconnecting (services mode): wait for it a while, as a
+    // joining client would, rather than fail at once.
+    let give_up = tokio::time::Instant::now() + state.config.join_timeout;
+    let result = loop {
+        match state.registry.pps().snapshot(request.clone()).await {
+            Err(PpsError::Unavailable(_)) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            result => break result,
+        }
+    };
+    match result {
         Ok(snapshot) => (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
