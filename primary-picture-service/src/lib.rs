@@ -5,9 +5,24 @@
 //! # Layout
 //!
 //! - [`api`]: the [`PictureService`] contract the broadcast service talks to.
+//! - [`service`]: [`Pps`], the in-process implementation, and its [`PpsConfig`].
+//! - [`picture`] (private): the per-picture actor that does the work.
+//! - [`scheduler`]: the priority job queue granting CPU/IO slots.
 //! - [`store`]: the [`Store`](store::Store) trait and its homes (filesystem, S3, memory).
+//! - [`config`]: command-line/environment configuration shared with the broadcast service's
+//!   embedded mode, and [`config::make_store`].
+//! - [`server`]: the services-mode server (`GET /bs` WebSocket, probes, metrics).
+//! - [`remote`]: [`RemotePps`](remote::RemotePps), the client the broadcast service uses in
+//!   services mode.
 
 pub mod api;
+pub mod config;
+mod picture;
+pub mod remote;
+pub mod scheduler;
+pub mod server;
+pub mod service;
 pub mod store;
 
 pub use api::{PictureService, PpsEvent};
+pub use service::{Pps, PpsConfig, ShutdownSummary};

@@ -62,9 +62,13 @@ pub enum PpsRequest {
 pub enum PpsReply {
     Snapshot(Snapshot),
     /// The batch is queued (not necessarily applied yet). PPS has every update up to `last_seq`.
-    Accepted { last_seq: u64 },
+    Accepted {
+        last_seq: u64,
+    },
     /// Every update up to `flushed_seq` is in storage and the picture was dropped from memory.
-    Released { flushed_seq: u64 },
+    Released {
+        flushed_seq: u64,
+    },
     Error(PpsError),
 }
 
@@ -93,7 +97,13 @@ pub enum ToPps {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromPps {
-    Reply { id: u64, reply: PpsReply },
+    Reply {
+        id: u64,
+        reply: PpsReply,
+    },
     /// Every update of `picture` up to `seq` is durable in storage.
-    Flushed { picture: String, seq: u64 },
+    Flushed {
+        picture: String,
+        seq: u64,
+    },
 }

@@ -84,7 +84,11 @@ pub fn decode_png(bytes: &[u8], max_side: u32) -> Result<Decoded, PngError> {
         .uncompressed_latin1_text
         .iter()
         .find(|t| t.keyword == "seq")
-        .map(|t| t.text.parse::<u64>().map_err(|_| PngError::BadSeq(t.text.clone())))
+        .map(|t| {
+            t.text
+                .parse::<u64>()
+                .map_err(|_| PngError::BadSeq(t.text.clone()))
+        })
         .transpose()?;
     let raster = Raster::from_rgba(width, height, pixels).ok_or(PngError::TooLarge {
         width,

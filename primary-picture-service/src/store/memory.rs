@@ -1,1 +1,149 @@
-//! Memory store (being written).
+//! An in-memory [`Store`] for tests: versions are a counter, and it can be told to fail or to be
+//! slow so that other crates can test how they cope with a sick storage.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Store, StoreError, StoredMeta, StoredPicture, Version};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    /// The stored pictures. std Mutex: held for a few lines, never across `.await`.
+    pictures: Mutex<HashMap<String, StoredPicture>>,
+    /// Source of versions: every save gets a new number.
+    next_version: AtomicU64,
+    /// While set, load and save fail with [`StoreError::Unavailable`] (fault injection).
+    failing: AtomicBool,
+    /// Artificial latency of every load and save, in nanoseconds (0: none).
+    delay_nanos: AtomicU64,
+    /// How many loads were attempted (tests check that a picture is loaded once).
+    loads: AtomicU64,
+    /// How many saves succeeded.
+    saves: AtomicU64,
+    /// How many saves were attempted (including failed ones).
+    save_attempts: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every load and save fail with [`StoreError::Unavailable`] until switched back.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Delays every load and save by `delay` (`None`: no delay).
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        let nanos = delay.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.delay_nanos.store(nanos, Ordering::SeqCst);
+    }
+
+    /// Loads attempted so far (including failed ones).
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    /// Successful saves so far.
+    pub fn saves(&self) -> u64 {
+        self.saves.load(Ordering::SeqCst)
+    }
+
+    /// Saves attempted so far (including failed ones).
+    pub fn save_attempts(&self) -> u64 {
+        self.save_attempts.load(Ordering::SeqCst)
+    }
+
+    /// The stored picture without going through the fault switches (for assertions).
+    pub fn get(&self, picture: &str) -> Option<StoredPicture> {
+        self.lock().get(picture).cloned()
+    }
+
+    /// Stores a picture directly, bypassing the version check (to set up tests, or to play
+    /// another writer).
+    pub fn put(&self, picture: &str, png: Bytes, meta: StoredMeta) -> Version {
+        let version = self.new_version();
+        self.lock().insert(
+            picture.to_string(),
+            StoredPicture {
+                png,
+                meta,
+                version: version.clone(),
+            },
+        );
+        version
+    }
+
+    fn new_version(&self) -> Version {
+        Version(format!(
+            "m{}",
+            self.next_version.fetch_add(1, Ordering::SeqCst) + 1
+        ))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, StoredPicture>> {
+        self.pictures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn pause_and_check(&self) -> Result<(), StoreError> {
+        let nanos = self.delay_nanos.load(Ordering::SeqCst);
+        if nanos > 0 {
+            tokio::time::sleep(Duration::from_nanos(nanos)).await;
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "memory store told to fail".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn load(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.pause_and_check().await?;
+        Ok(self.lock().get(picture).cloned())
+    }
+
+    async fn save(
+        &self,
+        picture: &str,
+        png: Bytes,
+        meta: &StoredMeta,
+        expected: Option<&Version>,
+    ) -> Result<Version, StoreError> {
+        self.save_attempts.fetch_add(1, Ordering::SeqCst);
+        self.pause_and_check().await?;
+        let version = self.new_version();
+        let mut pictures = self.lock();
+        let current = pictures.get(picture).map(|p| &p.version);
+        if current != expected {
+            return Err(StoreError::Conflict {
+                picture: picture.to_string(),
+            });
+        }
+        pictures.insert(
+            picture.to_string(),
+            StoredPicture {
+                png,
+                meta: meta.clone(),
+                version: version.clone(),
+            },
+        );
+        drop(pictures);
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        Ok(version)
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+}

@@ -1,0 +1,283 @@
+//! [`Pps`]: the in-process picture service. It routes each request to its picture's actor
+//! ([`crate::picture`]), starting the actor when the picture is not open, and drains every
+//! dirty picture to storage on shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::{self, BoxFuture, FutureExt};
+use futures::stream::{FuturesUnordered, StreamExt};
+use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::api::{PictureService, PpsEvent};
+use crate::picture::{self, Msg};
+use crate::scheduler::Scheduler;
+use crate::store::Store;
+
+/// Tuning of the picture service. Every field is a flag of [`crate::config::PpsArgs`].
+#[derive(Clone, Debug)]
+pub struct PpsConfig {
+    /// Slots of the priority job queue: how many CPU/IO jobs (decode, apply, encode) run at once.
+    pub workers: usize,
+    /// A dirty picture is flushed this long after it became dirty.
+    pub flush_interval: Duration,
+    /// A periodic flush waiting longer than this for a slot is served as high priority.
+    pub aging: Duration,
+    /// A snapshot request reuses the last PNG encoding while it is younger than this.
+    pub snapshot_reuse: Duration,
+    /// How long a snapshot waits for `min_seq` to arrive before failing with `Unavailable`.
+    pub snapshot_wait: Duration,
+    /// A clean picture with no activity for this long is dropped from memory.
+    pub idle_unload: Duration,
+    /// Largest accepted picture side, for creating pictures and decoding stored PNGs.
+    pub max_side: u32,
+    /// Upper bound of the exponential backoff of failed loads and flushes.
+    pub max_backoff: Duration,
+    /// First delay of that backoff.
+    pub min_backoff: Duration,
+    /// Batches applied per job, so that a long queue does not hold a slot for too long.
+    pub apply_chunk: usize,
+    /// Capacity of the event channel; a receiver lagging further must resync.
+    pub event_capacity: usize,
+    /// Test knob: sleep this long per applied batch, to make PPS lag far behind.
+    pub apply_delay: Option<Duration>,
+}
+
+impl Default for PpsConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            flush_interval: Duration::from_secs(5),
+            aging: Duration::from_secs(2),
+            snapshot_reuse: Duration::from_secs(2),
+            snapshot_wait: Duration::from_secs(10),
+            idle_unload: Duration::from_secs(60),
+            max_side: 4096,
+            max_backoff: Duration::from_secs(5),
+            min_backoff: Duration::from_millis(100),
+            apply_chunk: 16,
+            event_capacity: 4096,
+            apply_delay: None,
+        }
+    }
+}
+
+/// What [`Pps::shutdown`] managed to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownSummary {
+    /// Pictures that were open when the shutdown began.
+    pub pictures: usize,
+    /// Pictures whose every update is now in storage.
+    pub flushed: usize,
+    /// Pictures that could not be flushed before the deadline (their updates are lost unless
+    /// the broadcast service still holds them).
+    pub failed: usize,
+}
+
+/// State shared by [`Pps`] and every picture actor.
+pub(crate) struct Shared {
+    pub(crate) config: PpsConfig,
+    pub(crate) store: Arc<dyn Store>,
+    /// Grants CPU/IO slots to all pictures' jobs by priority.
+    pub(crate) scheduler: Scheduler,
+    /// Mailbox of each open picture's actor. std Mutex, never held across `.await`: requests
+    /// are enqueued under it, and an actor removes itself under it only when its mailbox is
+    /// empty, so a request can never be sent to an actor that is exiting.
+    pub(crate) registry: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    /// Fan-out of [`PpsEvent`]s to every subscriber.
+    pub(crate) events: broadcast::Sender<PpsEvent>,
+    /// Cleared by [`Pps::shutdown`]: new requests are refused from then on.
+    accepting: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn registry(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Msg>>> {
+        // Every critical section is a map operation or a channel send: nothing that could leave
+        // the map inconsistent on panic.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The primary picture service, in process.
+pub struct Pps {
+    /// Also held by every picture actor.
+    shared: Arc<Shared>,
+}
+
+impl Pps {
+    pub fn new(config: PpsConfig, store: Arc<dyn Store>) -> Arc<Pps> {
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let scheduler = Scheduler::new(config.workers, config.aging);
+        tracing::info!(
+            store = %store.describe(),
+            workers = config.workers,
+            flush_interval_ms = config.flush_interval.as_millis() as u64,
+            "picture service started"
+        );
+        Arc::new(Pps {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                scheduler,
+                registry: Mutex::new(HashMap::new()),
+                events,
+                accepting: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &PpsConfig {
+        &self.shared.config
+    }
+
+    /// Pictures held in memory right now.
+    pub fn open_pictures(&self) -> usize {
+        self.shared.registry().len()
+    }
+
+    /// Whether `picture` is held in memory right now.
+    pub fn is_open(&self, picture: &str) -> bool {
+        self.shared.registry().contains_key(picture)
+    }
+
+    /// Stops accepting requests, flushes every dirty picture at high priority and waits for the
+    /// writes, at most `deadline`.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownSummary {
+        self.shared.accepting.store(false, Ordering::SeqCst);
+        let mut waits = FuturesUnordered::new();
+        {
+            let registry = self.shared.registry();
+            for (picture, mailbox) in registry.iter() {
+                let (tx, rx) = oneshot::channel();
+                if mailbox.send(Msg::Flush(tx)).is_ok() {
+                    let picture = picture.clone();
+                    waits.push(async move { (picture, rx.await) });
+                }
+            }
+        }
+        let pictures = waits.len();
+        tracing::info!(pictures, "shutdown: flushing open pictures");
+        let mut summary = ShutdownSummary {
+            pictures,
+            flushed: 0,
+            failed: 0,
+        };
+        let give_up = tokio::time::sleep(deadline);
+        tokio::pin!(give_up);
+        let mut progress = tokio::time::interval(Duration::from_secs(1));
+        progress.tick().await;
+        while !waits.is_empty() {
+            tokio::select! {
+                Some((picture, result)) = waits.next() => match result {
+                    Ok(Ok(seq)) => {
+                        summary.flushed += 1;
+                        tracing::debug!(%picture, seq, "shutdown: picture flushed");
+                    }
+                    Ok(Err(error)) => {
+                        summary.failed += 1;
+                        tracing::error!(%picture, %error, "shutdown: picture not flushed");
+                    }
+                    Err(_) => {
+                        summary.failed += 1;
+                        tracing::error!(%picture, "shutdown: picture actor stopped before flushing");
+                    }
+                },
+                _ = progress.tick() => {
+                    tracing::info!(left = waits.len(), "shutdown: waiting for flushes");
+                }
+                _ = &mut give_up => {
+                    summary.failed += waits.len();
+                    tracing::error!(left = waits.len(), "shutdown: deadline passed with pictures not flushed");
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            pictures = summary.pictures,
+            flushed = summary.flushed,
+            failed = summary.failed,
+            "shutdown: done"
+        );
+        summary
+    }
+
+    /// Enqueues a request for `picture`'s actor (starting it if needed) and returns a future
+    /// of its reply.
+    fn call<T: Send + 'static>(
+        &self,
+        picture: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, PpsError>>) -> Msg,
+    ) -> BoxFuture<'static, Result<T, PpsError>> {
+        if !self.shared.accepting.load(Ordering::SeqCst) {
+            return future::ready(Err(PpsError::ShuttingDown)).boxed();
+        }
+        if !protocol::valid_picture_id(picture) {
+            return future::ready(Err(PpsError::BadRequest(format!(
+                "invalid picture id {picture:?}"
+            ))))
+            .boxed();
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Err(error) = self.send(picture, make(tx)) {
+            return future::ready(Err(error)).boxed();
+        }
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(PpsError::Unavailable(
+                    "picture actor stopped unexpectedly".to_string(),
+                ))
+            })
+        }
+        .boxed()
+    }
+
+    fn send(&self, picture: &str, msg: Msg) -> Result<(), PpsError> {
+        let mut registry = self.shared.registry();
+        let msg = match registry.get(picture) {
+            Some(mailbox) => match mailbox.send(msg) {
+                Ok(()) => return Ok(()),
+                // Cannot happen (actors leave the registry before their mailbox closes), but
+                // if it does, a fresh actor is the right answer.
+                Err(mpsc::error::SendError(msg)) => msg,
+            },
+            None => msg,
+        };
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| PpsError::Unavailable("no tokio runtime".to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The receiver exists, so this cannot fail.
+        let _ = tx.send(msg);
+        registry.insert(picture.to_string(), tx);
+        metrics::gauge!("pps_open_pictures").set(registry.len() as f64);
+        runtime.spawn(picture::run(self.shared.clone(), picture.to_string(), rx));
+        Ok(())
+    }
+}
+
+impl PictureService for Pps {
+    fn snapshot(&self, request: SnapshotRequest) -> BoxFuture<'static, Result<Snapshot, PpsError>> {
+        let picture = request.picture.clone();
+        self.call(&picture, |reply| Msg::Snapshot(request, reply))
+    }
+
+    fn apply(&self, batch: ApplyBatch) -> BoxFuture<'static, Result<u64, PpsError>> {
+        let picture = batch.picture.clone();
+        self.call(&picture, |reply| Msg::Apply(batch, reply))
+    }
+
+    fn release(&self, request: ReleaseRequest) -> BoxFuture<'static, Result<u64, PpsError>> {
+        let picture = request.picture.clone();
+        self.call(&picture, |reply| Msg::Release(request, reply))
+    }
+
+    fn events(&self) -> broadcast::Receiver<PpsEvent> {
+        self.shared.events.subscribe()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.accepting.load(Ordering::SeqCst)
+    }
+}

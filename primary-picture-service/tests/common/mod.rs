@@ -1,0 +1,98 @@
+//! Shared helpers of the integration tests: building batches, computing the expected raster,
+//! and waiting for conditions with a deadline.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::pps::{ApplyBatch, Snapshot};
+use protocol::snapshot::{decode_png, encode_png, Compression};
+use protocol::{Op, Raster, Sequenced};
+
+pub const W: u32 = 16;
+pub const H: u32 = 8;
+
+/// A translucent rectangle, different for every seq, so that applying an update twice (or
+/// skipping one) changes pixels.
+pub fn op(seq: u64) -> Op {
+    Op::Rect {
+        x: (seq % 5) as i32,
+        y: (seq % 3) as i32,
+        w: 6,
+        h: 4,
+        color: [(seq * 37 % 256) as u8, (seq * 91 % 256) as u8, 200, 128],
+    }
+}
+
+pub fn update(seq: u64) -> Sequenced {
+    Sequenced {
+        seq,
+        client_id: 1,
+        client_seq: seq,
+        op: op(seq),
+    }
+}
+
+/// The batch of updates `first..=last`.
+pub fn batch(picture: &str, first: u64, last: u64) -> ApplyBatch {
+    let updates: Vec<Sequenced> = (first..=last).map(update).collect();
+    ApplyBatch {
+        picture: picture.to_string(),
+        width: W,
+        height: H,
+        first_seq: first,
+        last_seq: last,
+        updates: Bytes::from(protocol::codec::encode(&updates)),
+    }
+}
+
+/// `base` with updates `first..=last` applied once each, in order.
+pub fn expected_from(mut base: Raster, first: u64, last: u64) -> Raster {
+    for seq in first..=last {
+        base.apply(&op(seq));
+    }
+    base
+}
+
+/// The blank picture with updates `1..=last`.
+pub fn expected(last: u64) -> Raster {
+    expected_from(Raster::new(W, H), 1, last)
+}
+
+/// Asserts that `png` is exactly `raster` at `seq`.
+pub fn assert_png(png: &[u8], raster: &Raster, seq: u64) {
+    let decoded = decode_png(png, 4096).unwrap();
+    assert_eq!(decoded.seq, Some(seq), "png seq");
+    assert_eq!(decoded.raster.width(), raster.width());
+    assert_eq!(decoded.raster.height(), raster.height());
+    assert!(
+        decoded.raster.pixels() == raster.pixels(),
+        "png pixels differ from the expected raster at seq {seq}"
+    );
+}
+
+pub fn assert_snapshot(snapshot: &Snapshot, raster: &Raster, seq: u64) {
+    assert_eq!(snapshot.seq, seq);
+    assert_eq!(
+        (snapshot.width, snapshot.height),
+        (raster.width(), raster.height())
+    );
+    assert_png(&snapshot.png, raster, seq);
+}
+
+pub fn png_of(raster: &Raster, seq: u64) -> Bytes {
+    Bytes::from(encode_png(raster, seq, Compression::Fast).unwrap())
+}
+
+/// Waits until `condition` holds, failing the test after `deadline`.
+pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + deadline;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

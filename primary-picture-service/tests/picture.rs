@@ -1,0 +1,473 @@
+//! The picture actor through [`Pps`] with a [`MemoryStore`]: exact pixels, exact seqs.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use primary_picture_service::store::memory::MemoryStore;
+use primary_picture_service::store::StoredMeta;
+use primary_picture_service::{PictureService, Pps, PpsConfig, PpsEvent};
+use protocol::pps::{PpsError, ReleaseRequest, SnapshotRequest};
+use tokio::sync::broadcast;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config() -> PpsConfig {
+    PpsConfig {
+        workers: 2,
+        // Long enough not to flush by itself unless a test wants it.
+        flush_interval: Duration::from_secs(3600),
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        ..PpsConfig::default()
+    }
+}
+
+fn setup(config: PpsConfig) -> (Arc<Pps>, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    (Pps::new(config, store.clone()), store)
+}
+
+fn open(picture: &str, min_seq: u64) -> SnapshotRequest {
+    SnapshotRequest {
+        picture: picture.to_string(),
+        create: Some((W, H)),
+        min_seq,
+    }
+}
+
+fn existing(picture: &str, min_seq: u64) -> SnapshotRequest {
+    SnapshotRequest {
+        picture: picture.to_string(),
+        create: None,
+        min_seq,
+    }
+}
+
+async fn flushed_event(events: &mut broadcast::Receiver<PpsEvent>, picture: &str, seq: u64) {
+    let wait = async {
+        loop {
+            match events.recv().await.unwrap() {
+                PpsEvent::Flushed { picture: p, seq: s } if p == picture && s >= seq => return s,
+                _ => {}
+            }
+        }
+    };
+    let got = tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("no Flushed event");
+    assert_eq!(got, seq);
+}
+
+#[tokio::test]
+async fn applied_batches_give_the_exact_snapshot() {
+    let (pps, _store) = setup(config());
+    let blank = pps.snapshot(open("p", 0)).await.unwrap();
+    assert_snapshot(&blank, &expected(0), 0);
+    assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
+    assert_eq!(pps.apply(batch("p", 4, 5)).await, Ok(5));
+    let snapshot = pps.snapshot(existing("p", 5)).await.unwrap();
+    assert_snapshot(&snapshot, &expected(5), 5);
+}
+
+#[tokio::test]
+async fn duplicates_and_overlaps_are_applied_once() {
+    let (pps, _store) = setup(config());
+    pps.snapshot(open("p", 0)).await.unwrap();
+    assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
+    // Pure duplicate: acknowledged with what PPS has.
+    assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
+    assert_eq!(pps.apply(batch("p", 2, 2)).await, Ok(3));
+    // Overlap: only the new tail counts.
+    assert_eq!(pps.apply(batch("p", 2, 6)).await, Ok(6));
+    let snapshot = pps.snapshot(existing("p", 6)).await.unwrap();
+    assert_snapshot(&snapshot, &expected(6), 6);
+}
+
+#[tokio::test]
+async fn a_gap_is_refused() {
+    let (pps, _store) = setup(config());
+    assert_eq!(pps.apply(batch("p", 1, 2)).await, Ok(2));
+    assert_eq!(
+        pps.apply(batch("p", 4, 5)).await,
+        Err(PpsError::Gap {
+            have: 2,
+            first_seq: 4
+        })
+    );
+    // Nothing of the refused batch was kept.
+    assert_eq!(pps.apply(batch("p", 3, 3)).await, Ok(3));
+    let snapshot = pps.snapshot(existing("p", 3)).await.unwrap();
+    assert_snapshot(&snapshot, &expected(3), 3);
+}
+
+#[tokio::test]
+async fn malformed_batches_are_bad_requests() {
+    let (pps, _store) = setup(config());
+    let mut lying = batch("p", 1, 3);
+    lying.last_seq = 4;
+    assert!(matches!(
+        pps.apply(lying).await,
+        Err(PpsError::BadRequest(_))
+    ));
+    let mut garbage = batch("p", 1, 1);
+    garbage.updates = bytes::Bytes::from_static(b"\x01\x02");
+    assert!(matches!(
+        pps.apply(garbage).await,
+        Err(PpsError::BadRequest(_))
+    ));
+    let bad_id = SnapshotRequest {
+        picture: "../x".to_string(),
+        create: Some((W, H)),
+        min_seq: 0,
+    };
+    assert!(matches!(
+        pps.snapshot(bad_id).await,
+        Err(PpsError::BadRequest(_))
+    ));
+    assert!(matches!(
+        pps.snapshot(SnapshotRequest {
+            picture: "big".to_string(),
+            create: Some((5000, 5)),
+            min_seq: 0
+        })
+        .await,
+        Err(PpsError::BadRequest(_))
+    ));
+}
+
+#[tokio::test]
+async fn snapshot_waits_for_its_min_seq() {
+    let (pps, _store) = setup(config());
+    pps.snapshot(open("p", 0)).await.unwrap();
+    // Enqueued before the batches exist: it must wait for them rather than answer at seq 0.
+    let waiting = pps.snapshot(existing("p", 4));
+    assert_eq!(pps.apply(batch("p", 1, 2)).await, Ok(2));
+    assert_eq!(pps.apply(batch("p", 3, 5)).await, Ok(5));
+    let snapshot = waiting.await.unwrap();
+    assert!(snapshot.seq >= 4);
+    assert_snapshot(&snapshot, &expected(snapshot.seq), snapshot.seq);
+}
+
+#[tokio::test]
+async fn snapshot_gives_up_when_min_seq_never_arrives() {
+    let (pps, _store) = setup(PpsConfig {
+        snapshot_wait: Duration::from_millis(100),
+        ..config()
+    });
+    pps.snapshot(open("p", 0)).await.unwrap();
+    let result = pps.snapshot(existing("p", 10)).await;
+    assert!(
+        matches!(result, Err(PpsError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn missing_picture_without_create_is_not_found_and_not_kept() {
+    let (pps, _store) = setup(config());
+    assert_eq!(
+        pps.snapshot(existing("nope", 0)).await,
+        Err(PpsError::NotFound)
+    );
+    eventually("the actor to exit", WAIT, || !pps.is_open("nope")).await;
+}
+
+#[tokio::test]
+async fn release_flushes_exactly_and_unloads() {
+    let (pps, store) = setup(config());
+    let mut events = pps.events();
+    assert_eq!(pps.apply(batch("p", 1, 4)).await, Ok(4));
+    let release = ReleaseRequest {
+        picture: "p".to_string(),
+        last_seq: 4,
+    };
+    assert_eq!(pps.release(release).await, Ok(4));
+    let stored = store.get("p").expect("stored");
+    assert_eq!(
+        stored.meta,
+        StoredMeta {
+            seq: 4,
+            width: W,
+            height: H
+        }
+    );
+    assert_png(&stored.png, &expected(4), 4);
+    flushed_event(&mut events, "p", 4).await;
+    eventually("the picture to unload", WAIT, || !pps.is_open("p")).await;
+    assert_eq!(pps.open_pictures(), 0);
+
+    // Reopened from storage, exactly as it was, and it continues from there.
+    assert_eq!(pps.apply(batch("p", 3, 6)).await, Ok(6));
+    let snapshot = pps.snapshot(existing("p", 6)).await.unwrap();
+    assert_snapshot(&snapshot, &expected(6), 6);
+    assert_eq!(store.loads(), 2);
+}
+
+#[tokio::test]
+async fn release_ahead_of_the_batches_is_a_gap() {
+    let (pps, _store) = setup(config());
+    assert_eq!(pps.apply(batch("p", 1, 2)).await, Ok(2));
+    let release = ReleaseRequest {
+        picture: "p".to_string(),
+        last_seq: 5,
+    };
+    assert_eq!(
+        pps.release(release).await,
+        Err(PpsError::Gap {
+            have: 2,
+            first_seq: 5
+        })
+    );
+}
+
+#[tokio::test]
+async fn failing_store_never_opens_blank_and_heals() {
+    let (pps, store) = setup(config());
+    let stored = expected(7);
+    store.put(
+        "p",
+        png_of(&stored, 7),
+        StoredMeta {
+            seq: 7,
+            width: W,
+            height: H,
+        },
+    );
+    store.set_failing(true);
+    let result = pps.snapshot(open("p", 0)).await;
+    assert!(matches!(result, Err(PpsError::Storage(_))), "{result:?}");
+    store.set_failing(false);
+    let snapshot = pps.snapshot(open("p", 0)).await.unwrap();
+    assert_snapshot(&snapshot, &stored, 7);
+}
+
+#[tokio::test]
+async fn batches_wait_for_a_failing_load() {
+    let (pps, store) = setup(config());
+    let stored = expected(5);
+    store.put(
+        "p",
+        png_of(&stored, 5),
+        StoredMeta {
+            seq: 5,
+            width: W,
+            height: H,
+        },
+    );
+    store.set_failing(true);
+    // Overlaps the stored seq: only 6..=8 are new.
+    let accepted = pps.apply(batch("p", 4, 8));
+    eventually("load retries", WAIT, || store.loads() >= 2).await;
+    store.set_failing(false);
+    assert_eq!(accepted.await, Ok(8));
+    let snapshot = pps.snapshot(existing("p", 8)).await.unwrap();
+    assert_snapshot(&snapshot, &expected_from(stored, 6, 8), 8);
+}
+
+#[tokio::test]
+async fn flush_retries_until_the_store_heals() {
+    let (pps, store) = setup(PpsConfig {
+        flush_interval: Duration::from_millis(20),
+        ..config()
+    });
+    let mut events = pps.events();
+    assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
+    store.set_failing(true);
+    eventually("failed flush attempts", WAIT, || store.save_attempts() >= 3).await;
+    assert!(store.get("p").is_none());
+    store.set_failing(false);
+    flushed_event(&mut events, "p", 3).await;
+    let stored = store.get("p").expect("stored");
+    assert_eq!(stored.meta.seq, 3);
+    assert_png(&stored.png, &expected(3), 3);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_snapshots_load_once() {
+    let (pps, store) = setup(config());
+    let stored = expected(9);
+    store.put(
+        "p",
+        png_of(&stored, 9),
+        StoredMeta {
+            seq: 9,
+            width: W,
+            height: H,
+        },
+    );
+    store.set_delay(Some(Duration::from_millis(50)));
+    let requests: Vec<_> = (0..50).map(|_| pps.snapshot(existing("p", 0))).collect();
+    let snapshots = futures::future::join_all(requests).await;
+    for snapshot in snapshots {
+        assert_snapshot(&snapshot.unwrap(), &stored, 9);
+    }
+    assert_eq!(store.loads(), 1);
+}
+
+#[tokio::test]
+async fn periodic_flush_happens() {
+    let (pps, store) = setup(PpsConfig {
+        flush_interval: Duration::from_millis(50),
+        ..config()
+    });
+    let mut events = pps.events();
+    assert_eq!(pps.apply(batch("p", 1, 2)).await, Ok(2));
+    flushed_event(&mut events, "p", 2).await;
+    assert_png(&store.get("p").unwrap().png, &expected(2), 2);
+    // More updates make it dirty again; the next periodic flush carries them.
+    assert_eq!(pps.apply(batch("p", 3, 5)).await, Ok(5));
+    flushed_event(&mut events, "p", 5).await;
+    assert_png(&store.get("p").unwrap().png, &expected(5), 5);
+    assert_eq!(store.saves(), 2);
+}
+
+#[tokio::test]
+async fn idle_clean_pictures_are_unloaded() {
+    let (pps, _store) = setup(PpsConfig {
+        flush_interval: Duration::from_millis(10),
+        idle_unload: Duration::from_millis(100),
+        ..config()
+    });
+    assert_eq!(pps.apply(batch("p", 1, 2)).await, Ok(2));
+    assert!(pps.is_open("p"));
+    eventually("idle unload", WAIT, || !pps.is_open("p")).await;
+    let snapshot = pps.snapshot(existing("p", 0)).await.unwrap();
+    assert_snapshot(&snapshot, &expected(2), 2);
+}
+
+#[tokio::test]
+async fn shutdown_flushes_every_dirty_picture() {
+    let (pps, store) = setup(config());
+    let pictures = ["a", "b", "c"];
+    for (i, picture) in pictures.iter().enumerate() {
+        let last = 2 + i as u64;
+        assert_eq!(pps.apply(batch(picture, 1, last)).await, Ok(last));
+    }
+    // A clean, open picture needs no write.
+    pps.snapshot(open("clean", 0)).await.unwrap();
+    let summary = pps.shutdown(WAIT).await;
+    assert_eq!(summary.pictures, 4);
+    assert_eq!(summary.flushed, 4);
+    assert_eq!(summary.failed, 0);
+    for (i, picture) in pictures.iter().enumerate() {
+        let last = 2 + i as u64;
+        let stored = store.get(picture).unwrap();
+        assert_eq!(stored.meta.seq, last);
+        assert_png(&stored.png, &expected(last), last);
+    }
+    assert!(store.get("clean").is_none());
+    assert_eq!(
+        pps.apply(batch("a", 3, 3)).await,
+        Err(PpsError::ShuttingDown)
+    );
+    assert!(!pps.is_ready());
+}
+
+#[tokio::test]
+async fn a_conflicting_writer_behind_us_is_overwritten() {
+    let (pps, store) = setup(config());
+    assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
+    // Someone wrote an older state behind our back: our acknowledged updates must win.
+    store.put(
+        "p",
+        png_of(&expected(1), 1),
+        StoredMeta {
+            seq: 1,
+            width: W,
+            height: H,
+        },
+    );
+    let release = ReleaseRequest {
+        picture: "p".to_string(),
+        last_seq: 3,
+    };
+    assert_eq!(pps.release(release).await, Ok(3));
+    let stored = store.get("p").unwrap();
+    assert_eq!(stored.meta.seq, 3);
+    assert_png(&stored.png, &expected(3), 3);
+}
+
+#[tokio::test]
+async fn a_writer_ahead_of_us_takes_ownership() {
+    let (pps, store) = setup(config());
+    assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
+    store.put(
+        "p",
+        png_of(&expected(10), 10),
+        StoredMeta {
+            seq: 10,
+            width: W,
+            height: H,
+        },
+    );
+    let release = ReleaseRequest {
+        picture: "p".to_string(),
+        last_seq: 3,
+    };
+    let result = pps.release(release).await;
+    assert_eq!(
+        result,
+        Err(PpsError::Unavailable("ownership lost".to_string()))
+    );
+    // Their copy stands, and is what PPS serves from now on.
+    assert_eq!(store.get("p").unwrap().meta.seq, 10);
+    let snapshot = pps.snapshot(existing("p", 0)).await.unwrap();
+    assert_snapshot(&snapshot, &expected(10), 10);
+}
+
+#[tokio::test]
+async fn slow_apply_knob_makes_pps_lag_but_stay_exact() {
+    let (pps, _store) = setup(PpsConfig {
+        apply_delay: Some(Duration::from_millis(20)),
+        ..config()
+    });
+    for first in (1..=20).step_by(2) {
+        assert_eq!(pps.apply(batch("p", first, first + 1)).await, Ok(first + 1));
+    }
+    let snapshot = pps.snapshot(existing("p", 20)).await.unwrap();
+    assert_snapshot(&snapshot, &expected(20), 20);
+}
+
+#[tokio::test]
+async fn a_recent_encoding_is_reused_unless_min_seq_demands_more() {
+    let (pps, _store) = setup(PpsConfig {
+        snapshot_reuse: Duration::from_secs(3600),
+        ..config()
+    });
+    let blank = pps.snapshot(open("p", 0)).await.unwrap();
+    assert_snapshot(&blank, &expected(0), 0);
+    assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
+    // Recent enough: the same bytes again (BS's log holds 1..=3 for the joiner).
+    let reused = pps.snapshot(existing("p", 0)).await.unwrap();
+    assert_eq!(reused, blank);
+    // Read-your-writes: a fresh encoding that includes seq 2 (and the rest of its batch).
+    let fresh = pps.snapshot(existing("p", 2)).await.unwrap();
+    assert_snapshot(&fresh, &expected(3), 3);
+}
+
+#[tokio::test]
+async fn a_joiner_is_served_before_a_long_apply_queue() {
+    let (pps, _store) = setup(PpsConfig {
+        apply_delay: Some(Duration::from_millis(30)),
+        apply_chunk: 1,
+        // Always encode afresh, so the seq shows how far the applies had got.
+        snapshot_reuse: Duration::ZERO,
+        ..config()
+    });
+    pps.snapshot(open("p", 0)).await.unwrap();
+    // Acknowledged as they are queued, even while earlier ones are being applied.
+    for seq in 1..=30 {
+        assert_eq!(pps.apply(batch("p", seq, seq)).await, Ok(seq));
+    }
+    // min_seq 0: served from what is applied now, not after the whole queue (~1 s of work).
+    let snapshot = pps.snapshot(existing("p", 0)).await.unwrap();
+    assert!(snapshot.seq < 30, "snapshot waited for the whole queue");
+    assert_snapshot(&snapshot, &expected(snapshot.seq), snapshot.seq);
+    let last = pps.snapshot(existing("p", 30)).await.unwrap();
+    assert_snapshot(&last, &expected(30), 30);
+}
