@@ -2,10 +2,10 @@
 //! a laptop (embedded mode, filesystem store under `./data`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
+use primary_picture_service::config::{parse_duration, PpsArgs};
 use protocol::Limits;
 
 /// What to do with a client whose outbound queue is over its limit (PROTOCOL.md §3.5).
@@ -18,7 +18,11 @@ pub enum SlowClientPolicy {
 }
 
 #[derive(Clone, Debug, Parser)]
-#[command(name = "broadcast-service", version, about = "Collaborative raster broadcast service")]
+#[command(
+    name = "broadcast-service",
+    version,
+    about = "Collaborative raster broadcast service"
+)]
 pub struct Config {
     /// Address to serve HTTP and WebSocket on.
     #[arg(long, env = "BS_LISTEN", default_value = "0.0.0.0:8080")]
@@ -29,30 +33,15 @@ pub struct Config {
     #[arg(long, env = "BS_PPS_URL")]
     pub pps_url: Option<String>,
 
-    /// Embedded mode: where pictures are stored (`DIR/pictures/{id}.png`).
-    #[arg(long, env = "BS_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-
-    /// Embedded mode: `file` (the filesystem under --data-dir) or `s3://BUCKET/PREFIX`
-    /// (endpoint, region and credentials from the standard AWS environment variables).
-    #[arg(long, env = "BS_STORE", default_value = "file")]
-    pub store: String,
-
-    /// Embedded mode with S3: force path-style addressing (always on when AWS_ENDPOINT_URL is set).
-    #[arg(long, env = "BS_S3_FORCE_PATH_STYLE", default_value_t = false)]
-    pub s3_force_path_style: bool,
-
-    /// Embedded mode: how long a changed picture may stay unflushed (`5s`, `500ms`).
-    #[arg(long, env = "BS_FLUSH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub flush_interval: Duration,
+    /// The picture service's settings. In embedded mode they configure the in-process picture
+    /// service (`--data-dir`, `--store`, `--flush-interval`, ...); `--max-side` bounds picture
+    /// sizes in both modes.
+    #[command(flatten)]
+    pub pps: PpsArgs,
 
     /// Size of a picture created without `?width=&height=`.
     #[arg(long, env = "BS_DEFAULT_SIDE", default_value_t = 1024)]
     pub default_side: u32,
-
-    /// Largest width and height a picture may have.
-    #[arg(long, env = "BS_MAX_SIDE", default_value_t = 4096)]
-    pub max_side: u32,
 
     /// Largest message a client may send, in bytes (bigger: close 1009).
     #[arg(long, env = "BS_MAX_MESSAGE_BYTES", default_value_t = 2 * 1024 * 1024)]
@@ -87,7 +76,7 @@ pub struct Config {
 
     /// Coalescing tick of a picture's sequencer: updates sequenced within one tick go out as
     /// one `Updates` frame shared by every client. `0s`: publish after each turn.
-    #[arg(long, env = "BS_TICK", default_value = "2ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BS_TICK", default_value = "2ms", value_parser = parse_duration)]
     pub tick: Duration,
 
     /// Most updates in one batch sent to the picture service.
@@ -99,12 +88,13 @@ pub struct Config {
     pub pps_inflight_batches: usize,
 
     /// How long a joining client may wait for its snapshot before it gets an error.
-    #[arg(long, env = "BS_JOIN_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BS_JOIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub join_timeout: Duration,
 
-    /// How long SIGTERM waits for pictures to be handed to storage before exiting.
-    #[arg(long, env = "BS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub shutdown_timeout: Duration,
+    /// How long SIGTERM waits for every picture's log to be handed to the picture service and
+    /// made durable before exiting.
+    #[arg(long, env = "BS_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 
     /// Log as JSON lines (for production log pipelines).
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
@@ -145,5 +135,21 @@ impl Config {
     /// The defaults, as if started with no flags and no environment (tests start from here).
     pub fn defaults() -> Self {
         Config::parse_from(["broadcast-service"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Config::command().debug_assert();
+        let config = Config::defaults();
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.max_message_bytes, 2 * 1024 * 1024);
+        assert_eq!(Limits::from(&config.limits), Limits::default());
+        assert_eq!(config.pps.max_side, 4096);
     }
 }

@@ -37,8 +37,8 @@ impl Bucket {
 
     fn take(&mut self, n: f64) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
-            .min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
         if self.tokens >= n {
             self.tokens -= n;
@@ -49,11 +49,19 @@ impl Bucket {
     }
 }
 
-pub(crate) async fn serve(socket: WebSocket, state: Arc<AppState>, picture: String, size: (u32, u32)) {
+pub(crate) async fn serve(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    picture: String,
+    size: (u32, u32),
+) {
     let (sink, mut stream) = socket.split();
     let outbox = Outbox::spawn(sink);
     let client_id = state.next_client_id();
-    let (input, joined) = match state.registry.join(&picture, client_id, size, outbox.clone()) {
+    let (input, joined) = match state
+        .registry
+        .join(&picture, client_id, size, outbox.clone())
+    {
         Ok(joined) => joined,
         Err(JoinError::ShuttingDown) => {
             outbox.error_and_close(503, "service is shutting down", 1012);

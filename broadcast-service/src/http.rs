@@ -30,26 +30,26 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message + "\n").into_response()
 }
 
-fn check_id(id: &str) -> Result<(), Response> {
+fn check_id(id: &str) -> Result<(), String> {
     if protocol::valid_picture_id(id) {
         Ok(())
     } else {
-        Err(bad_request(format!(
+        Err(format!(
             "invalid picture id {id:?}: ids match ^[A-Za-z0-9_-]{{1,64}}$"
-        )))
+        ))
     }
 }
 
 /// `?width=W&height=H`: each 1..=max_side; a missing one takes the default.
-fn requested_size(query: &HashMap<String, String>, state: &AppState) -> Result<(u32, u32), Response> {
-    let max = state.config.max_side;
+fn requested_size(query: &HashMap<String, String>, state: &AppState) -> Result<(u32, u32), String> {
+    let max = state.config.pps.max_side;
     let side = |name: &str| match query.get(name) {
         None => Ok(state.config.default_side),
         Some(value) => value
             .parse::<u32>()
             .ok()
             .filter(|v| (1..=max).contains(v))
-            .ok_or_else(|| bad_request(format!("{name} must be an integer in 1..={max}, got {value:?}"))),
+            .ok_or_else(|| format!("{name} must be an integer in 1..={max}, got {value:?}")),
     };
     Ok((side("width")?, side("height")?))
 }
@@ -60,12 +60,12 @@ async fn ws(
     Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if let Err(response) = check_id(&id) {
-        return response;
+    if let Err(message) = check_id(&id) {
+        return bad_request(message);
     }
     let size = match requested_size(&query, &state) {
         Ok(size) => size,
-        Err(response) => return response,
+        Err(message) => return bad_request(message),
     };
     if state.registry.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
@@ -80,8 +80,8 @@ async fn ws(
 }
 
 async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    if let Err(response) = check_id(&id) {
-        return response;
+    if let Err(message) = check_id(&id) {
+        return bad_request(message);
     }
     // Read-your-writes: everything sequenced before this request arrived.
     let min_seq = state.registry.last_seq(&id).await.unwrap_or(0);
@@ -123,8 +123,8 @@ async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
 }
 
 async fn picture_page(Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(response) = check_id(&id) {
-        return response;
+    if let Err(message) = check_id(&id) {
+        return bad_request(message);
     }
     asset("picture.html", &headers)
 }
@@ -133,7 +133,11 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.registry.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else if !state.registry.pps().is_ready() {
-        (StatusCode::SERVICE_UNAVAILABLE, "picture service unreachable\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "picture service unreachable\n",
+        )
+            .into_response()
     } else {
         "ready\n".into_response()
     }

@@ -31,11 +31,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use primary_picture_service::config::make_store;
 use primary_picture_service::remote::RemotePps;
-use primary_picture_service::service::{Pps, PpsConfig};
-use primary_picture_service::store::fs::FsStore;
-use primary_picture_service::store::s3::S3Store;
-use primary_picture_service::store::Store;
+use primary_picture_service::service::Pps;
 use primary_picture_service::PictureService;
 use tokio::net::TcpListener;
 
@@ -96,33 +94,17 @@ pub async fn run(
             run_with(config, listener, pps, shutdown).await
         }
         None => {
-            let store = embedded_store(&config).await?;
+            let store = make_store(&config.pps)
+                .await
+                .with_context(|| format!("opening store {}", config.pps.store))?;
             tracing::info!(store = %store.describe(), "embedded mode: picture service in process");
-            let pps_config = PpsConfig {
-                flush_interval: config.flush_interval,
-                max_side: config.max_side,
-                ..PpsConfig::default()
-            };
-            let deadline = config.shutdown_timeout;
-            let pps = Pps::new(pps_config, store);
+            let deadline = config.pps.shutdown_timeout;
+            let pps = Pps::new(config.pps.to_config(), store);
             let result = run_with(config, listener, pps.clone(), shutdown).await;
             let summary = pps.shutdown(deadline).await;
             tracing::info!(?summary, "picture service stopped");
             result
         }
-    }
-}
-
-async fn embedded_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    if config.store == "file" {
-        Ok(Arc::new(FsStore::new(config.data_dir.clone())))
-    } else if config.store.starts_with("s3://") {
-        let store = S3Store::from_url(&config.store, config.s3_force_path_style)
-            .await
-            .with_context(|| format!("opening store {}", config.store))?;
-        Ok(Arc::new(store))
-    } else {
-        anyhow::bail!("--store must be `file` or `s3://BUCKET/PREFIX`, got {:?}", config.store)
     }
 }
 
@@ -134,9 +116,9 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (1..=config.max_side).contains(&config.default_side),
+        (1..=config.pps.max_side).contains(&config.default_side),
         "--default-side must be within 1..=--max-side ({})",
-        config.max_side
+        config.pps.max_side
     );
     let registry = Registry::new(pps.clone(), RoomSettings::from_config(&config));
     tokio::spawn(registry.clone().route_events(pps.events()));
@@ -150,11 +132,13 @@ pub async fn run_with(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "broadcast service listening");
     let drain = registry.clone();
-    let deadline = state.config.shutdown_timeout;
+    let deadline = state.config.drain_timeout;
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("shutting down: closing clients and handing logs to the picture service");
+            tracing::info!(
+                "shutting down: closing clients and handing logs to the picture service"
+            );
             // Upgraded WebSocket connections are not tracked by the HTTP server: close them here.
             tokio::spawn(async move { drain.shutdown(deadline).await });
         })
@@ -162,7 +146,10 @@ pub async fn run_with(
         .context("http server failed")?;
     let left = registry.shutdown(deadline).await;
     if left > 0 {
-        tracing::error!(pictures = left, "shutdown deadline passed with pictures not yet durable");
+        tracing::error!(
+            pictures = left,
+            "shutdown deadline passed with pictures not yet durable"
+        );
     } else {
         tracing::info!("every picture handed to storage");
     }

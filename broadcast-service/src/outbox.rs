@@ -32,7 +32,10 @@ pub(crate) enum Outgoing {
         /// larger than a slow client's whole budget).
         counted: bool,
     },
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// The sending end of a client's queue; cheap to clone (the sequencer and the reader each hold one).

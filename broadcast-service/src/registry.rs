@@ -37,6 +37,9 @@ pub(crate) struct Registry {
     me: Weak<Registry>,
 }
 
+/// Resolves when the client's `Welcome` is queued (`Err`: it will not be).
+pub(crate) type Joined = oneshot::Receiver<Result<(), ()>>;
+
 #[derive(Debug)]
 pub(crate) enum JoinError {
     ShuttingDown,
@@ -76,7 +79,7 @@ impl Registry {
         client_id: u64,
         size: (u32, u32),
         outbox: Outbox,
-    ) -> Result<(mpsc::Sender<Input>, oneshot::Receiver<Result<(), ()>>), JoinError> {
+    ) -> Result<(mpsc::Sender<Input>, Joined), JoinError> {
         if self.is_shutting_down() {
             return Err(JoinError::ShuttingDown);
         }

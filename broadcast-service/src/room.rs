@@ -243,7 +243,11 @@ impl Room {
                 self.publish();
             }
             self.pump_pps();
-            if self.idle() && self.registry.remove_if_idle(&self.id, self.instance, &ctl_rx, &input_rx) {
+            if self.idle()
+                && self
+                    .registry
+                    .remove_if_idle(&self.id, self.instance, &ctl_rx, &input_rx)
+            {
                 break;
             }
         }
@@ -284,7 +288,11 @@ impl Room {
                 self.released = None;
             }
             Ctl::LastSeq(reply) => {
-                let last = if self.opened.is_some() { self.next_seq - 1 } else { 0 };
+                let last = if self.opened.is_some() {
+                    self.next_seq - 1
+                } else {
+                    0
+                };
                 let _ = reply.send(last);
             }
             Ctl::Shutdown => {
@@ -392,10 +400,7 @@ impl Room {
             metrics::counter!("bs_slow_client_resyncs").increment(1);
             client.outbox.start_new_generation();
             client.resyncs.push_back(now);
-            let size = self
-                .opened
-                .map(|o| (o.width, o.height))
-                .unwrap_or((1, 1));
+            let size = self.opened.map(|o| (o.width, o.height)).unwrap_or((1, 1));
             self.start_join(id, client.outbox, size, None, client.resyncs);
         }
         self.broadcast_presence();
@@ -545,11 +550,9 @@ impl Room {
         tracing::warn!(picture = %self.id, %error, "a client could not join");
         metrics::counter!("bs_join_failures").increment(1);
         if let Some(joining) = self.joining.remove(&join) {
-            joining.outbox.error_and_close(
-                503,
-                &format!("picture unavailable: {error}"),
-                1013,
-            );
+            joining
+                .outbox
+                .error_and_close(503, &format!("picture unavailable: {error}"), 1013);
             if let Some(joined) = joining.joined {
                 let _ = joined.send(Err(()));
             }
@@ -568,7 +571,9 @@ impl Room {
     fn trim(&mut self) {
         let pinned = self.joining.values().map(|j| j.pin).min();
         let target = pinned.map_or(self.flushed, |p| p.min(self.flushed));
-        let target = target.min(self.sent.max(self.trimmed)).min(self.next_seq - 1);
+        let target = target
+            .min(self.sent.max(self.trimmed))
+            .min(self.next_seq - 1);
         let before = self.log.len();
         while self.trimmed < target {
             self.log.pop_front();
@@ -660,11 +665,21 @@ impl Room {
         self.releasing = None;
         match result {
             Ok(flushed) => {
-                debug_assert!(flushed >= last_seq, "a release flushes at least what it was asked");
+                debug_assert!(
+                    flushed >= last_seq,
+                    "a release flushes at least what it was asked"
+                );
                 self.flushed = self.flushed.max(flushed);
                 self.released = Some(flushed);
                 self.trim();
                 tracing::info!(picture = %self.id, flushed, "picture released to storage");
+            }
+            Err(PpsError::Gap { have, .. }) => {
+                // PPS lost updates it had not flushed (a restart we have not heard of yet):
+                // resend them, then release again.
+                tracing::warn!(picture = %self.id, have, "release found the picture service behind; resending");
+                self.sent = have.clamp(self.trimmed, self.sent);
+                self.acked = self.acked.min(self.sent);
             }
             Err(error) => {
                 tracing::warn!(picture = %self.id, %error, "release failed; will retry");

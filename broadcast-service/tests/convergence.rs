@@ -95,19 +95,30 @@ async fn eight_clients_converge_with_snapshot_and_stored_file() {
         assert_eq!(per_client.len(), CLIENTS);
         for (id, client_seqs) in per_client {
             assert!(ids.contains(&id));
-            assert_eq!(client_seqs, (1..=OPS).collect::<Vec<_>>(), "ops of client {id}");
+            assert_eq!(
+                client_seqs,
+                (1..=OPS).collect::<Vec<_>>(),
+                "ops of client {id}"
+            );
         }
     }
 
     // Identical pixels everywhere: clients, snapshot.png, and (after all leave) storage.
     let pixels = clients[0].raster().unwrap().clone();
-    assert_ne!(pixels, protocol::Raster::new(SIZE.0, SIZE.1), "nothing was drawn");
+    assert_ne!(
+        pixels,
+        protocol::Raster::new(SIZE.0, SIZE.1),
+        "nothing was drawn"
+    );
     for client in &clients {
         assert!(client.raster().unwrap() == &pixels, "rasters differ");
     }
     let (seq, snap) = snapshot(&server, PICTURE).await;
     assert_eq!(seq, last);
-    assert!(snap == pixels, "snapshot.png differs from the clients' picture");
+    assert!(
+        snap == pixels,
+        "snapshot.png differs from the clients' picture"
+    );
 
     for client in clients {
         client.close(deadline()).await.unwrap();

@@ -178,7 +178,9 @@ async fn storage_outage_loses_nothing() {
     // Joining the stored-but-unloadable picture fails clearly (never a blank picture).
     let (mut raw, _) = {
         let url = format!("{}/pictures/stored/ws", server.url);
-        tokio_tungstenite::connect_async(url.as_str()).await.unwrap()
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap()
     };
     let (errors, close) = raw_until_close(&mut raw).await;
     assert_eq!(close, Some(1013));
@@ -204,7 +206,10 @@ async fn storage_outage_loses_nothing() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "picture not stored after storage healed");
+        assert!(
+            Instant::now() < deadline,
+            "picture not stored after storage healed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(store.saves() > saves_before);
@@ -228,7 +233,9 @@ async fn picture_service_crash_loses_nothing() {
     let pps_url = format!("ws://127.0.0.1:{port}/bs");
     let server = Server::start(bs_dir.path(), &["--pps-url", &pps_url]).await;
 
-    let mut a = Client::connect(&server.url, "crash", Some((64, 64))).await.unwrap();
+    let mut a = Client::connect(&server.url, "crash", Some((64, 64)))
+        .await
+        .unwrap();
     let mut b = Client::connect(&server.url, "crash", None).await.unwrap();
     draw_acked(&mut a, 60, 10).await;
     draw_acked(&mut b, 60, 11).await;
@@ -236,7 +243,10 @@ async fn picture_service_crash_loses_nothing() {
 
     pps.child.kill().unwrap();
     assert!(!pps.wait().await);
-    assert!(stored(pps_dir.path(), "crash").is_none(), "nothing was flushed before the crash");
+    assert!(
+        stored(pps_dir.path(), "crash").is_none(),
+        "nothing was flushed before the crash"
+    );
 
     // Drawing goes on while the picture service is gone.
     draw_acked(&mut a, 30, 12).await;
@@ -274,13 +284,15 @@ async fn picture_service_sigterm_flushes_dirty_pictures() {
     // The picture service does not come back in this test: don't wait long for it at the end.
     let server = Server::start(
         bs_dir.path(),
-        &["--pps-url", &pps_url, "--shutdown-timeout", "1s"],
+        &["--pps-url", &pps_url, "--drain-timeout", "1s"],
     )
     .await;
 
     let mut clients = Vec::new();
     for (i, picture) in ["dirty-1", "dirty-2", "dirty-3"].iter().enumerate() {
-        let mut client = Client::connect(&server.url, picture, Some((64, 64))).await.unwrap();
+        let mut client = Client::connect(&server.url, picture, Some((64, 64)))
+            .await
+            .unwrap();
         draw_acked(&mut client, 25 + i, 20 + i as u64).await;
         wait_applied(&server, picture, client.last_seq()).await;
         clients.push((picture, client));
@@ -318,7 +330,9 @@ async fn broadcast_service_sigterm_stores_every_update() {
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base).await;
 
-    let mut a = Client::connect(&base, "term", Some((64, 64))).await.unwrap();
+    let mut a = Client::connect(&base, "term", Some((64, 64)))
+        .await
+        .unwrap();
     draw_acked(&mut a, 80, 30).await;
     let last = a.last_seq();
     let expected = a.raster().unwrap().clone();
@@ -326,7 +340,10 @@ async fn broadcast_service_sigterm_stores_every_update() {
     // The client is told the service restarts (1012) ...
     let deadline = deadline();
     loop {
-        match tokio::time::timeout_at(deadline, a.next_event()).await.unwrap() {
+        match tokio::time::timeout_at(deadline, a.next_event())
+            .await
+            .unwrap()
+        {
             Ok(raster_client::Event::Closed { code, .. }) => {
                 assert_eq!(code, Some(1012));
                 break;

@@ -57,7 +57,9 @@ async fn join_during_release_gets_the_exact_picture() {
 
     for round in 0..5u64 {
         let picture = format!("release-{round}");
-        let mut a = Client::connect(&server.url, &picture, Some((48, 48))).await.unwrap();
+        let mut a = Client::connect(&server.url, &picture, Some((48, 48)))
+            .await
+            .unwrap();
         let first = draw_acked(&mut a, 40, round).await;
         assert_eq!(first, 40);
         let expected = a.raster().unwrap().clone();

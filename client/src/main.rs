@@ -1,1 +1,307 @@
-fn main() {}
+//! `raster`: the command-line client of the collaborative raster service.
+//!
+//! - `raster draw PICTURE --random N | --script FILE [--rate OPS/S]`: draws, waits for every
+//!   echo, prints a summary.
+//! - `raster snapshot PICTURE -o FILE.png`: saves the server's picture, prints its seq.
+//! - `raster watch PICTURE`: prints every update and presence change.
+//! - `raster bench w1|w2|w3|pictures ...`: the load generator (see [`bench`]).
+//!
+//! Every flag has an environment variable (`RASTER_*`); `--url` defaults to
+//! `ws://127.0.0.1:8080`.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use protocol::Op;
+use rand::SeedableRng;
+use raster_client::ops::bounding_box;
+use raster_client::{random_op, script, Client, ConnectOptions, Event, Profile};
+use tokio::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "raster",
+    version,
+    about = "Client of the collaborative raster service"
+)]
+struct Cli {
+    /// Base URL of the broadcast service (`ws://` or `http://`).
+    #[arg(
+        long,
+        env = "RASTER_URL",
+        default_value = "ws://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// Worker threads of the tokio runtime (default: one per core).
+    #[arg(long, env = "RASTER_THREADS", global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Draw ops on a picture and wait until the server has sequenced them all.
+    Draw {
+        picture: String,
+        /// Draw N random ops (mostly translucent, every kind).
+        #[arg(long, env = "RASTER_RANDOM", conflicts_with = "script")]
+        random: Option<usize>,
+        /// Draw the ops of a file of JSON lines, one op per line in the test vectors' form.
+        #[arg(long, env = "RASTER_SCRIPT")]
+        script: Option<PathBuf>,
+        /// Ops per second (0: as fast as possible; the server rate-limits at 1,000/s by default).
+        #[arg(long, env = "RASTER_RATE", default_value_t = 200.0)]
+        rate: f64,
+        /// Size of the picture if it does not exist yet, `WIDTHxHEIGHT`.
+        #[arg(long, env = "RASTER_SIZE", value_parser = bench::size_arg)]
+        size: Option<(u32, u32)>,
+        /// Which mix of random ops.
+        #[arg(long, env = "RASTER_PROFILE", value_enum, default_value_t = Profile::Mixed)]
+        profile: Profile,
+        #[arg(long, env = "RASTER_SEED", default_value_t = 1)]
+        seed: u64,
+        /// Seconds to wait for the last echo after the last op was sent.
+        #[arg(long, env = "RASTER_TIMEOUT", default_value_t = 30.0)]
+        timeout: f64,
+    },
+    /// Save the server's picture as PNG and print the seq it includes.
+    Snapshot {
+        picture: String,
+        #[arg(short, long, env = "RASTER_OUTPUT")]
+        output: PathBuf,
+    },
+    /// Print every update (seq, client, op kind, bounding box) and presence change.
+    Watch {
+        picture: String,
+        /// Size of the picture if it does not exist yet, `WIDTHxHEIGHT`.
+        #[arg(long, env = "RASTER_SIZE", value_parser = bench::size_arg)]
+        size: Option<(u32, u32)>,
+    },
+    /// Load generator.
+    Bench {
+        #[command(flatten)]
+        common: bench::CommonArgs,
+        #[command(subcommand)]
+        workload: bench::Workload,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    runtime.build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Draw {
+            picture,
+            random,
+            script,
+            rate,
+            size,
+            profile,
+            seed,
+            timeout,
+        } => {
+            let source = match (random, script) {
+                (Some(n), None) => Source::Random { n, profile, seed },
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    Source::Script(script::parse_script(&text)?)
+                }
+                _ => bail!("give exactly one of --random N and --script FILE"),
+            };
+            draw(&cli.url, &picture, size, source, rate, timeout).await
+        }
+        Command::Snapshot { picture, output } => {
+            let (seq, png) = raster_client::snapshot(&cli.url, &picture).await?;
+            std::fs::write(&output, &png)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!("seq {seq} ({} bytes) -> {}", png.len(), output.display());
+            Ok(())
+        }
+        Command::Watch { picture, size } => watch(&cli.url, &picture, size).await,
+        Command::Bench { common, workload } => bench::run(&cli.url, common, workload).await,
+    }
+}
+
+/// Where the ops of `raster draw` come from.
+enum Source {
+    /// Random ops sized for the picture (known only once joined).
+    Random {
+        n: usize,
+        profile: Profile,
+        seed: u64,
+    },
+    Script(Vec<Op>),
+}
+
+/// Sends the ops at `rate` from one task while another counts echoes and rejections.
+async fn draw(
+    url: &str,
+    picture: &str,
+    size: Option<(u32, u32)>,
+    source: Source,
+    rate: f64,
+    timeout: f64,
+) -> anyhow::Result<()> {
+    let options = ConnectOptions {
+        size,
+        keep_raster: false,
+        ..ConnectOptions::default()
+    };
+    let client = Client::connect_with(url, picture, options).await?;
+    let first_seq = client.last_seq() + 1;
+    eprintln!(
+        "joined {picture} as client {} ({}x{}, seq {})",
+        client.client_id(),
+        client.receiver().width(),
+        client.receiver().height(),
+        client.last_seq()
+    );
+    let ops: Vec<Op> = match source {
+        Source::Script(ops) => ops,
+        Source::Random { n, profile, seed } => {
+            let (w, h) = (client.receiver().width(), client.receiver().height());
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            (0..n).map(|_| random_op(&mut rng, w, h, profile)).collect()
+        }
+    };
+    let total = ops.len() as u64;
+    let (mut sender, mut receiver) = client.into_split();
+    let start = Instant::now();
+    let sending = tokio::spawn(async move {
+        let mut interval = (rate > 0.0).then(|| {
+            let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            i
+        });
+        for op in ops {
+            if let Some(interval) = interval.as_mut() {
+                interval.tick().await;
+                sender.draw(op).await?;
+            } else {
+                sender.feed_draw(op).await?;
+            }
+        }
+        sender.flush().await?;
+        anyhow::Ok(sender)
+    });
+    let mut rejected = Vec::new();
+    let mut last_rejected = 0;
+    let mut deadline = Instant::now() + Duration::from_secs(3600);
+    let mut sender = None;
+    let mut sending = Some(sending);
+    while receiver.own_acked().max(last_rejected) < total {
+        if let Some(handle) = sending.as_mut().filter(|h| h.is_finished()) {
+            sender = Some(handle.await??);
+            sending = None;
+            deadline = Instant::now() + Duration::from_secs_f64(timeout);
+        }
+        // Wake up now and then to notice the sender finishing, which starts the deadline.
+        let wait = (Instant::now() + Duration::from_millis(200)).min(deadline);
+        match tokio::time::timeout_at(wait, receiver.next_event()).await {
+            Err(_) if Instant::now() >= deadline => bail!("timed out waiting for echoes"),
+            Err(_) => {}
+            Ok(Ok(Event::Rejected { client_seq, reason })) => {
+                last_rejected = last_rejected.max(client_seq);
+                rejected.push((client_seq, reason));
+            }
+            Ok(Ok(Event::Closed { code, reason })) => bail!("server closed ({code:?}): {reason}"),
+            Ok(Ok(Event::Error { code, message })) => eprintln!("server error {code}: {message}"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut sender = match (sender, sending) {
+        (Some(sender), _) => sender,
+        (None, Some(handle)) => handle.await??,
+        (None, None) => bail!("sender lost"),
+    };
+    println!(
+        "{} ops sent, {} accepted, {} rejected in {elapsed:.2} s ({:.0} ops/s); seqs {first_seq}..={}",
+        total,
+        total - rejected.len() as u64,
+        rejected.len(),
+        total as f64 / elapsed.max(1e-9),
+        receiver.last_seq()
+    );
+    for (client_seq, reason) in rejected.iter().take(10) {
+        println!("  rejected op {client_seq}: {reason}");
+    }
+    sender.close().await?;
+    receiver
+        .wait_closed(Instant::now() + Duration::from_secs(5))
+        .await?;
+    Ok(())
+}
+
+/// Prints everything that happens on a picture until the connection ends or ctrl-c.
+async fn watch(url: &str, picture: &str, size: Option<(u32, u32)>) -> anyhow::Result<()> {
+    let options = ConnectOptions {
+        size,
+        keep_raster: false,
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect_with(url, picture, options).await?;
+    let r = client.receiver();
+    println!(
+        "welcome: client {} {}x{} snapshot seq {} pending up to {}",
+        r.client_id(),
+        r.width(),
+        r.height(),
+        r.snapshot_seq(),
+        r.last_seq()
+    );
+    loop {
+        let event = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            event = client.next_event() => event?,
+        };
+        match event {
+            Event::Updates(updates) => {
+                for u in updates {
+                    let bbox = match bounding_box(&u.op) {
+                        Some((x0, y0, x1, y1)) => format!("({x0},{y0})-({x1},{y1})"),
+                        None => "whole picture".into(),
+                    };
+                    println!(
+                        "seq {} client {} #{} {} {bbox}",
+                        u.seq,
+                        u.client_id,
+                        u.client_seq,
+                        u.op.kind()
+                    );
+                }
+            }
+            Event::Presence(n) => println!("presence {n}"),
+            Event::Resynced => println!("resynced at seq {}", client.last_seq()),
+            Event::Error { code, message } => println!("error {code}: {message}"),
+            Event::Closed { code, reason } => {
+                println!("closed {code:?} {reason}");
+                return Ok(());
+            }
+            Event::Rejected { .. } | Event::Pong(_) => {}
+        }
+    }
+}

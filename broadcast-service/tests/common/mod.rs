@@ -249,20 +249,18 @@ pub async fn logged_client(server: &Server, picture: &str, size: Option<(u32, u3
 }
 
 /// Raw WebSocket, for sending what a well-behaved client never would.
-pub type Raw = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+pub type Raw =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a raw socket to `picture` and reads its `Welcome`; returns the socket and client id.
 pub async fn raw_join(server: &Server, picture: &str) -> (Raw, u64) {
     let url = format!("{}/pictures/{picture}/ws", server.url);
-    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
-    let deadline = deadline();
-    loop {
-        match raw_next(&mut socket, deadline).await {
-            RawEvent::Msg(ServerMsg::Welcome { client_id, .. }) => return (socket, client_id),
-            other => panic!("expected welcome, got {other:?}"),
-        }
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    match raw_next(&mut socket, deadline()).await {
+        RawEvent::Msg(ServerMsg::Welcome { client_id, .. }) => (socket, client_id),
+        other => panic!("expected welcome, got {other:?}"),
     }
 }
 

@@ -1,0 +1,720 @@
+//! One drawing client's connection to one picture.
+//!
+//! [`Client::connect`] opens `/pictures/{id}/ws`, waits for `Welcome` and rebuilds the picture
+//! from its snapshot and `pending`; every later `Updates` is checked and applied. The checks are
+//! the point: a seq seen twice, out of order or skipped, or an own echo out of `client_seq`
+//! order, is a [`ClientError::Protocol`], never silently absorbed, because applying an update
+//! twice or not at all gives a different picture (blending is not idempotent).
+//!
+//! [`Client::into_split`] gives a [`Sender`] and a [`Receiver`] so a load generator can draw
+//! from one task while another reads; the two halves share only the highest `client_seq` sent,
+//! which lets the receiver refuse an echo of an op that was never sent.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use protocol::snapshot::decode_png;
+use protocol::{codec, ClientMsg, Op, Raster, Sequenced, ServerMsg};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::error::ClientError;
+
+type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How many recent rejections a receiver remembers for [`Client::wait_own`]; bounded so a
+/// client rejected all day does not grow without limit.
+const REMEMBERED_REJECTIONS: usize = 1024;
+
+/// How to connect and what to keep.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Size asked for (`?width=&height=`) in case the picture does not exist yet.
+    pub size: Option<(u32, u32)>,
+    /// Keep a local raster. Tests compare pixels; a load generator running hundreds of clients
+    /// in one process skips the rasterizing (the ordering checks still run).
+    pub keep_raster: bool,
+    /// Record every received `(seq, client_id, client_seq)`. Memory grows with every update, so
+    /// it is for tests, not long benchmarks.
+    pub keep_log: bool,
+    /// Largest picture side accepted from a snapshot: bounds the memory a server can make us
+    /// allocate.
+    pub max_side: u32,
+    /// Largest WebSocket message accepted from the server (a `Welcome` carries a whole PNG).
+    pub max_message_size: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            size: None,
+            keep_raster: true,
+            keep_log: false,
+            max_side: 4096,
+            max_message_size: 256 << 20,
+        }
+    }
+}
+
+/// Something the server told us, already checked and (for updates) applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Consecutive updates, already applied to the local raster.
+    Updates(Vec<Sequenced>),
+    /// One of our ops was refused; it has no seq and nobody else saw it.
+    Rejected {
+        client_seq: u64,
+        reason: String,
+    },
+    /// The number of clients on the picture changed.
+    Presence(u32),
+    Pong(u64),
+    /// A fresh `Welcome` replaced the picture (we could not keep up).
+    Resynced,
+    /// The server reported an error; a close usually follows.
+    Error {
+        code: u16,
+        message: String,
+    },
+    /// The connection ended. Reading again after this is an error.
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+/// One received update, for tests that check who saw what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Position in the picture's total order.
+    pub seq: u64,
+    /// Who drew it.
+    pub client_id: u64,
+    /// The drawer's own numbering, to check each drawer's order.
+    pub client_seq: u64,
+}
+
+/// State both halves of a split client need.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The highest `client_seq` handed to the socket: an echo or rejection above it is a lie.
+    sent: AtomicU64,
+}
+
+/// The drawing half: sends ops and pings.
+pub struct Sender {
+    /// Write half of the socket.
+    sink: SplitSink<WsStream, Message>,
+    /// Shared with the receiver, which checks echoes against it.
+    shared: Arc<Shared>,
+}
+
+/// The reading half: receives, checks and applies everything the server sends.
+pub struct Receiver {
+    /// Read half of the socket.
+    stream: SplitStream<WsStream>,
+    /// Shared with the sender (highest `client_seq` sent).
+    shared: Arc<Shared>,
+    /// What to keep (raster, log) and how much to accept.
+    options: ConnectOptions,
+    /// Our id on this picture, from the latest `Welcome`: tells our echoes from others' ops.
+    client_id: u64,
+    /// Picture size from the latest `Welcome`, kept even without a raster (random ops, display).
+    width: u32,
+    height: u32,
+    /// The picture as of `last_seq`, when `options.keep_raster`.
+    raster: Option<Raster>,
+    /// `snapshot_seq` of the latest `Welcome`.
+    snapshot_seq: u64,
+    /// The last seq applied: the next update must be exactly `last_seq + 1`.
+    last_seq: u64,
+    /// Latest `Presence` count.
+    presence: u32,
+    /// Last own `client_seq` echoed since the latest `Welcome`: echoes must increase.
+    own_last: u64,
+    /// Highest own `client_seq` ever echoed: what [`Client::wait_own`] waits on.
+    own_acked: u64,
+    /// Recent rejections, so waiting for a rejected op's echo ends with its reason.
+    rejected: VecDeque<(u64, String)>,
+    /// Every received update, when `options.keep_log`.
+    log: Vec<LogEntry>,
+    /// How many times the server resynced us with a fresh `Welcome`.
+    resyncs: u64,
+    /// Set once the connection ended, so a later read fails instead of blocking.
+    closed: Option<(Option<u16>, String)>,
+}
+
+/// A connected client: a [`Sender`] and a [`Receiver`] used from one task.
+pub struct Client {
+    /// Writes; shares only the highest sent `client_seq` with the receiver.
+    sender: Sender,
+    /// Reads, checks and applies.
+    receiver: Receiver,
+}
+
+impl Client {
+    /// Joins `picture` at `base_url` (`ws://host:port` or `http://host:port`), keeping a local
+    /// raster. `size` applies only if the picture does not exist yet. The id is put in the path
+    /// as given (the server answers HTTP 400, as [`ClientError::Http`], to an invalid one).
+    pub async fn connect(
+        base_url: &str,
+        picture: &str,
+        size: Option<(u32, u32)>,
+    ) -> Result<Client, ClientError> {
+        let options = ConnectOptions {
+            size,
+            ..ConnectOptions::default()
+        };
+        Self::connect_with(base_url, picture, options).await
+    }
+
+    /// Joins `picture` with explicit options. Returns once `Welcome` has been received, its
+    /// snapshot decoded and its `pending` applied.
+    pub async fn connect_with(
+        base_url: &str,
+        picture: &str,
+        options: ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let mut url = format!("{}/pictures/{picture}/ws", crate::ws_base(base_url));
+        if let Some((width, height)) = options.size {
+            url.push_str(&format!("?width={width}&height={height}"));
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(options.max_message_size))
+            .max_frame_size(Some(options.max_message_size));
+        let (socket, _response) =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await?;
+        let (sink, stream) = socket.split();
+        let shared = Arc::new(Shared::default());
+        let mut receiver = Receiver {
+            stream,
+            shared: shared.clone(),
+            options,
+            client_id: 0,
+            width: 0,
+            height: 0,
+            raster: None,
+            snapshot_seq: 0,
+            last_seq: 0,
+            presence: 0,
+            own_last: 0,
+            own_acked: 0,
+            rejected: VecDeque::new(),
+            log: Vec::new(),
+            resyncs: 0,
+            closed: None,
+        };
+        receiver.read_welcome().await?;
+        Ok(Client {
+            sender: Sender { sink, shared },
+            receiver,
+        })
+    }
+
+    /// Splits into a drawing half and a reading half.
+    pub fn into_split(self) -> (Sender, Receiver) {
+        (self.sender, self.receiver)
+    }
+
+    /// Puts split halves back together. They must come from the same [`Client::into_split`]:
+    /// halves of different connections would check echoes against the wrong sender.
+    pub fn from_split(sender: Sender, receiver: Receiver) -> Client {
+        Client { sender, receiver }
+    }
+
+    /// Sends one op; returns its `client_seq` (1, 2, ...).
+    pub async fn draw(&mut self, op: Op) -> Result<u64, ClientError> {
+        self.sender.draw(op).await
+    }
+
+    pub async fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
+        self.sender.ping(nonce).await
+    }
+
+    /// The next event; see [`Receiver::next_event`].
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        self.receiver.next_event().await
+    }
+
+    /// Reads until the local picture includes `seq`.
+    pub async fn sync_to(&mut self, seq: u64, deadline: Instant) -> Result<(), ClientError> {
+        self.receiver.sync_to(seq, deadline).await
+    }
+
+    /// Reads until our own op `client_seq` has been echoed (sequenced and applied).
+    pub async fn wait_own(
+        &mut self,
+        client_seq: u64,
+        deadline: Instant,
+    ) -> Result<(), ClientError> {
+        self.receiver.wait_own(client_seq, deadline).await
+    }
+
+    /// Says goodbye (close frame) and reads until the server closes, at most until `deadline`.
+    pub async fn close(mut self, deadline: Instant) -> Result<(), ClientError> {
+        self.sender.close().await?;
+        self.receiver.wait_closed(deadline).await
+    }
+
+    /// The highest `client_seq` sent so far.
+    pub fn last_client_seq(&self) -> u64 {
+        self.sender.last_client_seq()
+    }
+
+    /// The reading half, for its accessors (raster, seqs, log).
+    pub fn receiver(&self) -> &Receiver {
+        &self.receiver
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.receiver.client_id
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.receiver.last_seq
+    }
+
+    pub fn raster(&self) -> Option<&Raster> {
+        self.receiver.raster.as_ref()
+    }
+
+    pub fn presence(&self) -> u32 {
+        self.receiver.presence
+    }
+
+    pub fn log(&self) -> &[LogEntry] {
+        &self.receiver.log
+    }
+}
+
+impl Sender {
+    /// Sends one op and flushes; returns its `client_seq`.
+    pub async fn draw(&mut self, op: Op) -> Result<u64, ClientError> {
+        let client_seq = self.feed_draw(op).await?;
+        self.sink.flush().await?;
+        Ok(client_seq)
+    }
+
+    /// Queues one op without flushing (call [`Sender::flush`]), to send many per write.
+    pub async fn feed_draw(&mut self, op: Op) -> Result<u64, ClientError> {
+        // Counted as sent before it leaves, so the receiver can never see an echo above `sent`.
+        let client_seq = self.shared.sent.fetch_add(1, Ordering::AcqRel) + 1;
+        let frame = codec::encode(&ClientMsg::Draw { client_seq, op });
+        self.sink.feed(Message::Binary(Bytes::from(frame))).await?;
+        Ok(client_seq)
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.sink.flush().await?;
+        Ok(())
+    }
+
+    pub async fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
+        let frame = codec::encode(&ClientMsg::Ping { nonce });
+        self.sink.send(Message::Binary(Bytes::from(frame))).await?;
+        Ok(())
+    }
+
+    /// Sends a close frame; the receiver then sees the server's close.
+    pub async fn close(&mut self) -> Result<(), ClientError> {
+        match self.sink.send(Message::Close(None)).await {
+            Ok(()) => Ok(()),
+            // The server closed first: nothing left to say.
+            Err(e) if ends_connection(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The highest `client_seq` sent so far.
+    pub fn last_client_seq(&self) -> u64 {
+        self.shared.sent.load(Ordering::Acquire)
+    }
+}
+
+impl Receiver {
+    /// Reads the first message, which must be `Welcome`.
+    async fn read_welcome(&mut self) -> Result<(), ClientError> {
+        let frame = loop {
+            match self.stream.next().await {
+                None => {
+                    return Err(ClientError::Closed {
+                        code: None,
+                        reason: "connection ended before welcome".into(),
+                    })
+                }
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Message::Binary(frame))) => break frame,
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = close_parts(frame);
+                    return Err(ClientError::Closed { code, reason });
+                }
+                Some(Ok(Message::Text(_))) => {
+                    return Err(ClientError::Protocol("text frame from server".into()))
+                }
+                Some(Ok(_)) => continue,
+            }
+        };
+        match codec::decode_server(&frame)? {
+            ServerMsg::Welcome {
+                client_id,
+                width,
+                height,
+                snapshot_seq,
+                snapshot_png,
+                pending,
+            } => self.accept_welcome(
+                client_id,
+                width,
+                height,
+                snapshot_seq,
+                &snapshot_png,
+                pending,
+            ),
+            ServerMsg::Error { code, message } => Err(ClientError::Server { code, message }),
+            other => Err(ClientError::Protocol(format!(
+                "first message is {other:?}, expected welcome"
+            ))),
+        }
+    }
+
+    /// Replaces the picture with a `Welcome`'s snapshot and pending updates.
+    fn accept_welcome(
+        &mut self,
+        client_id: u64,
+        width: u32,
+        height: u32,
+        snapshot_seq: u64,
+        snapshot_png: &[u8],
+        pending: Vec<Sequenced>,
+    ) -> Result<(), ClientError> {
+        if width == 0
+            || height == 0
+            || width > self.options.max_side
+            || height > self.options.max_side
+        {
+            return Err(ClientError::Protocol(format!(
+                "welcome size {width}x{height} outside 1..={}",
+                self.options.max_side
+            )));
+        }
+        self.raster = if self.options.keep_raster {
+            let decoded = decode_png(snapshot_png, self.options.max_side)?;
+            if (decoded.raster.width(), decoded.raster.height()) != (width, height) {
+                return Err(ClientError::Protocol(format!(
+                    "welcome says {width}x{height}, snapshot png is {}x{}",
+                    decoded.raster.width(),
+                    decoded.raster.height()
+                )));
+            }
+            Some(decoded.raster)
+        } else {
+            None
+        };
+        self.client_id = client_id;
+        self.width = width;
+        self.height = height;
+        self.snapshot_seq = snapshot_seq;
+        self.last_seq = snapshot_seq;
+        self.own_last = 0;
+        self.apply_updates(&pending, "welcome pending")?;
+        Ok(())
+    }
+
+    /// Checks and applies consecutive updates.
+    fn apply_updates(&mut self, updates: &[Sequenced], what: &str) -> Result<(), ClientError> {
+        for update in updates {
+            if update.seq != self.last_seq + 1 {
+                return Err(ClientError::Protocol(format!(
+                    "{what}: seq {} after {} (expected {})",
+                    update.seq,
+                    self.last_seq,
+                    self.last_seq + 1
+                )));
+            }
+            if update.client_id == self.client_id {
+                let sent = self.shared.sent.load(Ordering::Acquire);
+                if update.client_seq <= self.own_last || update.client_seq > sent {
+                    return Err(ClientError::Protocol(format!(
+                        "{what}: own echo client_seq {} at seq {} after own {} (sent up to {sent})",
+                        update.client_seq, update.seq, self.own_last
+                    )));
+                }
+                self.own_last = update.client_seq;
+                self.own_acked = self.own_acked.max(update.client_seq);
+            }
+            if let Some(raster) = self.raster.as_mut() {
+                raster.apply(&update.op);
+            }
+            if self.options.keep_log {
+                self.log.push(LogEntry {
+                    seq: update.seq,
+                    client_id: update.client_id,
+                    client_seq: update.client_seq,
+                });
+            }
+            self.last_seq = update.seq;
+        }
+        Ok(())
+    }
+
+    /// The next event from the server, checked and applied. `Ping`/`Pong` frames of the
+    /// WebSocket layer are handled underneath and never show up.
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        if let Some((code, reason)) = &self.closed {
+            return Err(ClientError::Closed {
+                code: *code,
+                reason: reason.clone(),
+            });
+        }
+        loop {
+            let message = match self.stream.next().await {
+                None => return Ok(self.mark_closed(None, "connection ended".into())),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(message)) => message,
+            };
+            match message {
+                Message::Binary(frame) => return self.handle(codec::decode_server(&frame)?),
+                Message::Text(_) => {
+                    return Err(ClientError::Protocol("text frame from server".into()))
+                }
+                Message::Close(frame) => {
+                    let (code, reason) = close_parts(frame);
+                    return Ok(self.mark_closed(code, reason));
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            }
+        }
+    }
+
+    fn mark_closed(&mut self, code: Option<u16>, reason: String) -> Event {
+        self.closed = Some((code, reason.clone()));
+        Event::Closed { code, reason }
+    }
+
+    fn handle(&mut self, message: ServerMsg) -> Result<Event, ClientError> {
+        match message {
+            ServerMsg::Updates(updates) => {
+                if updates.is_empty() {
+                    return Err(ClientError::Protocol("empty updates".into()));
+                }
+                self.apply_updates(&updates, "updates")?;
+                Ok(Event::Updates(updates))
+            }
+            ServerMsg::Welcome {
+                client_id,
+                width,
+                height,
+                snapshot_seq,
+                snapshot_png,
+                pending,
+            } => {
+                self.accept_welcome(
+                    client_id,
+                    width,
+                    height,
+                    snapshot_seq,
+                    &snapshot_png,
+                    pending,
+                )?;
+                self.resyncs += 1;
+                Ok(Event::Resynced)
+            }
+            ServerMsg::Rejected { client_seq, reason } => {
+                let sent = self.shared.sent.load(Ordering::Acquire);
+                if client_seq > sent {
+                    return Err(ClientError::Protocol(format!(
+                        "rejection of client_seq {client_seq}, sent only up to {sent}"
+                    )));
+                }
+                if self.rejected.len() == REMEMBERED_REJECTIONS {
+                    self.rejected.pop_front();
+                }
+                self.rejected.push_back((client_seq, reason.clone()));
+                Ok(Event::Rejected { client_seq, reason })
+            }
+            ServerMsg::Error { code, message } => Ok(Event::Error { code, message }),
+            ServerMsg::Pong { nonce } => Ok(Event::Pong(nonce)),
+            ServerMsg::Presence { clients } => {
+                self.presence = clients;
+                Ok(Event::Presence(clients))
+            }
+        }
+    }
+
+    /// Reads until the local picture includes `seq`.
+    pub async fn sync_to(&mut self, seq: u64, deadline: Instant) -> Result<(), ClientError> {
+        while self.last_seq < seq {
+            let event = self.next_before(deadline, || format!("seq {seq}")).await?;
+            if let Event::Closed { code, reason } = event {
+                return Err(ClientError::Closed { code, reason });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until our own op `client_seq` has been echoed. A rejection of that op ends the
+    /// wait with [`ClientError::Rejected`], a resync with [`ClientError::Resynced`].
+    pub async fn wait_own(
+        &mut self,
+        client_seq: u64,
+        deadline: Instant,
+    ) -> Result<(), ClientError> {
+        loop {
+            if let Some((_, reason)) = self.rejected.iter().find(|(c, _)| *c == client_seq) {
+                return Err(ClientError::Rejected {
+                    client_seq,
+                    reason: reason.clone(),
+                });
+            }
+            if self.own_acked >= client_seq {
+                return Ok(());
+            }
+            let what = || format!("own echo of client_seq {client_seq}");
+            match self.next_before(deadline, what).await? {
+                Event::Closed { code, reason } => return Err(ClientError::Closed { code, reason }),
+                Event::Resynced if self.own_acked < client_seq => {
+                    return Err(ClientError::Resynced(what()))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads (discarding events) until the connection ends, at most until `deadline`.
+    pub async fn wait_closed(&mut self, deadline: Instant) -> Result<(), ClientError> {
+        while self.closed.is_none() {
+            match tokio::time::timeout_at(deadline, self.next_event()).await {
+                Err(_) => return Err(ClientError::Timeout("the server's close".into())),
+                // Once we said goodbye, a connection that just ends is as good as a close.
+                Ok(Err(ClientError::WebSocket(e))) if ends_connection(&e) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn next_before(
+        &mut self,
+        deadline: Instant,
+        what: impl Fn() -> String,
+    ) -> Result<Event, ClientError> {
+        match tokio::time::timeout_at(deadline, self.next_event()).await {
+            Err(_) => Err(ClientError::Timeout(what())),
+            Ok(result) => result,
+        }
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// `snapshot_seq` of the latest `Welcome`.
+    pub fn snapshot_seq(&self) -> u64 {
+        self.snapshot_seq
+    }
+
+    /// The last seq applied to the local picture.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The highest own `client_seq` echoed so far.
+    pub fn own_acked(&self) -> u64 {
+        self.own_acked
+    }
+
+    pub fn presence(&self) -> u32 {
+        self.presence
+    }
+
+    /// How many times the server resynced us with a fresh `Welcome`.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
+    }
+
+    /// The local picture, when kept.
+    pub fn raster(&self) -> Option<&Raster> {
+        self.raster.as_ref()
+    }
+
+    /// Every received update, when `keep_log` was set.
+    pub fn log(&self) -> &[LogEntry] {
+        &self.log
+    }
+}
+
+/// Errors that only say the connection is gone (no close frame, or a reset).
+fn ends_connection(error: &tokio_tungstenite::tungstenite::Error) -> bool {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        Error::ConnectionClosed
+        | Error::AlreadyClosed
+        | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => true,
+        Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+fn close_parts(
+    frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+) -> (Option<u16>, String) {
+    match frame {
+        Some(frame) => (Some(u16::from(frame.code)), frame.reason.to_string()),
+        None => (None, String::new()),
+    }
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("client_id", &self.client_id)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("snapshot_seq", &self.snapshot_seq)
+            .field("last_seq", &self.last_seq)
+            .field("own_acked", &self.own_acked)
+            .field("presence", &self.presence)
+            .field("resyncs", &self.resyncs)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("last_client_seq", &self.last_client_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("sender", &self.sender)
+            .field("receiver", &self.receiver)
+            .finish()
+    }
+}
