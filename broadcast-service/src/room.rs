@@ -319,8 +319,19 @@ impl Room {
                 op,
             } => {
                 if self.opened.is_none() || !self.clients.contains_key(&client_id) {
-                    // The client is being resynced or has gone; it never saw an echo.
+                    // The client is being resynced: tell it this op was not taken (it will
+                    // get a fresh Welcome), so it never waits for an echo that cannot come.
                     metrics::counter!("bs_draws_dropped").increment(1);
+                    if let Some(joining) = self.joining.values().find(|j| j.client_id == client_id)
+                    {
+                        let rejected = ServerMsg::Rejected {
+                            client_seq,
+                            reason: "not applied: the connection is being resynced".into(),
+                        };
+                        joining
+                            .outbox
+                            .send_direct(Bytes::from(codec::encode(&rejected)));
+                    }
                     return;
                 }
                 let seq = self.next_seq;
