@@ -6,9 +6,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod procs;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use common::*;
 use primary_picture_service::service::{Pps, PpsConfig};
 use primary_picture_service::store::memory::MemoryStore;
 use primary_picture_service::store::StoredMeta;
+use procs::*;
 use protocol::snapshot::{decode_png, encode_png, Compression};
 use protocol::Raster;
 use rand::{rngs::StdRng, SeedableRng};
@@ -32,97 +33,6 @@ async fn draw_acked(client: &mut Client, n: usize, seed: u64) {
         last = client.draw(op).await.unwrap();
     }
     client.wait_own(last, deadline()).await.unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The picture service binary, built next to this test (`cargo build --workspace --bins`).
-fn pps_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("primary-picture-service");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
-
-/// A service running as a child process; killed if the test ends early.
-struct Process {
-    child: Child,
-}
-
-impl Process {
-    fn spawn(bin: &Path, args: &[String]) -> Process {
-        let child = Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        Process { child }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; returns whether it exited successfully.
-    async fn wait(&mut self) -> bool {
-        let deadline = deadline();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
-            }
-            assert!(Instant::now() < deadline, "process did not exit in time");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_healthy(http: &str) {
-    let deadline = deadline();
-    let client = reqwest::Client::new();
-    loop {
-        if let Ok(response) = client.get(format!("{http}/healthz")).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{http} did not become healthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn start_pps(port: u16, data_dir: &Path, extra: &[&str]) -> Process {
-    let mut args = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--data-dir".to_string(),
-        data_dir.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Process::spawn(&pps_binary(), &args)
 }
 
 /// Waits until `snapshot.png` (read-your-writes) reports `seq`: PPS has applied that far.

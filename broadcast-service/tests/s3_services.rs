@@ -1,0 +1,208 @@
+//! End to end in services mode on S3 (LocalStack): drawing clients, the picture service and the
+//! broadcast service as separate processes. What is in the bucket is read back with aws-sdk-s3
+//! and compared pixel for pixel with a client's raster.
+//!
+//! Needs `S3_TEST_ENDPOINT` (and `S3_TEST_BUCKET`, default `raster-test`), as
+//! `scripts/test.sh` provides; without it the test fails unless `S3_TESTS=skip`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod procs;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use procs::*;
+use protocol::snapshot::decode_png;
+use protocol::Raster;
+use rand::{rngs::StdRng, SeedableRng};
+use raster_client::{random_op, Client, Profile};
+use tokio::time::Instant;
+
+struct S3 {
+    endpoint: String,
+    bucket: String,
+    client: aws_sdk_s3::Client,
+}
+
+async fn s3() -> Option<S3> {
+    let endpoint = match std::env::var("S3_TEST_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => endpoint,
+        _ if std::env::var("S3_TESTS").as_deref() == Ok("skip") => return None,
+        _ => panic!(
+            "S3_TEST_ENDPOINT is not set: this test needs LocalStack (scripts/localstack.sh \
+             start PORT; S3_TEST_ENDPOINT=http://127.0.0.1:PORT), or S3_TESTS=skip"
+        ),
+    };
+    let bucket = std::env::var("S3_TEST_BUCKET").unwrap_or_else(|_| "raster-test".into());
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "e2e",
+        ))
+        .load()
+        .await;
+    let config = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(true)
+        .build();
+    Some(S3 {
+        endpoint,
+        bucket,
+        client: aws_sdk_s3::Client::from_conf(config),
+    })
+}
+
+/// The stored object: (metadata seq, decoded picture), or `None` when it does not exist.
+async fn object(s3: &S3, key: &str) -> Option<(u64, Raster)> {
+    let got = s3
+        .client
+        .get_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .send()
+        .await
+        .ok()?;
+    let meta_seq: u64 = got.metadata()?.get("seq")?.parse().unwrap();
+    let bytes = got.body.collect().await.unwrap().into_bytes();
+    let decoded = decode_png(&bytes, 4096).unwrap();
+    assert_eq!(
+        decoded.seq,
+        Some(meta_seq),
+        "tEXt seq and metadata seq differ"
+    );
+    Some((meta_seq, decoded.raster))
+}
+
+async fn wait_object_seq(s3: &S3, key: &str, seq: u64) -> Raster {
+    let deadline = deadline();
+    loop {
+        if let Some((got, raster)) = object(s3, key).await {
+            if got == seq {
+                return raster;
+            }
+            assert!(got < seq, "{key} is at seq {got}, beyond {seq}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} did not reach seq {seq} in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn draw_acked(client: &mut Client, n: usize, seed: u64) -> u64 {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut last = 0;
+    for _ in 0..n {
+        last = client
+            .draw(random_op(&mut rng, 64, 64, Profile::Mixed))
+            .await
+            .unwrap();
+    }
+    client.wait_own(last, deadline()).await.unwrap();
+    client.last_seq()
+}
+
+fn pps_on_s3(port: u16, dir: &Path, store: &str, flush: &str, s3: &S3) -> Process {
+    start_pps_with_env(
+        port,
+        dir,
+        &["--store", store, "--flush-interval", flush],
+        &[
+            ("AWS_ENDPOINT_URL", &s3.endpoint),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_mode_on_s3_keeps_every_update() {
+    let Some(s3) = s3().await else { return };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("e2e-{nanos}/");
+    let store = format!("s3://{}/{prefix}", s3.bucket);
+    let key = format!("{prefix}art.png");
+    let dir = tempfile::tempdir().unwrap();
+    let pps_port = free_port();
+    let pps_http = format!("http://127.0.0.1:{pps_port}");
+
+    // Picture service with a short periodic flush.
+    let mut pps = pps_on_s3(pps_port, dir.path(), &store, "300ms", &s3);
+    wait_healthy(&pps_http).await;
+    let bs_port = free_port();
+    let bs_args: Vec<String> = [
+        "--listen".to_string(),
+        format!("127.0.0.1:{bs_port}"),
+        "--pps-url".into(),
+        format!("ws://127.0.0.1:{pps_port}/bs"),
+    ]
+    .into();
+    let mut bs = Process::spawn(Path::new(env!("CARGO_BIN_EXE_broadcast-service")), &bs_args);
+    let bs_http = format!("http://127.0.0.1:{bs_port}");
+    wait_healthy(&bs_http).await;
+
+    // Periodic flushes are visible while drawing goes on: the object's seq increases.
+    let mut a = Client::connect(&bs_http, "art", Some((64, 64)))
+        .await
+        .unwrap();
+    let mut previous = 0;
+    for round in 0..3 {
+        let seq = draw_acked(&mut a, 25, round).await;
+        assert!(seq > previous);
+        let stored = wait_object_seq(&s3, &key, seq).await;
+        assert!(
+            Some(&stored) == a.raster(),
+            "periodic flush at {seq}: pixels differ"
+        );
+        previous = seq;
+    }
+    // Last leave flushes.
+    let seq = draw_acked(&mut a, 10, 10).await;
+    let expected = a.raster().unwrap().clone();
+    a.close(deadline()).await.unwrap();
+    assert!(wait_object_seq(&s3, &key, seq).await == expected);
+
+    // Restart the picture service, now with periodic flushes out of the way.
+    pps.signal("-TERM");
+    assert!(pps.wait().await);
+    let mut pps = pps_on_s3(pps_port, dir.path(), &store, "1h", &s3);
+    wait_healthy(&pps_http).await;
+
+    // The restarted service loads the picture from S3 and seqs continue.
+    let mut b = Client::connect(&bs_http, "art", None).await.unwrap();
+    assert_eq!(b.last_seq(), seq);
+    assert!(b.raster() == Some(&expected));
+    let dirty = draw_acked(&mut b, 20, 20).await;
+    assert_eq!(dirty, seq + 20);
+    let (applied, _) = raster_client::snapshot(&bs_http, "art").await.unwrap();
+    assert_eq!(applied, dirty);
+
+    // SIGTERM to the picture service flushes the dirty picture before it exits.
+    pps.signal("-TERM");
+    assert!(pps.wait().await, "picture service did not exit cleanly");
+    let (stored_seq, stored) = object(&s3, &key).await.unwrap();
+    assert_eq!(stored_seq, dirty);
+    assert!(Some(&stored) == b.raster());
+
+    // And with a new picture service the same client goes on; its release lands in S3.
+    let mut pps = pps_on_s3(pps_port, dir.path(), &store, "1h", &s3);
+    wait_healthy(&pps_http).await;
+    let last = draw_acked(&mut b, 15, 30).await;
+    assert_eq!(last, dirty + 15);
+    let expected = b.raster().unwrap().clone();
+    b.close(deadline()).await.unwrap();
+    assert!(wait_object_seq(&s3, &key, last).await == expected);
+
+    bs.signal("-TERM");
+    assert!(bs.wait().await);
+    pps.signal("-TERM");
+    assert!(pps.wait().await);
+}
