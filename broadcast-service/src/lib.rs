@@ -30,6 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use primary_picture_service::config::make_store;
 use primary_picture_service::remote::RemotePps;
@@ -133,6 +134,12 @@ pub async fn run_with(
     tracing::info!(%addr, "broadcast service listening");
     let drain = registry.clone();
     let deadline = state.config.drain_timeout;
+    // Updates are small and latency matters: no Nagle delay on client sockets.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -157,6 +157,8 @@ async fn write_loop(
                         continue;
                     }
                     if sink.feed(Message::Binary(bytes)).await.is_err() {
+                        // Usually the client closed first: let its close be answered.
+                        let _ = sink.close().await;
                         return;
                     }
                     fed += 1;
@@ -175,6 +177,7 @@ async fn write_loop(
         if fed > 0 {
             metrics::counter!("bs_frames_sent").increment(fed);
             if sink.flush().await.is_err() {
+                let _ = sink.close().await;
                 return;
             }
         }

@@ -6,10 +6,17 @@
 // drawn) will do, computed with the same rasterizer on a copy of the affected region; when the
 // echo arrives the op is in the buffer and its preview is dropped.
 //
+// Translucent pen: sent as Pixels pieces that never overlap (gesture.js), so that the gesture
+// looks like one Stroke through all its points; opaque pens and the eraser send Stroke pieces,
+// whose overlap at the joints changes nothing.
+//
 // Automation hook: `window.raster = { seq, width, height, rgba(), state, welcomes, presence,
-// pending, sent }` (seq: a Number below 2^53, else a BigInt; rgba(): a copy of the buffer).
+// pending, sent, lastGesture }` (seq: a Number below 2^53, else a BigInt; rgba(): a copy of the
+// buffer; lastGesture: {tool, color, width, points} of the latest pen or eraser gesture, the
+// points being the spine of the one Stroke it stands for).
 
 import { PictureClient, union } from './client.js';
+import { CoverageGesture } from './gesture.js';
 import { Raster, lineReference, opBounds } from './protocol.js';
 import { rememberPicture } from './recent.js';
 
@@ -92,8 +99,10 @@ class Page {
     this.frameRequested = false;
     // Overlay region drawn last time, cleared before the next preview is drawn.
     this.overlayBox = null;
-    // The gesture in progress: {tool, points, unsent, lastFlush, start} or null.
+    // The gesture in progress (see pointerDown) or null.
     this.gesture = null;
+    // {tool, color, width, points} of the latest pen or eraser gesture, for the automation hook.
+    this.lastStroke = null;
     // Op of the gesture not sent yet (rect being dragged, stroke tail), previewed too.
     this.draft = null;
     // Pan drag in progress: {x, y, panX, panY, pointerId} or null.
@@ -119,6 +128,7 @@ class Page {
 
   installHook() {
     const client = this.client;
+    const page = this;
     window.raster = {
       get seq() {
         const s = client.seq;
@@ -149,6 +159,10 @@ class Page {
       // Ops this page has sent since it was loaded (client_seq keeps counting across connections).
       get sent() {
         return Number(client.nextClientSeq - 1n);
+      },
+      get lastGesture() {
+        const s = page.lastStroke;
+        return s === null ? null : { ...s, color: [...s.color], points: s.points.map((p) => [...p]) };
       },
     };
   }
@@ -471,8 +485,21 @@ class Page {
       return;
     }
     this.viewport.setPointerCapture(e.pointerId);
+    // The brush is fixed for the whole gesture: one Stroke has one colour and width.
+    const color = tool === 'eraser' ? [255, 255, 255, 255] : this.color();
+    const width = Number($('width').value);
+    const isStroke = tool === 'pen' || tool === 'eraser';
+    const { width: pictureWidth, height: pictureHeight } = this.client.raster;
     this.gesture = {
       tool,
+      isStroke,
+      color,
+      width,
+      // Every point of a stroke gesture: the spine it stands for.
+      points: [p],
+      // Pixels already covered by a translucent pen's pieces; null for any other tool.
+      coverage:
+        false ? new CoverageGesture(pictureWidth, pictureHeight, color, width) : null,
       pointerId: e.pointerId,
       start: p,
       last: p,
@@ -485,6 +512,7 @@ class Page {
       // Pixels of the current piece, for the set semantics of a Pixels op.
       seen: new Set([`${p[0]},${p[1]}`]),
     };
+    if (isStroke) this.lastStroke = { tool, color, width, points: this.gesture.points };
     this.updateDraft();
   }
 
@@ -540,28 +568,31 @@ class Page {
       }
     } else {
       g.unsent.push(p);
+      g.points.push(p);
       g.fresh += 1;
     }
     g.last = p;
   }
 
-  /** The op for the gesture's unsent points, or null. */
-  gestureOp(g) {
-    const [r, gr, b, a] = this.color();
-    const width = Number($('width').value);
+  /**
+   * The op for the gesture's unsent points, or null; `preview` for the draft, which must show
+   * the same pixels the piece will draw without taking them.
+   */
+  gestureOp(g, preview = false) {
+    const { color, width } = g;
     switch (g.tool) {
       case 'pen':
-        return { Stroke: { color: [r, gr, b, a], width, points: g.unsent } };
       case 'eraser':
-        return { Stroke: { color: [255, 255, 255, 255], width, points: g.unsent } };
+        if (g.coverage !== null) return preview ? g.coverage.preview(g.unsent) : null;
+        return { Stroke: { color, width, points: g.unsent } };
       case 'pixel':
-        return g.unsent.length ? { Pixels: { color: [r, gr, b, a], points: g.unsent } } : null;
+        return g.unsent.length ? { Pixels: { color, points: g.unsent } } : null;
       case 'rect': {
         const [x0, y0] = g.start;
         const [x1, y1] = g.last;
         const x = Math.min(x0, x1);
         const y = Math.min(y0, y1);
-        return { Rect: { x, y, w: Math.abs(x1 - x0) + 1, h: Math.abs(y1 - y0) + 1, color: [r, gr, b, a] } };
+        return { Rect: { x, y, w: Math.abs(x1 - x0) + 1, h: Math.abs(y1 - y0) + 1, color } };
       }
       default:
         return null;
@@ -574,15 +605,24 @@ class Page {
     if (g.tool === 'rect') return;
     const due =
       g.fresh >= SETTINGS.pieceMaxPoints || (g.fresh > 0 && performance.now() - g.lastFlush >= SETTINGS.pieceEveryMs);
-    const isStroke = g.tool === 'pen' || g.tool === 'eraser';
+    const isStroke = g.isStroke;
     // A stroke piece needs a new point beyond the joint, except a single click's dot.
     const worthSending = isStroke ? g.fresh > 1 || (g.fresh === 1 && (!g.sentAny || g.unsent.length > 1)) : g.fresh > 0;
     if (!(force || due) || !worthSending) return;
-    const op = this.gestureOp(g);
-    if (op === null) return;
-    if (this.client.send(op) === null) {
-      this.endGesture(false);
-      return;
+    let ops;
+    if (g.coverage !== null) {
+      // None when every pixel of the piece is covered already (or outside the picture).
+      ops = g.coverage.take(g.unsent);
+    } else {
+      const op = this.gestureOp(g);
+      if (op === null) return;
+      ops = [op];
+    }
+    for (const op of ops) {
+      if (this.client.send(op) === null) {
+        this.endGesture(false);
+        return;
+      }
     }
     g.sentAny = true;
     g.lastFlush = performance.now();
@@ -596,7 +636,7 @@ class Page {
     if (!g || g.tool === 'picker') {
       this.draft = null;
     } else if (g.tool === 'pen' || g.tool === 'eraser') {
-      this.draft = g.fresh > 0 ? this.gestureOp(g) : null;
+      this.draft = g.fresh > 0 ? this.gestureOp(g, true) : null;
     } else {
       this.draft = this.gestureOp(g);
     }

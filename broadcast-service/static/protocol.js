@@ -547,47 +547,11 @@ export class Raster {
     }
   }
 
-  /**
-   * Marks every covered pixel in a bitmap of the op's bounding box `box` first, then blends
-   * each marked pixel once; the spine is walked only where it can reach the picture.
-   */
+  /** Blends every pixel of `box` that the stroke covers (§4), each once. */
   stroke(color, width, points, box) {
-    const r2 = width * width;
-    // Largest |d| along one axis that a spine point can reach: 4*d^2 <= r2.
-    const reach = width >> 1;
-    // half[dy]: the widest |dx| covered on the row |dy| away from a spine point (-1: none).
-    const half = new Int32Array(reach + 1);
-    for (let dy = 0; dy <= reach; dy++) {
-      let dx = reach;
-      while (dx >= 0 && 4 * (dx * dx + dy * dy) > r2) dx--;
-      half[dy] = dx;
-    }
+    const covered = strokeCoverage(width, points, box);
     const bw = box.x1 - box.x0 + 1;
     const bh = box.y1 - box.y0 + 1;
-    const covered = new Uint8Array(bw * bh);
-    const fillRow = (py, lo, hi) => {
-      if (py < box.y0 || py > box.y1) return;
-      const row = (py - box.y0) * bw - box.x0;
-      covered.fill(1, row + lo, row + hi + 1);
-    };
-    const stamp = (cx, cy) => {
-      for (let dy = 0; dy <= reach; dy++) {
-        const hx = half[dy];
-        if (hx < 0) continue;
-        const lo = Math.max(cx - hx, box.x0);
-        const hi = Math.min(cx + hx, box.x1);
-        if (lo > hi) continue;
-        fillRow(cy - dy, lo, hi);
-        if (dy !== 0) fillRow(cy + dy, lo, hi);
-      }
-    };
-    // Spine points farther than `reach` outside the picture cover nothing.
-    const clip = { x0: -reach, y0: -reach, x1: this.width - 1 + reach, y1: this.height - 1 + reach };
-    if (points.length === 1) {
-      const [x, y] = points[0];
-      if (clipContains(clip, x, y)) stamp(x, y);
-    }
-    for (let i = 0; i + 1 < points.length; i++) lineClipped(points[i], points[i + 1], clip, stamp);
     const [r, g, b, a] = color;
     for (let j = 0; j < bh; j++) {
       const row = j * bw;
@@ -596,6 +560,52 @@ export class Raster {
       }
     }
   }
+}
+
+/**
+ * The pixels of the inclusive rectangle `box` that `Stroke { width, points }` covers (§4), as a
+ * bitmap of `box` (row-major, 1 = covered), without blending anything: the page uses it to send
+ * a translucent gesture as Pixels ops that never cover a pixel twice. Disc rows are stamped as
+ * spans, and the spine is walked only where it can reach `box`.
+ */
+export function strokeCoverage(width, points, box) {
+  const r2 = width * width;
+  // Largest |d| along one axis that a spine point can reach: 4*d^2 <= r2.
+  const reach = width >> 1;
+  // half[dy]: the widest |dx| covered on the row |dy| away from a spine point (-1: none).
+  const half = new Int32Array(reach + 1);
+  for (let dy = 0; dy <= reach; dy++) {
+    let dx = reach;
+    while (dx >= 0 && 4 * (dx * dx + dy * dy) > r2) dx--;
+    half[dy] = dx;
+  }
+  const bw = box.x1 - box.x0 + 1;
+  const bh = box.y1 - box.y0 + 1;
+  const covered = new Uint8Array(bw * bh);
+  const fillRow = (py, lo, hi) => {
+    if (py < box.y0 || py > box.y1) return;
+    const row = (py - box.y0) * bw - box.x0;
+    covered.fill(1, row + lo, row + hi + 1);
+  };
+  const stamp = (cx, cy) => {
+    for (let dy = 0; dy <= reach; dy++) {
+      const hx = half[dy];
+      if (hx < 0) continue;
+      const lo = Math.max(cx - hx, box.x0);
+      const hi = Math.min(cx + hx, box.x1);
+      if (lo > hi) continue;
+      fillRow(cy - dy, lo, hi);
+      if (dy !== 0) fillRow(cy + dy, lo, hi);
+    }
+  };
+  // Spine points farther than `reach` outside the box cover nothing in it.
+  const clip = { x0: box.x0 - reach, y0: box.y0 - reach, x1: box.x1 + reach, y1: box.y1 + reach };
+  if (points.length === 1) {
+    const [x, y] = points[0];
+    if (clipContains(clip, x, y)) stamp(x, y);
+  }
+  for (let i = 0; i + 1 < points.length; i++) lineClipped(points[i], points[i + 1], clip, stamp);
+  return covered;
 }
 
 function clipContains(clip, x, y) {

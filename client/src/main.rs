@@ -56,7 +56,7 @@ enum Command {
         #[arg(long, env = "RASTER_SCRIPT")]
         script: Option<PathBuf>,
         /// Ops per second (0: as fast as possible; the server rate-limits at 1,000/s by default).
-        #[arg(long, env = "RASTER_RATE", default_value_t = 200.0)]
+        #[arg(long, env = "RASTER_RATE", default_value_t = 200.0, value_parser = bench::rate_arg)]
         rate: f64,
         /// Size of the picture if it does not exist yet, `WIDTHxHEIGHT`.
         #[arg(long, env = "RASTER_SIZE", value_parser = bench::size_arg)]
@@ -67,7 +67,7 @@ enum Command {
         #[arg(long, env = "RASTER_SEED", default_value_t = 1)]
         seed: u64,
         /// Seconds to wait for the last echo after the last op was sent.
-        #[arg(long, env = "RASTER_TIMEOUT", default_value_t = 30.0)]
+        #[arg(long, env = "RASTER_TIMEOUT", default_value_t = 30.0, value_parser = bench::seconds_arg)]
         timeout: f64,
     },
     /// Save the server's picture as PNG and print the seq it includes.
@@ -191,7 +191,7 @@ async fn draw(
     let start = Instant::now();
     let sending = tokio::spawn(async move {
         let mut interval = (rate > 0.0).then(|| {
-            let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1e-3)));
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             i
         });

@@ -84,6 +84,12 @@ pub async fn serve_with(
         .route("/metrics", get(metrics_page))
         .with_state(state);
     tracing::info!(addr = ?listener.local_addr().ok(), "picture service listening");
+    // Replies and flush events are small: no Nagle delay on broadcast-service connections.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -107,6 +107,106 @@ fn put_entries<'a>(out: &mut BytesMut, entries: impl ExactSizeIterator<Item = &'
     }
 }
 
+/// The header of one update inside an `Updates` frame, found by [`scan_updates`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateHeader {
+    pub seq: u64,
+    pub client_id: u64,
+    pub client_seq: u64,
+    /// Where the update's encoded op lies in the frame.
+    pub op: (usize, usize),
+}
+
+/// Walks a `ServerMsg::Updates` frame without decoding the ops: for readers that need only who
+/// sent what in which order (load generators counting millions of deliveries per second).
+/// `Ok(None)`: the frame is another message. Every length is checked against the frame; a
+/// frame that `decode_server` rejects is an error here too, except that op *contents* (a
+/// `Patch` length that disagrees with `w*h*4`, say) are not validated.
+pub fn scan_updates(frame: &[u8]) -> Result<Option<Vec<UpdateHeader>>, DecodeError> {
+    let mut r = Cursor { frame, at: 0 };
+    if r.u32()? != UPDATES_TAG {
+        return Ok(None);
+    }
+    let count = r.u64()?;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let (seq, client_id, client_seq) = (r.u64()?, r.u64()?, r.u64()?);
+        let start = r.at;
+        match r.u32()? {
+            0 => {
+                r.skip(4)?;
+                let n = r.u64()?;
+                r.skip_n(n, 8)?;
+            }
+            1 => r.skip(20)?,
+            2 => {
+                r.skip(6)?;
+                let n = r.u64()?;
+                r.skip_n(n, 8)?;
+            }
+            3 => {
+                r.skip(16)?;
+                let n = r.u64()?;
+                r.skip_n(n, 1)?;
+            }
+            4 => r.skip(4)?,
+            tag => return Err(DecodeError(format!("unknown op variant {tag}"))),
+        }
+        out.push(UpdateHeader {
+            seq,
+            client_id,
+            client_seq,
+            op: (start, r.at),
+        });
+    }
+    if r.at != frame.len() {
+        return Err(DecodeError("bytes left over after the message".into()));
+    }
+    Ok(Some(out))
+}
+
+struct Cursor<'a> {
+    frame: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.frame.len())
+            .ok_or_else(|| DecodeError("length beyond the end of the frame".into()))?;
+        let bytes = &self.frame[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.take(n).map(|_| ())
+    }
+
+    fn skip_n(&mut self, count: u64, size: usize) -> Result<(), DecodeError> {
+        let n = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(size))
+            .ok_or_else(|| DecodeError("length beyond the end of the frame".into()))?;
+        self.skip(n)
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
 /// Decodes a `Vec<T>` without preallocating from the untrusted length prefix: the vector grows
 /// only with elements actually decoded, so memory is bounded by the frame's size.
 pub fn bounded_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
@@ -176,6 +276,60 @@ mod tests {
         );
         let body = sequenced_vec(entries.iter());
         assert_eq!(decode::<Vec<Sequenced>>(&body).unwrap(), updates);
+    }
+
+    #[test]
+    fn scan_finds_every_header_and_op() {
+        let ops = [
+            Op::Pixels {
+                color: [1, 2, 3, 4],
+                points: vec![Point::new(1, 2); 3],
+            },
+            Op::Rect {
+                x: -1,
+                y: 2,
+                w: 3,
+                h: 4,
+                color: [5; 4],
+            },
+            seqd(9).op,
+            Op::Patch {
+                x: 0,
+                y: 0,
+                w: 1,
+                h: 2,
+                rgba: Bytes::from_static(&[7; 8]),
+            },
+            Op::Clear { color: [0; 4] },
+        ];
+        let updates: Vec<Sequenced> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| Sequenced {
+                seq: 10 + i as u64,
+                client_id: 3,
+                client_seq: i as u64,
+                op: op.clone(),
+            })
+            .collect();
+        let frame = encode(&ServerMsg::Updates(updates.clone()));
+        let headers = scan_updates(&frame).unwrap().unwrap();
+        assert_eq!(headers.len(), updates.len());
+        for (h, u) in headers.iter().zip(&updates) {
+            assert_eq!(
+                (h.seq, h.client_id, h.client_seq),
+                (u.seq, u.client_id, u.client_seq)
+            );
+            assert_eq!(decode::<Op>(&frame[h.op.0..h.op.1]).unwrap(), u.op);
+        }
+        for cut in 0..frame.len() {
+            assert!(scan_updates(&frame[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = frame.clone();
+        long.push(0);
+        assert!(scan_updates(&long).is_err());
+        let pong = encode(&ServerMsg::Pong { nonce: 1 });
+        assert_eq!(scan_updates(&pong).unwrap(), None);
     }
 
     #[test]

@@ -38,32 +38,42 @@ use tokio::time::Instant;
 
 use proc_stats::{ProcSampler, ServerStats};
 
-/// Flags shared by every workload.
+/// Flags shared by every workload (accepted before or after the workload's name).
 #[derive(clap::Args, Clone, Debug)]
 pub struct CommonArgs {
     /// Prefix of the picture ids the benchmark creates (a random suffix keeps runs apart).
-    #[arg(long, env = "RASTER_BENCH_PICTURE", default_value = "bench")]
+    #[arg(
+        long,
+        global = true,
+        env = "RASTER_BENCH_PICTURE",
+        default_value = "bench"
+    )]
     pub picture: String,
     /// How long the clients draw, in seconds.
-    #[arg(long, env = "RASTER_BENCH_DURATION", default_value_t = 10.0)]
+    #[arg(long, global = true, env = "RASTER_BENCH_DURATION", default_value_t = 10.0, value_parser = seconds_arg)]
     pub duration: f64,
     /// After drawing stops, how long to wait at most for the last deliveries, in seconds.
-    #[arg(long, env = "RASTER_BENCH_DRAIN", default_value_t = 5.0)]
+    #[arg(long, global = true, env = "RASTER_BENCH_DRAIN", default_value_t = 5.0, value_parser = seconds_arg)]
     pub drain: f64,
     /// Picture size for new pictures, `WIDTHxHEIGHT`.
-    #[arg(long, env = "RASTER_BENCH_SIZE", default_value = "1024x1024", value_parser = parse_size)]
+    #[arg(long, global = true, env = "RASTER_BENCH_SIZE", default_value = "1024x1024", value_parser = parse_size)]
     pub size: (u32, u32),
     /// How many clients connect at the same time while the benchmark sets up.
-    #[arg(long, env = "RASTER_BENCH_CONNECT_CONCURRENCY", default_value_t = 32)]
+    #[arg(
+        long,
+        global = true,
+        env = "RASTER_BENCH_CONNECT_CONCURRENCY",
+        default_value_t = 32
+    )]
     pub connect_concurrency: usize,
     /// Pid of the server, to report its CPU use and peak memory from /proc.
-    #[arg(long, env = "RASTER_BENCH_SERVER_PID")]
+    #[arg(long, global = true, env = "RASTER_BENCH_SERVER_PID")]
     pub server_pid: Option<u32>,
     /// Print the report as JSON on stdout (progress stays on stderr).
-    #[arg(long, env = "RASTER_BENCH_JSON")]
+    #[arg(long, global = true, env = "RASTER_BENCH_JSON")]
     pub json: bool,
     /// Seed of the random ops (and of the start jitter).
-    #[arg(long, env = "RASTER_BENCH_SEED", default_value_t = 1)]
+    #[arg(long, global = true, env = "RASTER_BENCH_SEED", default_value_t = 1)]
     pub seed: u64,
 }
 
@@ -75,7 +85,7 @@ pub enum Workload {
         #[arg(long, env = "RASTER_BENCH_CLIENTS", default_value_t = 16)]
         clients: usize,
         /// Ops per second per client.
-        #[arg(long, env = "RASTER_BENCH_RATE", default_value_t = 20.0)]
+        #[arg(long, env = "RASTER_BENCH_RATE", default_value_t = 20.0, value_parser = rate_arg)]
         rate: f64,
     },
     /// N clients each keeping WINDOW ops in flight.
@@ -106,11 +116,11 @@ pub enum Workload {
         #[arg(long, env = "RASTER_BENCH_REPEATS", default_value_t = 5)]
         repeats: usize,
         /// Ops per second while drawing the history (stay under the server's rate limit).
-        #[arg(long, env = "RASTER_BENCH_DRAW_RATE", default_value_t = 800.0)]
+        #[arg(long, env = "RASTER_BENCH_DRAW_RATE", default_value_t = 800.0, value_parser = rate_arg)]
         draw_rate: f64,
         /// Seconds to wait after the last client left before a cold join, so the service
         /// has released the picture to storage.
-        #[arg(long, env = "RASTER_BENCH_COLD_WAIT", default_value_t = 3.0)]
+        #[arg(long, env = "RASTER_BENCH_COLD_WAIT", default_value_t = 3.0, value_parser = seconds_arg)]
         cold_wait: f64,
     },
     /// Many pictures at once, each with a few clients drawing at a fixed rate.
@@ -120,7 +130,7 @@ pub enum Workload {
         /// Clients per picture.
         #[arg(long, env = "RASTER_BENCH_CLIENTS", default_value_t = 8)]
         clients: usize,
-        #[arg(long, env = "RASTER_BENCH_RATE", default_value_t = 20.0)]
+        #[arg(long, env = "RASTER_BENCH_RATE", default_value_t = 20.0, value_parser = rate_arg)]
         rate: f64,
     },
 }
@@ -131,6 +141,26 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
         .ok_or_else(|| format!("{text:?} is not WIDTHxHEIGHT"))?;
     let parse = |s: &str| s.trim().parse::<u32>().map_err(|e| format!("{s:?}: {e}"));
     Ok((parse(w)?, parse(h)?))
+}
+
+/// A number of seconds: finite, 0 ..= 10^6 (so it always makes a valid `Duration`).
+pub fn seconds_arg(text: &str) -> Result<f64, String> {
+    let v: f64 = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if v.is_finite() && (0.0..=1e6).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{text:?} is not within 0..=1000000 seconds"))
+    }
+}
+
+/// A rate per second: finite, 0 ..= 10^7 (0 where it means "idle").
+pub fn rate_arg(text: &str) -> Result<f64, String> {
+    let v: f64 = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if v.is_finite() && (0.0..=1e7).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{text:?} is not within 0..=10000000 per second"))
+    }
 }
 
 pub fn size_arg(text: &str) -> Result<(u32, u32), String> {
@@ -199,12 +229,18 @@ pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::R
                     _ => println!("best: no window kept p99 under {p99_limit_ms} ms"),
                 }
             }
+            let best = best.map(|(window, delivered_per_s, p99_ms)| {
+                serde_json::json!({
+                    "window": window,
+                    "delivered_per_s": delivered_per_s,
+                    "p99_ms": p99_ms,
+                })
+            });
             serde_json::json!({
                 "workload": "w2",
                 "runs": runs,
                 "p99_limit_ms": p99_limit_ms,
-                "best_window": best.and_then(|b| b.0),
-                "best_delivered_per_s": best.map(|b| b.1),
+                "best": best,
             })
         }
         Workload::W3 {
@@ -415,7 +451,7 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
     for (i, client) in clients.into_iter().enumerate() {
         let (sender, receiver) = client.into_split();
         let window = match plan.mode {
-            Mode::Window(w) => Some(Arc::new(Semaphore::new(w))),
+            Mode::Window(w) => Some(Arc::new(Semaphore::new(w.min(Semaphore::MAX_PERMITS)))),
             Mode::Rate(_) => None,
         };
         let ctx = TaskContext {
@@ -579,6 +615,11 @@ async fn send_loop(
 ) -> Option<Sender> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut interval = match mode {
+        // Rate 0: idle clients (memory per connection), connected but silent.
+        Mode::Rate(rate) if rate <= 0.0 => {
+            tokio::time::sleep_until(ctx.send_end).await;
+            return Some(sender);
+        }
         Mode::Rate(rate) => {
             let period = Duration::from_secs_f64(1.0 / rate.max(1e-3));
             let jitter = period.mul_f64(rng.gen_range(0.0..1.0));

@@ -1,0 +1,377 @@
+//! The picture service alone, in process: how fast it applies strokes and how long flushing a
+//! 2048² picture takes, without the broadcast service or any socket in the way.
+//!
+//! Measures, and prints as one JSON object on stdout (progress on stderr):
+//! - `rasterizer`: `Raster::apply` on the benchmark's strokes in a plain loop on this thread,
+//!   in covered pixels per second (the rasterizer's ceiling on one core).
+//! - `apply`: the same strokes sent through [`Pps`] as [`ApplyBatch`]es (bincode built the
+//!   way the broadcast service builds it), timed from the first batch to the snapshot that
+//!   proves the last one applied. Includes decoding, the picture actor and the job queue.
+//! - `encode`: `encode_png` at `Compression::Fast`, called directly, for a sparse picture
+//!   (`--sparse-strokes` strokes on white) and a dense one (random noise, the worst case).
+//! - `flush`: `release` of the same two pictures through [`Pps`] into the store, timed until
+//!   storage has them (encode + write), with the PNG size.
+//!
+//! Strokes are drawn like the load generator's (`raster bench`): 8-point random walks with
+//! steps of up to 32 px, widths 1..=12, mostly translucent colours, starting up to an eighth
+//! of a side outside the picture. Run it pinned to one core (`taskset -c 1`) so that "per
+//! core" means what it says: `scripts/bench.sh` does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use primary_picture_service::store::fs::FsStore;
+use primary_picture_service::store::memory::MemoryStore;
+use primary_picture_service::store::{Store, StoredMeta};
+use primary_picture_service::{PictureService, Pps, PpsConfig};
+use protocol::codec::{encode_sequenced, sequenced_vec};
+use protocol::pps::{ApplyBatch, ReleaseRequest, SnapshotRequest};
+use protocol::raster::Raster;
+use protocol::snapshot::{encode_png, Compression};
+use protocol::{Op, Point, Rgba, Sequenced};
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark of the primary picture service alone, in process")]
+struct Args {
+    /// Side of the (square) pictures.
+    #[arg(long, env = "PPS_BENCH_SIDE", default_value_t = 2048)]
+    side: u32,
+    /// Strokes applied for the throughput measurement.
+    #[arg(long, env = "PPS_BENCH_STROKES", default_value_t = 200_000)]
+    strokes: usize,
+    /// Updates per `ApplyBatch` (the broadcast service's `--pps-batch-updates` default).
+    #[arg(long, env = "PPS_BENCH_BATCH", default_value_t = 1024)]
+    batch: usize,
+    /// Strokes on the sparse picture whose encoding and flush are measured.
+    #[arg(long, env = "PPS_BENCH_SPARSE_STROKES", default_value_t = 10_000)]
+    sparse_strokes: usize,
+    /// Encodings and flushes measured per picture (the median and max are reported).
+    #[arg(long, env = "PPS_BENCH_REPEATS", default_value_t = 3)]
+    repeats: usize,
+    /// Where flushes go: `fs` (a fresh temporary directory) or `memory`.
+    #[arg(long, env = "PPS_BENCH_STORE", default_value = "fs")]
+    store: String,
+    /// Slots of the picture service's job queue.
+    #[arg(long, env = "PPS_BENCH_WORKERS", default_value_t = 1)]
+    workers: usize,
+    /// Seed of the random strokes and noise.
+    #[arg(long, env = "PPS_BENCH_SEED", default_value_t = 1)]
+    seed: u64,
+}
+
+/// The whole result, as printed.
+#[derive(Serialize)]
+struct Report {
+    side: u32,
+    /// The rasterizer alone, on this thread.
+    rasterizer: Throughput,
+    /// The same strokes through the picture service.
+    apply: Throughput,
+    /// `encode_png` called directly.
+    encode: Vec<Timing>,
+    /// `release` through the picture service into the store.
+    flush: Vec<Timing>,
+    store: String,
+    workers: usize,
+}
+
+#[derive(Serialize)]
+struct Throughput {
+    strokes: usize,
+    /// Pixels the strokes covered, as `Raster::apply` counts them.
+    covered_pixels: u64,
+    seconds: f64,
+    covered_pixels_per_s: f64,
+    strokes_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct Timing {
+    /// `sparse` or `dense`.
+    picture: &'static str,
+    median_ms: f64,
+    max_ms: f64,
+    png_bytes: usize,
+}
+
+/// Mostly translucent, like the load generator's colours.
+fn color(rng: &mut StdRng) -> Rgba {
+    let a = match rng.gen_range(0..20) {
+        0 => 0,
+        1 => 255,
+        _ => rng.gen_range(1..=254),
+    };
+    [rng.gen(), rng.gen(), rng.gen(), a]
+}
+
+/// An 8-point random walk, as `raster bench` draws them.
+fn stroke(rng: &mut StdRng, side: u32) -> Op {
+    let side = i32::try_from(side).unwrap_or(i32::MAX / 2);
+    let margin = side / 8 + 1;
+    let (mut x, mut y) = (
+        rng.gen_range(-margin..side + margin),
+        rng.gen_range(-margin..side + margin),
+    );
+    let mut points = Vec::with_capacity(8);
+    for _ in 0..8 {
+        points.push(Point::new(x, y));
+        x += rng.gen_range(-32..=32);
+        y += rng.gen_range(-32..=32);
+    }
+    Op::Stroke {
+        color: color(rng),
+        width: rng.gen_range(1..=12),
+        points,
+    }
+}
+
+fn median_max(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
+    let max = values.last().copied().unwrap_or(0.0);
+    (median, max)
+}
+
+/// Pre-encoded batches of consecutive seqs `first..`, as the broadcast service sends them.
+fn batches(picture: &str, side: u32, first: u64, ops: &[Op], per_batch: usize) -> Vec<ApplyBatch> {
+    let mut seq = first;
+    ops.chunks(per_batch.max(1))
+        .map(|chunk| {
+            let first_seq = seq;
+            let entries: Vec<Bytes> = chunk
+                .iter()
+                .map(|op| {
+                    let update = Sequenced {
+                        seq,
+                        client_id: 1,
+                        client_seq: seq,
+                        op: op.clone(),
+                    };
+                    seq += 1;
+                    encode_sequenced(&update)
+                })
+                .collect();
+            ApplyBatch {
+                picture: picture.to_string(),
+                width: side,
+                height: side,
+                first_seq,
+                last_seq: seq - 1,
+                updates: sequenced_vec(entries.iter()),
+            }
+        })
+        .collect()
+}
+
+/// Sends every batch without waiting between them (the contract keeps them in order), then
+/// waits for each reply.
+async fn apply_all(pps: &Pps, batches: Vec<ApplyBatch>) -> anyhow::Result<u64> {
+    let replies: Vec<_> = batches.into_iter().map(|b| pps.apply(b)).collect();
+    let mut last = 0;
+    for reply in replies {
+        last = reply.await?;
+    }
+    Ok(last)
+}
+
+/// Opens (or creates) `picture` and waits until it holds `min_seq`.
+async fn snapshot(pps: &Pps, picture: &str, side: u32, min_seq: u64) -> anyhow::Result<u64> {
+    let snap = pps
+        .snapshot(SnapshotRequest {
+            picture: picture.to_string(),
+            create: Some((side, side)),
+            min_seq,
+        })
+        .await?;
+    Ok(snap.seq)
+}
+
+/// Opens the picture (a previous release dropped it from memory), makes it dirty with one
+/// more stroke, then times its release into storage: the flush has to encode afresh.
+async fn timed_release(
+    pps: &Pps,
+    store: &dyn Store,
+    picture: &str,
+    side: u32,
+    seq: &mut u64,
+    rng: &mut StdRng,
+) -> anyhow::Result<(f64, usize)> {
+    snapshot(pps, picture, side, *seq).await?;
+    *seq += 1;
+    let last = apply_all(pps, batches(picture, side, *seq, &[stroke(rng, side)], 1)).await?;
+    anyhow::ensure!(last == *seq, "apply ended at {last}, expected {seq}");
+    let start = Instant::now();
+    let flushed = pps
+        .release(ReleaseRequest {
+            picture: picture.to_string(),
+            last_seq: *seq,
+        })
+        .await?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(flushed == *seq, "flushed {flushed}, expected {seq}");
+    let stored = store
+        .load(picture)
+        .await?
+        .context("released picture is not in storage")?;
+    Ok((ms, stored.png.len()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let side = args.side;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let _dir;
+    let store: Arc<dyn Store> = match args.store.as_str() {
+        "memory" => Arc::new(MemoryStore::new()),
+        "fs" => {
+            let dir = tempfile::tempdir()?;
+            let store = Arc::new(FsStore::new(dir.path()));
+            _dir = dir;
+            store
+        }
+        other => anyhow::bail!("--store must be fs or memory, not {other:?}"),
+    };
+    let config = PpsConfig {
+        workers: args.workers,
+        // Nothing flushes behind the measurement's back: only the timed releases write.
+        flush_interval: Duration::from_secs(3600),
+        ..PpsConfig::default()
+    };
+    let pps = Pps::new(config, store.clone());
+
+    // The rasterizer alone; its raster is the sparse picture's reference afterwards.
+    let ops: Vec<Op> = (0..args.strokes).map(|_| stroke(&mut rng, side)).collect();
+    let mut reference = Raster::new(side, side);
+    let start = Instant::now();
+    let covered: u64 = ops.iter().map(|op| reference.apply(op)).sum();
+    let seconds = start.elapsed().as_secs_f64();
+    let rasterizer = Throughput {
+        strokes: ops.len(),
+        covered_pixels: covered,
+        seconds,
+        covered_pixels_per_s: covered as f64 / seconds,
+        strokes_per_s: ops.len() as f64 / seconds,
+    };
+    eprintln!(
+        "rasterizer: {:.1} M covered px/s ({:.0} strokes/s)",
+        rasterizer.covered_pixels_per_s / 1e6,
+        rasterizer.strokes_per_s
+    );
+
+    // Through the picture service, on a fresh picture.
+    snapshot(&pps, "apply", side, 0).await?;
+    let work = batches("apply", side, 1, &ops, args.batch);
+    let start = Instant::now();
+    let last = apply_all(&pps, work).await?;
+    let applied = snapshot(&pps, "apply", side, last).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        applied == ops.len() as u64,
+        "applied {applied} of {}",
+        ops.len()
+    );
+    let apply = Throughput {
+        strokes: ops.len(),
+        covered_pixels: covered,
+        seconds,
+        covered_pixels_per_s: covered as f64 / seconds,
+        strokes_per_s: ops.len() as f64 / seconds,
+    };
+    eprintln!(
+        "pps apply: {:.1} M covered px/s ({:.0} strokes/s)",
+        apply.covered_pixels_per_s / 1e6,
+        apply.strokes_per_s
+    );
+    pps.release(ReleaseRequest {
+        picture: "apply".to_string(),
+        last_seq: applied,
+    })
+    .await?;
+
+    // The two pictures whose encoding and flush are measured.
+    let sparse_ops: Vec<Op> = (0..args.sparse_strokes)
+        .map(|_| stroke(&mut rng, side))
+        .collect();
+    let mut sparse = Raster::new(side, side);
+    for op in &sparse_ops {
+        sparse.apply(op);
+    }
+    let mut noise = vec![0u8; side as usize * side as usize * 4];
+    rng.fill_bytes(&mut noise);
+    let dense = Raster::from_rgba(side, side, noise).context("noise raster")?;
+
+    let mut encode = Vec::new();
+    for (name, raster) in [("sparse", &sparse), ("dense", &dense)] {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..args.repeats.max(1) {
+            let start = Instant::now();
+            let png = encode_png(raster, 1, Compression::Fast)?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            size = png.len();
+        }
+        let (median_ms, max_ms) = median_max(times);
+        eprintln!("encode {name}: {median_ms:.1} ms median, {max_ms:.1} ms max, {size} bytes");
+        encode.push(Timing {
+            picture: name,
+            median_ms,
+            max_ms,
+            png_bytes: size,
+        });
+    }
+
+    // Sparse: drawn through the service. Dense: stored directly, then opened from storage.
+    snapshot(&pps, "sparse", side, 0).await?;
+    let mut sparse_seq =
+        apply_all(&pps, batches("sparse", side, 1, &sparse_ops, args.batch)).await?;
+    let dense_png = encode_png(&dense, 1, Compression::Fast)?;
+    let meta = StoredMeta {
+        seq: 1,
+        width: side,
+        height: side,
+    };
+    store
+        .save("dense", Bytes::from(dense_png), &meta, None)
+        .await?;
+    let mut dense_seq = 1;
+
+    let mut flush = Vec::new();
+    for (name, seq) in [("sparse", &mut sparse_seq), ("dense", &mut dense_seq)] {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..args.repeats.max(1) {
+            let (ms, bytes) =
+                timed_release(&pps, store.as_ref(), name, side, seq, &mut rng).await?;
+            times.push(ms);
+            size = bytes;
+        }
+        let (median_ms, max_ms) = median_max(times);
+        eprintln!("flush {name}: {median_ms:.1} ms median, {max_ms:.1} ms max, {size} bytes");
+        flush.push(Timing {
+            picture: name,
+            median_ms,
+            max_ms,
+            png_bytes: size,
+        });
+    }
+
+    pps.shutdown(Duration::from_secs(30)).await;
+    let report = Report {
+        side,
+        rasterizer,
+        apply,
+        encode,
+        flush,
+        store: store.describe(),
+        workers: args.workers,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
