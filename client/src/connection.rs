@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
+use protocol::codec::UpdateHeader;
 use protocol::snapshot::decode_png;
 use protocol::{codec, ClientMsg, Op, Raster, Sequenced, ServerMsg};
 use tokio::net::TcpStream;
@@ -49,6 +50,10 @@ pub struct ConnectOptions {
     pub max_side: u32,
     /// Largest WebSocket message accepted from the server (a `Welcome` carries a whole PNG).
     pub max_message_size: usize,
+    /// Do not decode the ops of `Updates`: they arrive as [`Event::Headers`] (seq, sender,
+    /// ordering checked all the same). For load generators receiving millions of updates a
+    /// second; needs `keep_raster: false`.
+    pub headers_only: bool,
 }
 
 impl Default for ConnectOptions {
@@ -59,6 +64,7 @@ impl Default for ConnectOptions {
             keep_log: false,
             max_side: 4096,
             max_message_size: 256 << 20,
+            headers_only: false,
         }
     }
 }
@@ -68,6 +74,8 @@ impl Default for ConnectOptions {
 pub enum Event {
     /// Consecutive updates, already applied to the local raster.
     Updates(Vec<Sequenced>),
+    /// Consecutive updates with their ops left encoded (`ConnectOptions::headers_only`).
+    Headers(Vec<UpdateHeader>),
     /// One of our ops was refused; it has no seq and nobody else saw it.
     Rejected {
         client_seq: u64,
@@ -430,37 +438,58 @@ impl Receiver {
     /// Checks and applies consecutive updates.
     fn apply_updates(&mut self, updates: &[Sequenced], what: &str) -> Result<(), ClientError> {
         for update in updates {
-            if update.seq != self.last_seq + 1 {
-                return Err(ClientError::Protocol(format!(
-                    "{what}: seq {} after {} (expected {})",
-                    update.seq,
-                    self.last_seq,
-                    self.last_seq + 1
-                )));
-            }
-            if update.client_id == self.client_id {
-                let sent = self.shared.sent.load(Ordering::Acquire);
-                if update.client_seq <= self.own_last || update.client_seq > sent {
-                    return Err(ClientError::Protocol(format!(
-                        "{what}: own echo client_seq {} at seq {} after own {} (sent up to {sent})",
-                        update.client_seq, update.seq, self.own_last
-                    )));
-                }
-                self.own_last = update.client_seq;
-                self.own_acked = self.own_acked.max(update.client_seq);
-            }
+            self.check_next(update.seq, update.client_id, update.client_seq, what)?;
             if let Some(raster) = self.raster.as_mut() {
                 raster.apply(&update.op);
             }
-            if self.options.keep_log {
-                self.log.push(LogEntry {
-                    seq: update.seq,
-                    client_id: update.client_id,
-                    client_seq: update.client_seq,
-                });
-            }
-            self.last_seq = update.seq;
         }
+        Ok(())
+    }
+
+    fn accept_headers(&mut self, headers: Vec<UpdateHeader>) -> Result<Event, ClientError> {
+        if headers.is_empty() {
+            return Err(ClientError::Protocol("empty updates".into()));
+        }
+        for h in &headers {
+            self.check_next(h.seq, h.client_id, h.client_seq, "updates")?;
+        }
+        Ok(Event::Headers(headers))
+    }
+
+    /// The ordering guarantees of PROTOCOL.md §3 for the next update; records it as seen.
+    fn check_next(
+        &mut self,
+        seq: u64,
+        client_id: u64,
+        client_seq: u64,
+        what: &str,
+    ) -> Result<(), ClientError> {
+        if seq != self.last_seq + 1 {
+            return Err(ClientError::Protocol(format!(
+                "{what}: seq {seq} after {} (expected {})",
+                self.last_seq,
+                self.last_seq + 1
+            )));
+        }
+        if client_id == self.client_id {
+            let sent = self.shared.sent.load(Ordering::Acquire);
+            if client_seq <= self.own_last || client_seq > sent {
+                return Err(ClientError::Protocol(format!(
+                    "{what}: own echo client_seq {client_seq} at seq {seq} after own {} (sent up to {sent})",
+                    self.own_last
+                )));
+            }
+            self.own_last = client_seq;
+            self.own_acked = self.own_acked.max(client_seq);
+        }
+        if self.options.keep_log {
+            self.log.push(LogEntry {
+                seq,
+                client_id,
+                client_seq,
+            });
+        }
+        self.last_seq = seq;
         Ok(())
     }
 
@@ -480,7 +509,14 @@ impl Receiver {
                 Some(Ok(message)) => message,
             };
             match message {
-                Message::Binary(frame) => return self.handle(codec::decode_server(&frame)?),
+                Message::Binary(frame) => {
+                    if self.options.headers_only && self.raster.is_none() {
+                        if let Some(headers) = codec::scan_updates(&frame)? {
+                            return self.accept_headers(headers);
+                        }
+                    }
+                    return self.handle(codec::decode_server(&frame)?);
+                }
                 Message::Text(_) => {
                     return Err(ClientError::Protocol("text frame from server".into()))
                 }

@@ -294,6 +294,11 @@ async fn watch(url: &str, picture: &str, size: Option<(u32, u32)>) -> anyhow::Re
                     );
                 }
             }
+            Event::Headers(headers) => {
+                for h in headers {
+                    println!("seq {} client {} #{}", h.seq, h.client_id, h.client_seq);
+                }
+            }
             Event::Presence(n) => println!("presence {n}"),
             Event::Resynced => println!("resynced at seq {}", client.last_seq()),
             Event::Error { code, message } => println!("error {code}: {message}"),

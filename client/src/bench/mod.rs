@@ -405,6 +405,7 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
         size: Some(common.size),
         keep_raster: false,
         keep_log: false,
+        headers_only: true,
         ..ConnectOptions::default()
     };
     let connect_start = Instant::now();
@@ -678,7 +679,7 @@ async fn receive_loop(
             event = receiver.next_event() => event,
         };
         match event {
-            Ok(Event::Updates(updates)) => {
+            Ok(Event::Headers(updates)) => {
                 let now = Instant::now();
                 let nanos = now.duration_since(ctx.epoch).as_nanos() as u64;
                 let in_window = now < ctx.send_end;
