@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { Raster, blendAt, decodePng } from '../broadcast-service/static/protocol.js';
+import { Raster, blendAt, decodeClientMsg, decodePng, strokeCoverage } from '../broadcast-service/static/protocol.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BS_BIN = resolve(repo, process.env.BS_BIN ?? 'target/debug/broadcast-service');
@@ -115,17 +115,22 @@ async function pageState(page) {
   });
 }
 
+function firstDifference(a, b) {
+  const i = a.findIndex((v, k) => v !== b[k]);
+  return i < 0 ? null : i;
+}
+
 function pixelsOf(state) {
   return new Uint8Array(Buffer.from(state.rgba, 'base64'));
 }
 
-function assertSamePixels(got, want, what) {
+function assertSamePixels(got, want, what, wantName = 'snapshot') {
   assert.equal(got.length, want.length, `${what}: length`);
   const i = got.findIndex((v, k) => v !== want[k]);
   if (i >= 0) {
     const p = Math.floor(i / 4);
     const at = `(${p % W}, ${Math.floor(p / W)})`;
-    assert.fail(`${what}: pixel ${at} is ${got.subarray(p * 4, p * 4 + 4)}, snapshot has ${want.subarray(p * 4, p * 4 + 4)}`);
+    assert.fail(`${what}: pixel ${at} is ${got.subarray(p * 4, p * 4 + 4)}, ${wantName} has ${want.subarray(p * 4, p * 4 + 4)}`);
   }
 }
 
@@ -214,6 +219,80 @@ async function rawOps(page, id, ops) {
   );
 }
 
+/** The Draw ops each page sent, in order, as seen on its WebSocket (decoded with protocol.js). */
+const drawsSent = new Map();
+
+function recordDraws(page) {
+  const draws = [];
+  drawsSent.set(page, draws);
+  page.on('websocket', (ws) =>
+    ws.on('framesent', ({ payload }) => {
+      if (typeof payload === 'string') return;
+      const msg = decodeClientMsg(new Uint8Array(payload));
+      if (msg.Draw) draws.push(msg.Draw.op);
+    }),
+  );
+}
+
+/**
+ * Draws a translucent pen gesture on `page` in several pieces and checks that they drew exactly
+ * what one Stroke through all the gesture's points draws on the picture as it was (no darker
+ * beads at the joints), and that every page and the snapshot agree.
+ */
+async function translucentGesture(base, id, pages, page, points, brush) {
+  await setBrush(page, { tool: 'pen', ...brush });
+  await until('nothing in flight', () => page.evaluate(() => window.raster.pending === 0));
+  const before = await pageState(page);
+  const start = await converge(base, id, pages, before.seq);
+  const draws = drawsSent.get(page);
+  const drawsBefore = draws.length;
+  const [x, y] = await screenAt(page, ...points[0]);
+  await page.mouse.move(x, y);
+  await page.mouse.down();
+  // Pressed, not moved: nothing sent, and the overlay previews exactly the pen's dot.
+  const dot = strokeCoverage(brush.width, [points[0]], { x0: 0, y0: 0, x1: W - 1, y1: H - 1 });
+  const shown = await until('the translucent preview on the overlay', async () => {
+    const alpha = await page.evaluate(({ w, h }) => {
+      const data = document.getElementById('overlay').getContext('2d').getImageData(0, 0, w, h).data;
+      return Array.from({ length: w * h }, (_, i) => (data[i * 4 + 3] > 0 ? 1 : 0));
+    }, { w: W, h: H });
+    return alpha.some((v) => v) ? Uint8Array.from(alpha) : null;
+  });
+  assert.equal(firstDifference(shown, dot), null, 'the previewed pixels are the dot');
+  assert.equal((await pageState(page)).sent, before.sent);
+  // Many small moves: more points than one piece takes, so the gesture goes in several.
+  for (const p of points.slice(1)) await page.mouse.move(...(await screenAt(page, ...p)), { steps: 15 });
+  await page.mouse.up();
+  await until('every piece to be echoed', () => page.evaluate(() => window.raster.pending === 0));
+  const sent = (await pageState(page)).sent - before.sent;
+  const snap = await converge(base, id, pages, before.seq + sent);
+  await until('the frames of every piece', () => draws.length === drawsBefore + sent);
+  const ops = draws.slice(drawsBefore);
+
+  const g = await page.evaluate(() => window.raster.lastGesture);
+  assert.equal(g.tool, 'pen');
+  assert.equal(g.width, brush.width);
+  assert.ok(g.color[3] < 255, 'translucent');
+  assert.deepStrictEqual(g.points[0], points[0]);
+  assert.deepStrictEqual(g.points.at(-1), points.at(-1));
+  // Pieces of a translucent gesture are Pixels ops, disjoint, together one Stroke's coverage.
+  assert.ok(ops.length >= 3, `${ops.length} pieces`);
+  const listed = new Set();
+  for (const op of ops) {
+    assert.deepStrictEqual(Object.keys(op), ['Pixels']);
+    assert.deepStrictEqual(op.Pixels.color, g.color);
+    for (const [x, y] of op.Pixels.points) {
+      const key = y * W + x;
+      assert.ok(!listed.has(key), `(${x}, ${y}) is in two pieces`);
+      listed.add(key);
+    }
+  }
+  const expect = new Raster(W, H, start.pixels.slice());
+  expect.apply({ Stroke: { color: g.color, width: g.width, points: g.points } });
+  assertSamePixels(snap.pixels, expect.pixels, 'snapshot after the gesture', 'one Stroke through it');
+  return snap;
+}
+
 function pixelAt(pixels, x, y) {
   const i = (y * W + x) * 4;
   return [...pixels.subarray(i, i + 4)];
@@ -252,6 +331,7 @@ test('browser client: draws, converges exactly, joins late, survives a restart',
   const open = async (path) => {
     const page = await context.newPage();
     page.on('pageerror', (e) => errors.push(String(e)));
+    recordDraws(page);
     await page.goto(`${base}${path}`);
     return page;
   };
@@ -302,8 +382,11 @@ test('browser client: draws, converges exactly, joins late, survives a restart',
   await t.test('strokes, rectangle and pixels converge on every page and match the snapshot', async () => {
     await setBrush(a, { tool: 'pen', color: '#d01010', opacity: 255, width: 5 });
     await drag(a, [[10, 10], [60, 30], [120, 20], [180, 60], [230, 40]]);
-    await setBrush(a, { tool: 'pen', color: '#1040e0', opacity: 100, width: 9 });
-    await drag(a, [[20, 60], [100, 5], [140, 90], [200, 10]]);
+    await translucentGesture(base, id, [a, b], a, [[20, 60], [100, 5], [140, 90], [200, 10]], {
+      color: '#1040e0',
+      opacity: 100,
+      width: 9,
+    });
     await setBrush(a, { tool: 'rect', color: '#10a040', opacity: 128 });
     await drag(a, [[20, 120], [80, 170]]);
     await setBrush(a, { tool: 'pixel', color: '#802080', opacity: 200 });
@@ -423,13 +506,11 @@ test('browser client: draws, converges exactly, joins late, survives a restart',
     // Sequence numbers survive the restart, and so does every pixel.
     await converge(base, id, [a, b], seq);
 
-    await setBrush(a, { tool: 'pen', color: '#ff8000', opacity: 180, width: 11 });
-    const before = (await pageState(a)).sent;
-    await drag(a, [[30, 180], [150, 120], [280, 190]]);
-    await until('every op to be echoed', () => a.evaluate(() => window.raster.pending === 0));
-    const after = (await pageState(a)).sent;
-    assert.ok(after > before);
-    await converge(base, id, [a, b], seq + after - before);
+    await translucentGesture(base, id, [a, b], a, [[30, 180], [150, 120], [280, 190]], {
+      color: '#ff8000',
+      opacity: 180,
+      width: 11,
+    });
     await a.screenshot({ path: join(ARTIFACTS, 'browser-reconnected.png') });
   });
 

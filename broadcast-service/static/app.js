@@ -499,7 +499,7 @@ class Page {
       points: [p],
       // Pixels already covered by a translucent pen's pieces; null for any other tool.
       coverage:
-        false ? new CoverageGesture(pictureWidth, pictureHeight, color, width) : null,
+        tool === 'pen' && color[3] < 255 ? new CoverageGesture(pictureWidth, pictureHeight, color, width) : null,
       pointerId: e.pointerId,
       start: p,
       last: p,
@@ -576,7 +576,8 @@ class Page {
 
   /**
    * The op for the gesture's unsent points, or null; `preview` for the draft, which must show
-   * the same pixels the piece will draw without taking them.
+   * the same pixels the piece will draw without taking them. A translucent pen's pieces are
+   * taken from its coverage in maybeFlush, so that a piece's pixels are marked only once sent.
    */
   gestureOp(g, preview = false) {
     const { color, width } = g;
@@ -605,9 +606,8 @@ class Page {
     if (g.tool === 'rect') return;
     const due =
       g.fresh >= SETTINGS.pieceMaxPoints || (g.fresh > 0 && performance.now() - g.lastFlush >= SETTINGS.pieceEveryMs);
-    const isStroke = g.isStroke;
     // A stroke piece needs a new point beyond the joint, except a single click's dot.
-    const worthSending = isStroke ? g.fresh > 1 || (g.fresh === 1 && (!g.sentAny || g.unsent.length > 1)) : g.fresh > 0;
+    const worthSending = g.isStroke ? g.fresh > 1 || (g.fresh === 1 && (!g.sentAny || g.unsent.length > 1)) : g.fresh > 0;
     if (!(force || due) || !worthSending) return;
     let ops;
     if (g.coverage !== null) {
@@ -627,7 +627,7 @@ class Page {
     g.sentAny = true;
     g.lastFlush = performance.now();
     g.fresh = 0;
-    g.unsent = isStroke ? [g.last] : [];
+    g.unsent = g.isStroke ? [g.last] : [];
     g.seen = new Set();
   }
 
