@@ -11,6 +11,7 @@
 //! - [`store`]: the [`Store`](store::Store) trait and its homes (filesystem, S3, memory).
 //! - [`config`]: command-line/environment configuration shared with the broadcast service's
 //!   embedded mode, and [`config::make_store`].
+//! - [`process`]: logs and signal handling shared by both service binaries.
 //! - [`server`]: the services-mode server (`GET /bs` WebSocket, probes, metrics).
 //! - [`remote`]: [`RemotePps`](remote::RemotePps), the client the broadcast service uses in
 //!   services mode.
@@ -18,6 +19,7 @@
 pub mod api;
 pub mod config;
 mod picture;
+pub mod process;
 pub mod remote;
 pub mod scheduler;
 pub mod server;
