@@ -9,6 +9,8 @@
 //!   proves the last one applied. Includes decoding, the picture actor and the job queue.
 //! - `encode`: `encode_png` at `Compression::Fast`, called directly, for a sparse picture
 //!   (`--sparse-strokes` strokes on white) and a dense one (random noise, the worst case).
+//! - `decode`: `decode_png` of those two encodings: what a cold load costs the service and
+//!   what every joiner's client pays for the `Welcome` snapshot.
 //! - `flush`: `release` of the same two pictures through [`Pps`] into the store, timed until
 //!   storage has them (encode + write), with the PNG size.
 //!
@@ -30,7 +32,7 @@ use primary_picture_service::{PictureService, Pps, PpsConfig};
 use protocol::codec::{encode_sequenced, sequenced_vec};
 use protocol::pps::{ApplyBatch, ReleaseRequest, SnapshotRequest};
 use protocol::raster::Raster;
-use protocol::snapshot::{encode_png, Compression};
+use protocol::snapshot::{decode_png, encode_png, Compression};
 use protocol::{Op, Point, Rgba, Sequenced};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -75,6 +77,8 @@ struct Report {
     apply: Throughput,
     /// `encode_png` called directly.
     encode: Vec<Timing>,
+    /// `decode_png` of the same encodings.
+    decode: Vec<Timing>,
     /// `release` through the picture service into the store.
     flush: Vec<Timing>,
     store: String,
@@ -308,15 +312,34 @@ async fn main() -> anyhow::Result<()> {
     let dense = Raster::from_rgba(side, side, noise).context("noise raster")?;
 
     let mut encode = Vec::new();
+    let mut decode = Vec::new();
     for (name, raster) in [("sparse", &sparse), ("dense", &dense)] {
         let mut times = Vec::new();
-        let mut size = 0;
+        let mut png = Vec::new();
         for _ in 0..args.repeats.max(1) {
             let start = Instant::now();
-            let png = encode_png(raster, 1, Compression::Fast)?;
+            png = encode_png(raster, 1, Compression::Fast)?;
             times.push(start.elapsed().as_secs_f64() * 1000.0);
-            size = png.len();
         }
+        let size = png.len();
+        let mut decode_times = Vec::new();
+        for _ in 0..args.repeats.max(1) {
+            let start = Instant::now();
+            let decoded = decode_png(&png, side)?;
+            decode_times.push(start.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(
+                decoded.raster.pixels() == raster.pixels(),
+                "{name} round trip differs"
+            );
+        }
+        let (median_ms, max_ms) = median_max(decode_times);
+        eprintln!("decode {name}: {median_ms:.1} ms median, {max_ms:.1} ms max");
+        decode.push(Timing {
+            picture: name,
+            median_ms,
+            max_ms,
+            png_bytes: size,
+        });
         let (median_ms, max_ms) = median_max(times);
         eprintln!("encode {name}: {median_ms:.1} ms median, {max_ms:.1} ms max, {size} bytes");
         encode.push(Timing {
@@ -368,6 +391,7 @@ async fn main() -> anyhow::Result<()> {
         rasterizer,
         apply,
         encode,
+        decode,
         flush,
         store: store.describe(),
         workers: args.workers,

@@ -37,6 +37,13 @@ pub struct PpsArgs {
     /// Snapshots reuse the last PNG encoding while it is younger than this.
     #[arg(long = "snapshot-reuse", env = "PPS_SNAPSHOT_REUSE", default_value = "2s", value_parser = parse_duration)]
     pub snapshot_reuse: Duration,
+    /// ... and at most this many updates behind the picture.
+    #[arg(
+        long = "snapshot-reuse-updates",
+        env = "PPS_SNAPSHOT_REUSE_UPDATES",
+        default_value_t = 256
+    )]
+    pub snapshot_reuse_updates: u64,
     /// How long a snapshot waits for its `min_seq` to arrive.
     #[arg(long = "snapshot-wait", env = "PPS_SNAPSHOT_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub snapshot_wait: Duration,
@@ -78,6 +85,7 @@ impl PpsArgs {
             flush_interval: self.flush_interval,
             aging: self.aging,
             snapshot_reuse: self.snapshot_reuse,
+            snapshot_reuse_updates: self.snapshot_reuse_updates,
             snapshot_wait: self.snapshot_wait,
             idle_unload: self.idle_unload,
             max_side: self.max_side,

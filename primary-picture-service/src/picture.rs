@@ -810,12 +810,13 @@ impl Actor {
             .max()
             .unwrap_or(0);
         // An encoding at `applied_seq` is exact whatever its age; an older one is reused while
-        // recent (the joiner gets the updates after it from BS's log).
+        // recent and close behind (the joiner gets the updates after it from BS's log).
         let applied = self.applied_seq;
-        let fresh = self
-            .last_encoding
-            .as_ref()
-            .is_some_and(|e| e.seq >= need && (e.seq == applied || e.at.elapsed() < reuse));
+        let behind = self.shared.config.snapshot_reuse_updates;
+        let fresh = self.last_encoding.as_ref().is_some_and(|e| {
+            e.seq >= need
+                && (e.seq == applied || (e.at.elapsed() < reuse && applied - e.seq <= behind))
+        });
         if !fresh {
             if let Err(error) = self.encode(Priority::High, mailbox).await {
                 let applied = self.applied_seq;

@@ -26,8 +26,11 @@ pub struct PpsConfig {
     pub flush_interval: Duration,
     /// A periodic flush waiting longer than this for a slot is served as high priority.
     pub aging: Duration,
-    /// A snapshot request reuses the last PNG encoding while it is younger than this.
+    /// A snapshot request reuses the last PNG encoding while it is younger than this...
     pub snapshot_reuse: Duration,
+    /// ... and at most this many updates behind the picture (a joiner applies those itself,
+    /// so a stale encoding makes joins slow after bursts of drawing).
+    pub snapshot_reuse_updates: u64,
     /// How long a snapshot waits for `min_seq` to arrive before failing with `Unavailable`.
     pub snapshot_wait: Duration,
     /// A clean picture with no activity for this long is dropped from memory.
@@ -53,6 +56,7 @@ impl Default for PpsConfig {
             flush_interval: Duration::from_secs(5),
             aging: Duration::from_secs(2),
             snapshot_reuse: Duration::from_secs(2),
+            snapshot_reuse_updates: 256,
             snapshot_wait: Duration::from_secs(10),
             idle_unload: Duration::from_secs(60),
             max_side: 4096,
