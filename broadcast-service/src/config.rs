@@ -76,7 +76,7 @@ pub struct Config {
 
     /// Coalescing tick of a picture's sequencer: updates sequenced within one tick go out as
     /// one `Updates` frame shared by every client. `0s`: publish after each turn.
-    #[arg(long, env = "BS_TICK", default_value = "2ms", value_parser = parse_duration)]
+    #[arg(long, env = "BS_TICK", default_value = "5ms", value_parser = parse_duration)]
     pub tick: Duration,
 
     /// Most updates in one batch sent to the picture service.
