@@ -20,20 +20,8 @@ use primary_picture_service::store::StoredMeta;
 use procs::*;
 use protocol::snapshot::{decode_png, encode_png, Compression};
 use protocol::Raster;
-use rand::{rngs::StdRng, SeedableRng};
-use raster_client::{random_op, Client, Profile};
+use raster_client::Client;
 use tokio::time::Instant;
-
-/// Draws `n` random translucent ops and waits for every echo: afterwards they are acknowledged.
-async fn draw_acked(client: &mut Client, n: usize, seed: u64) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut last = 0;
-    for _ in 0..n {
-        let op = random_op(&mut rng, 64, 64, Profile::Mixed);
-        last = client.draw(op).await.unwrap();
-    }
-    client.wait_own(last, deadline()).await.unwrap();
-}
 
 /// Waits until `snapshot.png` (read-your-writes) reports `seq`: PPS has applied that far.
 async fn wait_applied(server: &Server, picture: &str, seq: u64) {

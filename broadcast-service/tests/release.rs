@@ -13,22 +13,8 @@ use common::*;
 use primary_picture_service::service::{Pps, PpsConfig};
 use primary_picture_service::store::memory::MemoryStore;
 use protocol::snapshot::decode_png;
-use rand::{rngs::StdRng, SeedableRng};
-use raster_client::{random_op, Client, Profile};
+use raster_client::Client;
 use tokio::time::Instant;
-
-async fn draw_acked(client: &mut Client, n: usize, seed: u64) -> u64 {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut last = 0;
-    for _ in 0..n {
-        last = client
-            .draw(random_op(&mut rng, 48, 48, Profile::Mixed))
-            .await
-            .unwrap();
-    }
-    client.wait_own(last, deadline()).await.unwrap();
-    client.last_seq()
-}
 
 async fn wait_stored_seq(store: &MemoryStore, picture: &str, seq: u64) -> protocol::Raster {
     let deadline = deadline();

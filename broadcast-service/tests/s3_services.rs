@@ -17,8 +17,7 @@ use common::*;
 use procs::*;
 use protocol::snapshot::decode_png;
 use protocol::Raster;
-use rand::{rngs::StdRng, SeedableRng};
-use raster_client::{random_op, Client, Profile};
+use raster_client::Client;
 use tokio::time::Instant;
 
 struct S3 {
@@ -91,19 +90,6 @@ async fn wait_object_seq(s3: &S3, key: &str, seq: u64) -> Raster {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn draw_acked(client: &mut Client, n: usize, seed: u64) -> u64 {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut last = 0;
-    for _ in 0..n {
-        last = client
-            .draw(random_op(&mut rng, 64, 64, Profile::Mixed))
-            .await
-            .unwrap();
-    }
-    client.wait_own(last, deadline()).await.unwrap();
-    client.last_seq()
 }
 
 fn pps_on_s3(port: u16, dir: &Path, store: &str, flush: &str, s3: &S3) -> Process {

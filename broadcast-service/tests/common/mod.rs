@@ -315,3 +315,18 @@ pub async fn raw_send(socket: &mut Raw, bytes: Vec<u8>) {
 pub fn close_code(code: CloseCode) -> u16 {
     u16::from(code)
 }
+
+/// Draws `n` random ops (mostly translucent, sized to the client's picture) and waits for every
+/// echo: afterwards they are acknowledged. Returns the client's last seq.
+pub async fn draw_acked(client: &mut Client, n: usize, seed: u64) -> u64 {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (width, height) = (client.receiver().width(), client.receiver().height());
+    let mut last = 0;
+    for _ in 0..n {
+        let op = raster_client::random_op(&mut rng, width, height, raster_client::Profile::Mixed);
+        last = client.draw(op).await.unwrap();
+    }
+    client.wait_own(last, deadline()).await.unwrap();
+    client.last_seq()
+}
