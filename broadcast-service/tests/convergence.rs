@@ -8,45 +8,13 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 
-use common::{deadline, logged_client, snapshot, wait_stored, Server};
-use rand::SeedableRng;
-use raster_client::{random_op, Client, Event, LogEntry, Profile};
+use common::{deadline, draw_concurrently, logged_client, snapshot, wait_stored, Server};
+use raster_client::{Client, LogEntry};
 
 const CLIENTS: usize = 8;
 const OPS: u64 = 500;
 const PICTURE: &str = "convergence";
 const SIZE: (u32, u32) = (320, 240);
-
-/// Draws `OPS` random ops as fast as possible from one task while reading from another;
-/// returns the client once its last op has been echoed.
-async fn draw_all(client: Client, seed: u64) -> Client {
-    let (mut sender, mut receiver) = client.into_split();
-    let reader = tokio::spawn(async move {
-        let deadline = deadline();
-        while receiver.own_acked() < OPS {
-            match tokio::time::timeout_at(deadline, receiver.next_event()).await {
-                Ok(Ok(Event::Rejected { client_seq, reason })) => {
-                    panic!("op {client_seq} rejected: {reason}")
-                }
-                Ok(Ok(Event::Closed { code, reason })) => panic!("closed {code:?}: {reason}"),
-                Ok(Ok(Event::Resynced)) => panic!("resynced while drawing"),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("client failed: {e}"),
-                Err(_) => panic!("timed out at own echo {}", receiver.own_acked()),
-            }
-        }
-        receiver
-    });
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for _ in 0..OPS {
-        sender
-            .draw(random_op(&mut rng, SIZE.0, SIZE.1, Profile::Mixed))
-            .await
-            .unwrap();
-    }
-    let receiver = reader.await.unwrap();
-    Client::from_split(sender, receiver)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_clients_converge_with_snapshot_and_stored_file() {
@@ -61,7 +29,9 @@ async fn eight_clients_converge_with_snapshot_and_stored_file() {
     let handles: Vec<_> = clients
         .into_iter()
         .enumerate()
-        .map(|(i, client)| tokio::spawn(draw_all(client, 1000 + i as u64)))
+        .map(|(i, client)| {
+            tokio::spawn(draw_concurrently(client, OPS, 1000 + i as u64, None, false))
+        })
         .collect();
     let mut clients = Vec::new();
     for handle in handles {

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use common::{deadline, logged_client, snapshot, PpsServer, Server};
+use common::{deadline, draw_concurrently, logged_client, snapshot, PpsServer, Server};
 use std::sync::Arc;
 
 use primary_picture_service::service::{Pps, PpsConfig};
 use primary_picture_service::store::fs::FsStore;
 use rand::{Rng, SeedableRng};
-use raster_client::{random_op, Client, Event, Profile};
+use raster_client::{Client, Event};
 
 const DRAWERS: usize = 4;
 const JOINERS: usize = 20;
@@ -29,35 +29,6 @@ const SIZE: (u32, u32) = (200, 160);
 struct Round {
     /// For each joiner, the `snapshot_seq` of its `Welcome` and the last seq of its `pending`.
     joins: Vec<(u64, u64)>,
-}
-
-/// Draws `OPS` ops as fast as it can while reading; publishes the seq it has reached.
-async fn draw_fast(client: Client, seed: u64, progress: watch::Sender<u64>) -> Client {
-    let (mut sender, mut receiver) = client.into_split();
-    let reader = tokio::spawn(async move {
-        let deadline = deadline();
-        while receiver.own_acked() < OPS {
-            let _ = progress.send(receiver.last_seq());
-            match tokio::time::timeout_at(deadline, receiver.next_event()).await {
-                Ok(Ok(Event::Rejected { client_seq, reason })) => {
-                    panic!("op {client_seq} rejected: {reason}")
-                }
-                Ok(Ok(Event::Closed { code, reason })) => panic!("closed {code:?}: {reason}"),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("drawer failed: {e}"),
-                Err(_) => panic!("timed out at own echo {}", receiver.own_acked()),
-            }
-        }
-        receiver
-    });
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for _ in 0..OPS {
-        sender
-            .draw(random_op(&mut rng, SIZE.0, SIZE.1, Profile::Mixed))
-            .await
-            .unwrap();
-    }
-    Client::from_split(sender, reader.await.unwrap())
 }
 
 /// Joins once the drawing has reached seq `at`, then keeps reading (checking every update)
@@ -136,7 +107,13 @@ async fn round(server: &Server, picture: &str, seed: u64) -> Round {
         .map(|(i, d)| {
             // Only the first drawer reports progress; the others' senders are dropped copies.
             let tx = progress.take().unwrap_or_else(|| watch::channel(0).0);
-            tokio::spawn(draw_fast(d, seed * 100 + i as u64, tx))
+            tokio::spawn(draw_concurrently(
+                d,
+                OPS,
+                seed * 100 + i as u64,
+                Some(tx),
+                true,
+            ))
         })
         .collect();
     let mut drawers = Vec::new();

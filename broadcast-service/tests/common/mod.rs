@@ -330,3 +330,45 @@ pub async fn draw_acked(client: &mut Client, n: usize, seed: u64) -> u64 {
     client.wait_own(last, deadline()).await.unwrap();
     client.last_seq()
 }
+
+/// Draws `ops` random ops sized to the client's picture as fast as it can from one task while
+/// reading from another; returns the client once its last op has been echoed. Each time the
+/// reader looks for the next event it publishes the seq it has reached on `progress`. A
+/// rejection, a close or an error fails the test, and so does a resync unless `allow_resync`.
+pub async fn draw_concurrently(
+    client: Client,
+    ops: u64,
+    seed: u64,
+    progress: Option<tokio::sync::watch::Sender<u64>>,
+    allow_resync: bool,
+) -> Client {
+    use rand::SeedableRng;
+    use raster_client::Event;
+    let (width, height) = (client.receiver().width(), client.receiver().height());
+    let (mut sender, mut receiver) = client.into_split();
+    let reader = tokio::spawn(async move {
+        let deadline = deadline();
+        while receiver.own_acked() < ops {
+            if let Some(progress) = &progress {
+                let _ = progress.send(receiver.last_seq());
+            }
+            match tokio::time::timeout_at(deadline, receiver.next_event()).await {
+                Ok(Ok(Event::Rejected { client_seq, reason })) => {
+                    panic!("op {client_seq} rejected: {reason}")
+                }
+                Ok(Ok(Event::Closed { code, reason })) => panic!("closed {code:?}: {reason}"),
+                Ok(Ok(Event::Resynced)) if !allow_resync => panic!("resynced while drawing"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("drawing client failed: {e}"),
+                Err(_) => panic!("timed out at own echo {}", receiver.own_acked()),
+            }
+        }
+        receiver
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for _ in 0..ops {
+        let op = raster_client::random_op(&mut rng, width, height, raster_client::Profile::Mixed);
+        sender.draw(op).await.unwrap();
+    }
+    Client::from_split(sender, reader.await.unwrap())
+}
