@@ -47,6 +47,8 @@ pub struct PpsConfig {
     pub event_capacity: usize,
     /// Test knob: sleep this long per applied batch, to make PPS lag far behind.
     pub apply_delay: Option<Duration>,
+    /// Test knob: sleep this long before decoding a loaded picture, to make a cold load slow.
+    pub decode_delay: Option<Duration>,
 }
 
 impl Default for PpsConfig {
@@ -65,6 +67,7 @@ impl Default for PpsConfig {
             apply_chunk: 16,
             event_capacity: 4096,
             apply_delay: None,
+            decode_delay: None,
         }
     }
 }

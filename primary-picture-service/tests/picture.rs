@@ -471,3 +471,56 @@ async fn a_joiner_is_served_before_a_long_apply_queue() {
     let last = pps.snapshot(existing("p", 30)).await.unwrap();
     assert_snapshot(&last, &expected(30), 30);
 }
+
+#[tokio::test]
+async fn a_cold_joiner_gets_the_stored_bytes_without_waiting_for_the_decode() {
+    const DECODE: Duration = Duration::from_secs(3);
+    let (pps, store) = setup(PpsConfig {
+        decode_delay: Some(DECODE),
+        ..config()
+    });
+    let stored_png = png_of(&expected(7), 7);
+    let meta = StoredMeta {
+        seq: 7,
+        width: W,
+        height: H,
+    };
+    store.put("p", stored_png.clone(), meta);
+    let started = std::time::Instant::now();
+    let (first, second) = tokio::join!(pps.snapshot(open("p", 0)), pps.snapshot(existing("p", 7)));
+    // Both joiners (the one that triggered the load and one arriving while it runs) are
+    // answered with exactly the stored bytes, long before the decode could have ended.
+    let elapsed = started.elapsed();
+    assert!(elapsed < DECODE / 2, "waited {elapsed:?} for the decode");
+    for snapshot in [first.unwrap(), second.unwrap()] {
+        assert_eq!(snapshot.png, stored_png);
+        assert_snapshot(&snapshot, &expected(7), 7);
+    }
+    // Drawing goes on from the stored seq once the picture is decoded.
+    assert_eq!(pps.apply(batch("p", 8, 9)).await, Ok(9));
+    let after = pps.snapshot(existing("p", 9)).await.unwrap();
+    assert_snapshot(&after, &expected(9), 9);
+    assert!(started.elapsed() >= DECODE);
+}
+
+#[tokio::test]
+async fn a_stored_picture_with_a_bad_crc_is_never_served() {
+    let (pps, store) = setup(config());
+    let mut png = png_of(&expected(7), 7).to_vec();
+    let last_idat_byte = png.len() - 12 - 5;
+    png[last_idat_byte] ^= 1;
+    store.put(
+        "p",
+        png.into(),
+        StoredMeta {
+            seq: 7,
+            width: W,
+            height: H,
+        },
+    );
+    let result = pps.snapshot(existing("p", 0)).await;
+    match result {
+        Err(PpsError::Storage(message)) => assert!(message.contains("CRC"), "{message}"),
+        other => panic!("a corrupt picture was served: {other:?}"),
+    }
+}

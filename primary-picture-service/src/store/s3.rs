@@ -25,6 +25,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::{Bytes, BytesMut};
 
+use protocol::snapshot::png_header;
+
 use super::{Store, StoreError, StoredMeta, StoredPicture, Version};
 
 /// The key prefix used when the URL names only a bucket (`s3://bucket`).
@@ -493,7 +495,7 @@ async fn read_bounded(mut body: ByteStream, max: u64) -> Result<Bytes, ReadError
 /// header and `tEXt` `seq` (PROTOCOL.md §6 makes the PNG self-describing, so a disagreement
 /// means the object was not written by us).
 fn stored_meta(png: &[u8], declared: &HashMap<String, String>) -> Result<StoredMeta, String> {
-    let header = png_header(png)?;
+    let header = png_header(png).map_err(|e| e.to_string())?;
     let field = |name: &str| -> Result<Option<u64>, String> {
         declared
             .get(name)
@@ -524,68 +526,6 @@ fn stored_meta(png: &[u8], declared: &HashMap<String, String>) -> Result<StoredM
         width: header.width,
         height: header.height,
     })
-}
-
-/// What the chunks before the image data say.
-#[derive(Debug, PartialEq, Eq)]
-struct PngHeader {
-    /// From IHDR: checked against the `width` metadata.
-    width: u32,
-    /// From IHDR: checked against the `height` metadata.
-    height: u32,
-    /// From the `tEXt` `seq` chunk: the fallback when the metadata has no `seq`.
-    seq: Option<u64>,
-}
-
-/// Reads IHDR and a `tEXt` `seq` chunk without decompressing anything: `load` should not pay
-/// for a full decode (the picture actor decodes the pixels once, off the async runtime).
-fn png_header(png: &[u8]) -> Result<PngHeader, String> {
-    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-    let mut rest = png
-        .strip_prefix(SIGNATURE)
-        .ok_or_else(|| "not a png (bad signature)".to_string())?;
-    let mut header: Option<PngHeader> = None;
-    loop {
-        if rest.len() < 12 {
-            return Err("png ends before its image data".to_string());
-        }
-        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let kind = &rest[4..8];
-        let data = rest
-            .get(8..8usize.saturating_add(len))
-            .ok_or_else(|| "png chunk runs past the end".to_string())?;
-        match (kind, header.as_mut()) {
-            (b"IHDR", None) if len == 13 => {
-                let width = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
-                let height = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
-                if width == 0 || height == 0 {
-                    return Err(format!("png is {width}x{height}"));
-                }
-                header = Some(PngHeader {
-                    width,
-                    height,
-                    seq: None,
-                });
-            }
-            (_, None) => return Err("png does not start with IHDR".to_string()),
-            (b"tEXt", Some(header)) => {
-                if let Some(text) = data.strip_prefix(b"seq\0") {
-                    let text = std::str::from_utf8(text)
-                        .ok()
-                        .and_then(|t| t.parse::<u64>().ok())
-                        .ok_or_else(|| "png tEXt seq is not a decimal number".to_string())?;
-                    header.seq = Some(text);
-                }
-            }
-            (b"IDAT" | b"IEND", Some(_)) => break,
-            _ => {}
-        }
-        // 4 length + 4 type + data + 4 crc; `get` above proved data fits, the crc may not.
-        rest = rest
-            .get(12 + len..)
-            .ok_or_else(|| "png chunk runs past the end".to_string())?;
-    }
-    header.ok_or_else(|| "png has no IHDR".to_string())
 }
 
 #[cfg(test)]
@@ -630,21 +570,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn header_reads_size_and_seq_without_decoding() {
-        let png = encode_png(&Raster::new(7, 3), 42, Compression::Fast).unwrap();
-        assert_eq!(
-            png_header(&png).unwrap(),
-            PngHeader {
-                width: 7,
-                height: 3,
-                seq: Some(42)
-            }
-        );
-        assert!(png_header(b"garbage").is_err());
-        assert!(png_header(&png[..20]).is_err());
     }
 
     #[test]
