@@ -54,6 +54,11 @@ pub struct ConnectOptions {
     /// ordering checked all the same). For load generators receiving millions of updates a
     /// second; needs `keep_raster: false`.
     pub headers_only: bool,
+    /// Most bytes one socket read asks for. tungstenite zero-fills this much spare buffer
+    /// before every read, so its default (128 KiB) made zero-filling a quarter of a load
+    /// generator's CPU when frames are a few KB (`raster bench w1`, perf). Big messages
+    /// (a `Welcome`) are still read whole, in reads of this size.
+    pub read_buffer_size: usize,
 }
 
 impl Default for ConnectOptions {
@@ -65,6 +70,7 @@ impl Default for ConnectOptions {
             max_side: 4096,
             max_message_size: 256 << 20,
             headers_only: false,
+            read_buffer_size: 16 * 1024,
         }
     }
 }
@@ -196,7 +202,8 @@ impl Client {
         }
         let config = WebSocketConfig::default()
             .max_message_size(Some(options.max_message_size))
-            .max_frame_size(Some(options.max_message_size));
+            .max_frame_size(Some(options.max_message_size))
+            .read_buffer_size(options.read_buffer_size);
         let (socket, _response) =
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await?;
         let (sink, stream) = socket.split();

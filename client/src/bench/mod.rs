@@ -406,6 +406,9 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
         keep_raster: false,
         keep_log: false,
         headers_only: true,
+        // Frames here are a few KB: tungstenite zero-fills the whole read size before every
+        // read (including the one that finds the socket empty), so keep it small.
+        read_buffer_size: 4 * 1024,
         ..ConnectOptions::default()
     };
     let connect_start = Instant::now();
