@@ -30,6 +30,48 @@ fn typical_stroke(width: u16, alpha: u8) -> Op {
     }
 }
 
+/// Strokes drawn like `pps_bench`'s and the load generator's: 8-point random walks with steps
+/// of up to 32 px, widths `widths`, mostly translucent colours, starting up to an eighth of a
+/// side outside the picture, all over it (so, unlike one stroke redrawn, their pixels are
+/// rarely in cache). A fixed xorshift stands in for `rand`, which this crate does not use.
+fn random_walks(count: usize, widths: std::ops::RangeInclusive<u16>) -> Vec<Op> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    let side = i64::from(SIDE);
+    let margin = side / 8 + 1;
+    (0..count)
+        .map(|_| {
+            let mut x = next((side + 2 * margin) as u64) as i64 - margin;
+            let mut y = next((side + 2 * margin) as u64) as i64 - margin;
+            let points = (0..8)
+                .map(|_| {
+                    let p = Point::new(x as i32, y as i32);
+                    x += next(65) as i64 - 32;
+                    y += next(65) as i64 - 32;
+                    p
+                })
+                .collect();
+            let alpha = match next(8) {
+                0 => 0,
+                1 => 255,
+                _ => 1 + next(254) as u8,
+            };
+            let rgb = next(1 << 24) as u32;
+            let (lo, hi) = (*widths.start(), *widths.end());
+            Op::Stroke {
+                color: [rgb as u8, (rgb >> 8) as u8, (rgb >> 16) as u8, alpha],
+                width: lo + next(u64::from(hi - lo) + 1) as u16,
+                points,
+            }
+        })
+        .collect()
+}
+
 fn zigzag(a: Point, b: Point) -> Op {
     Op::Stroke {
         color: [10, 20, 30, 128],
@@ -50,7 +92,7 @@ fn bench(c: &mut Criterion) {
         StrokeStrategy::Stamp,
         StrokeStrategy::DistanceTransform,
     ];
-    for width in [1, 4, 8, 16, 64] {
+    for width in [1, 2, 4, 8, 12, 16, 32, 64] {
         cases.push((
             format!("stroke_8pt_w{width}_translucent"),
             typical_stroke(width, 128),
@@ -142,6 +184,19 @@ fn bench(c: &mut Criterion) {
     ));
 
     let mut raster = Raster::new(SIDE, SIDE);
+    // Many strokes per iteration, all over the picture: what `pps_bench` measures.
+    for (name, widths) in [
+        ("strokes_random_walks_w1to12", 1..=12),
+        ("strokes_random_walks_w1", 1..=1),
+        ("strokes_random_walks_w4", 4..=4),
+    ] {
+        let ops = random_walks(20_000, widths);
+        let covered = ops.iter().map(|op| raster.apply(op)).sum();
+        g.throughput(Throughput::Elements(covered));
+        g.bench_function(name, |b| {
+            b.iter(|| ops.iter().map(|op| raster.apply(op)).sum::<u64>())
+        });
+    }
     for (name, op, strategies) in &cases {
         for &strategy in strategies {
             let covered = raster.apply_with(op, strategy);

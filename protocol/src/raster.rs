@@ -13,13 +13,21 @@
 //!   produced, and their number and bounding box are known before any pixel is touched.
 //! - The covered set is built in a bitmap over the affected box, then blended once per pixel
 //!   in runs, which is what makes "every covered pixel is blended exactly once" hold.
-//! - Typical strokes stamp each spine point's disc as one span per row (whole `u64` words at
-//!   a time). When the spine is so dense that stamping would cost more than a few passes over
-//!   the affected box, the coverage is computed instead from an exact distance transform of
-//!   the spine: per column, the distance to the nearest spine point of that column (capped
-//!   just beyond the radius); per row, the union of the spans those distances allow. That is
-//!   exact integer arithmetic, linear in the box, and independent of how many times the spine
-//!   retraces itself.
+//! - Typical strokes stamp their discs segment by segment: the discs of one segment cover one
+//!   span per row (see `Disc::widen_run`), set whole `u64` words at a time. When the spine is
+//!   so dense that stamping would cost more than a few passes over the affected box, the
+//!   coverage is computed instead from an exact distance transform of the spine: per column,
+//!   the distance to the nearest spine point of that column (capped just beyond the radius);
+//!   per row, the union of the spans those distances allow. That is exact integer arithmetic,
+//!   linear in the box, and independent of how many times the spine retraces itself.
+//!
+//! # Thin strokes are bound by memory, not arithmetic
+//!
+//! A stroke a few pixels wide touches a cache line or two per row in rows 8 KiB apart, so its
+//! cost is mostly waiting for the picture's memory. Two things keep that wait short: the
+//! covered runs are listed before any is blended and their lines are loaded together
+//! (`Raster::blend_bitmap`), and each thread keeps its stroke buffers (`Scratch`) so a
+//! stroke neither allocates nor clears more than the words it used.
 
 use crate::wire::{Op, Point, Rgba};
 
@@ -214,7 +222,13 @@ impl Raster {
         if points.is_empty() || self.width == 0 || self.height == 0 {
             return 0;
         }
-        let disc = Disc::new(width);
+        // Taken, not borrowed: a panic halfway leaves the thread a fresh (empty, zeroed) one.
+        let mut scratch = SCRATCH.with(|s| s.take());
+        let slot = usize::from(width);
+        let disc = match scratch.discs.get_mut(slot).and_then(Option::take) {
+            Some(disc) => disc,
+            None => Disc::new(width),
+        };
         let reach = disc.reach;
         let (w, h) = (i64::from(self.width), i64::from(self.height));
         // Spine points farther than the radius from the picture cannot cover any of it.
@@ -224,16 +238,41 @@ impl Raster {
             x1: w - 1 + reach,
             y1: h - 1 + reach,
         };
-        let lines: Vec<ClippedLine> = if points.len() == 1 {
-            ClippedLine::new(points[0], points[0], &bounds)
-                .into_iter()
-                .collect()
+        let covered = self.stroke_in(color, &disc, points, &bounds, strategy, &mut scratch);
+        if slot < CACHED_DISCS {
+            if scratch.discs.len() <= slot {
+                scratch.discs.resize_with(slot + 1, || None);
+            }
+            scratch.discs[slot] = Some(disc);
+        }
+        scratch.trim();
+        SCRATCH.with(|s| s.replace(scratch));
+        covered
+    }
+
+    /// [`Raster::stroke`] with its buffers; leaves `scratch.bits` all zero again.
+    fn stroke_in(
+        &mut self,
+        color: Rgba,
+        disc: &Disc,
+        points: &[Point],
+        bounds: &Bounds,
+        strategy: StrokeStrategy,
+        scratch: &mut Scratch,
+    ) -> u64 {
+        let reach = disc.reach;
+        let (w, h) = (i64::from(self.width), i64::from(self.height));
+        let lines = &mut scratch.lines;
+        lines.clear();
+        if points.len() == 1 {
+            lines.extend(ClippedLine::new(points[0], points[0], bounds));
         } else {
-            points
-                .windows(2)
-                .filter_map(|pair| ClippedLine::new(pair[0], pair[1], &bounds))
-                .collect()
-        };
+            lines.extend(
+                points
+                    .windows(2)
+                    .filter_map(|pair| ClippedLine::new(pair[0], pair[1], bounds)),
+            );
+        }
         let Some(spine) = lines
             .iter()
             .map(ClippedLine::bounds)
@@ -250,11 +289,18 @@ impl Raster {
         if area.is_empty() {
             return 0;
         }
-        let mut cover = Bitmap::new(&area);
+        let mut cover = Bitmap::reuse(
+            &area,
+            std::mem::take(&mut scratch.bits),
+            std::mem::take(&mut scratch.touched),
+        );
         let use_stamp = match strategy {
             StrokeStrategy::Stamp => true,
             StrokeStrategy::DistanceTransform => false,
             StrokeStrategy::Auto => {
+                // Written for stamping one span per row of each run; stamping now widens a
+                // row bound per run and sets one span per row per segment, never more work, so
+                // this overestimates it and Auto stamps at least whenever it used to.
                 let rows = 2 * reach as u64 + 1;
                 let spans: u64 = lines.iter().map(|l| l.runs() * rows + l.len).sum();
                 let stamp_cost = spans * (1 + rows / 64);
@@ -264,10 +310,21 @@ impl Raster {
             }
         };
         if use_stamp {
-            for line in lines {
+            let rows = area.height() as usize;
+            let (left, right) = (&mut scratch.left, &mut scratch.right);
+            left.clear();
+            left.resize(rows, i64::MAX);
+            right.clear();
+            right.resize(rows, i64::MIN);
+            for line in lines.iter().cloned() {
+                // The rows this segment's discs can reach; `left`/`right` are reset on them
+                // after each segment, so every segment starts from empty rows.
+                let b = line.bounds();
+                let top = (b.y0 - reach).max(area.y0);
+                let bottom = (b.y1 + reach).min(area.y1);
                 let x_major = line.x_major;
                 // Consecutive spine points on one row (x-major line) or one column (y-major)
-                // form a run whose discs are stamped together (see `Disc::stamp_run`).
+                // form a run whose discs are widened together (see `Disc::stamp_run`).
                 let mut run: Option<(i64, i64, i64)> = None;
                 for (cx, cy) in line {
                     let (fixed, var) = if x_major { (cy, cx) } else { (cx, cy) };
@@ -275,37 +332,69 @@ impl Raster {
                         Some((f, lo, hi)) if f == fixed => Some((f, lo.min(var), hi.max(var))),
                         done => {
                             if let Some(done) = done {
-                                disc.stamp_run(&mut cover, x_major, done);
+                                disc.stamp_run(&mut cover, left, right, x_major, done);
                             }
                             Some((fixed, var, var))
                         }
                     };
                 }
                 if let Some(done) = run {
-                    disc.stamp_run(&mut cover, x_major, done);
+                    disc.stamp_run(&mut cover, left, right, x_major, done);
+                }
+                if reach == 0 || top > bottom {
+                    continue;
+                }
+                let span = (top - area.y0) as usize..=(bottom - area.y0) as usize;
+                for (py, (l, r)) in (top..).zip(left[span.clone()].iter_mut().zip(&mut right[span]))
+                {
+                    let (lo, hi) = ((*l).max(area.x0), (*r).min(area.x1));
+                    if lo <= hi {
+                        cover.set_span(py, lo, hi);
+                    }
+                    (*l, *r) = (i64::MAX, i64::MIN);
                 }
             }
         } else {
             let mut features = Bitmap::new(&spine);
-            for line in lines {
+            for line in lines.iter().cloned() {
                 for (cx, cy) in line {
                     features.set(cx, cy);
                 }
             }
-            distance_cover(&features, &disc, &mut cover);
+            distance_cover(&features, disc, &mut cover);
         }
-        self.blend_bitmap(&cover, color)
+        let covered = self.blend_bitmap(&mut cover, color, &mut scratch.runs);
+        (scratch.bits, scratch.touched) = (cover.bits, cover.touched);
+        covered
     }
 
-    /// Blends `color` once onto every pixel set in `cover`; returns how many there were.
-    fn blend_bitmap(&mut self, cover: &Bitmap, color: Rgba) -> u64 {
-        let blender = Blender::new(color);
+    /// Blends `color` once onto every pixel set in `cover` and clears it; returns how many
+    /// pixels there were. `runs` is scratch space.
+    ///
+    /// A stroke's rows lie far apart in the picture, so nearly every run starts with a cache
+    /// miss, and blending run after run leaves the core waiting on one miss at a time (that
+    /// wait was most of a thin stroke's cost). So the runs are listed first; then, a batch at
+    /// a time, one byte of each of their cache lines is read in a tight loop of independent
+    /// loads that the core keeps in flight together, and only then are they blended, from
+    /// cache. (A prefetch instruction would say this directly, but needs `unsafe`.)
+    fn blend_bitmap(&mut self, cover: &mut Bitmap, color: Rgba, runs: &mut Vec<Run>) -> u64 {
         let mut count = 0;
-        for (row, words) in cover.bits.chunks_exact(cover.words).enumerate() {
-            let py = (cover.area.y0 + row as i64) as usize;
-            let row_start = (py * self.width as usize + cover.area.x0 as usize) * 4;
-            for (wi, &word) in words.iter().enumerate() {
-                let mut bits = word;
+        runs.clear();
+        let area = cover.area;
+        for (row, (words, touched)) in cover
+            .bits
+            .chunks_exact_mut(cover.words)
+            .zip(&mut cover.touched)
+            .enumerate()
+        {
+            let (first, last) = std::mem::replace(touched, UNTOUCHED);
+            if first > last {
+                continue;
+            }
+            let py = (area.y0 + row as i64) as usize;
+            let row_start = (py * self.width as usize + area.x0 as usize) * 4;
+            for (wi, word) in words[first..=last].iter_mut().enumerate() {
+                let mut bits = std::mem::take(word);
                 while bits != 0 {
                     let start = bits.trailing_zeros() as usize;
                     let len = (bits >> start).trailing_ones() as usize;
@@ -315,13 +404,96 @@ impl Raster {
                     } else {
                         !0u64 << (start + len)
                     };
-                    let x = (wi * 64 + start) * 4;
-                    blender.run(&mut self.pixels[row_start + x..row_start + x + len * 4]);
+                    let x = row_start + ((first + wi) * 64 + start) * 4;
+                    runs.push(Run {
+                        start: x,
+                        end: x + len * 4,
+                    });
                 }
             }
         }
+        if color[3] == 0 {
+            return count;
+        }
+        let blender = Blender::new(color);
+        // A batch's lines fit the first-level cache; a whole stroke's may not.
+        for batch in runs.chunks(WARM_BATCH) {
+            let mut warm = 0u8;
+            for run in batch {
+                warm ^= self.pixels[run.start] ^ self.pixels[run.end - 1];
+                // Lines between the first and the last: only runs over 16 pixels have them.
+                if run.end - run.start > 64 {
+                    for at in (run.start + 64..run.end).step_by(64) {
+                        warm ^= self.pixels[at];
+                    }
+                }
+            }
+            // Keeps the loads: their only purpose is to bring the lines into cache.
+            std::hint::black_box(warm);
+            blender.runs(&mut self.pixels, batch);
+        }
         count
     }
+}
+
+/// Runs whose lines [`Raster::blend_bitmap`] brings into cache before blending them: enough
+/// for many misses in flight, few enough for their lines to stay in the first-level cache.
+const WARM_BATCH: usize = 64;
+
+/// The buffers of one stroke, kept per thread between strokes so that a typical stroke
+/// allocates nothing and clears only the words it used (a thin stroke's box is mostly empty).
+#[derive(Default)]
+struct Scratch {
+    /// `discs[width]`: the disc of each width below [`CACHED_DISCS`] met so far.
+    discs: Vec<Option<Disc>>,
+    /// The stroke's segments, clipped.
+    lines: Vec<ClippedLine>,
+    /// The coverage bitmap's words; all zero between strokes ([`Raster::blend_bitmap`]
+    /// clears what it read).
+    bits: Vec<u64>,
+    /// The coverage bitmap's touched words per row.
+    touched: Vec<(usize, usize)>,
+    /// Per row of the box, the leftmost column one segment's discs cover (`i64::MAX` when
+    /// none): with `right`, the one span a segment adds to the row.
+    left: Vec<i64>,
+    /// Per row of the box, the rightmost column one segment's discs cover (`i64::MIN`).
+    right: Vec<i64>,
+    /// The covered runs, listed before any is blended.
+    runs: Vec<Run>,
+}
+
+/// Buffers above this many bytes are dropped after the stroke rather than kept for the next:
+/// a thread keeps what typical strokes need, not what the largest one needed.
+const SCRATCH_KEEP_BYTES: usize = 1 << 20;
+
+/// Widths whose discs a thread keeps ([`Scratch::discs`]): the common ones, a few KiB.
+const CACHED_DISCS: usize = 65;
+
+impl Scratch {
+    fn trim(&mut self) {
+        fn cap<T>(v: &mut Vec<T>) {
+            if v.capacity() * std::mem::size_of::<T>() > SCRATCH_KEEP_BYTES {
+                *v = Vec::new();
+            }
+        }
+        cap(&mut self.lines);
+        cap(&mut self.bits);
+        cap(&mut self.touched);
+        cap(&mut self.left);
+        cap(&mut self.right);
+        cap(&mut self.runs);
+    }
+}
+
+thread_local! {
+    /// One [`Scratch`] per thread: rasters on different threads never share buffers.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Bytes `start..end` of the picture: one covered run of a row.
+struct Run {
+    start: usize,
+    end: usize,
 }
 
 /// A stroke's disc: which offsets from a spine point it covers.
@@ -332,6 +504,9 @@ struct Disc {
     /// half-length of the disc's span on the row `|dy|` away from its centre; it turns a disc
     /// into one span per row.
     half: Vec<i64>,
+    /// `half[|k - reach|]` for `k` in `0..=2*reach`: the spans of the rows from `reach`
+    /// above the centre to `reach` below it, in order, so a run's rows zip with it.
+    profile: Vec<i64>,
 }
 
 impl Disc {
@@ -346,49 +521,107 @@ impl Disc {
                 }
                 dx
             })
+            .collect::<Vec<i64>>();
+        let profile = (-reach..=reach)
+            .map(|dy| half[dy.unsigned_abs() as usize])
             .collect();
-        Self { reach, half }
+        Self {
+            reach,
+            half,
+            profile,
+        }
     }
 
-    /// Sets in `cover` (clipped to its box) the discs of a run of spine points: `(fixed, lo,
-    /// hi)` is the row `fixed` from `x = lo` to `hi` when `horizontal`, else the column `fixed`
-    /// from `y = lo` to `hi`.
-    ///
-    /// On a row `dy` away from a horizontal run, the union of its discs' spans is the single
-    /// span `[lo - half[dy], hi + half[dy]]`: `2*reach + 1` spans for the whole run. Beside a
-    /// vertical run, every disc's span on a row is centred on the same column, so the union is
-    /// the widest, the one of the nearest point: `hi - lo + 1 + 2*reach` spans in all.
-    #[inline]
-    fn stamp_run(&self, cover: &mut Bitmap, horizontal: bool, (fixed, lo, hi): (i64, i64, i64)) {
-        let a = cover.area;
-        if horizontal {
-            let top = (fixed - self.reach).max(a.y0);
-            let bottom = (fixed + self.reach).min(a.y1);
-            for py in top..=bottom {
-                let hx = self.half[(py - fixed).unsigned_abs() as usize];
-                let (l, r) = ((lo - hx).max(a.x0), (hi + hx).min(a.x1));
-                if l <= r {
-                    cover.set_span(py, l, r);
-                }
-            }
+    /// Adds a run of spine points (see [`Disc::widen_run`]) to the segment's row bounds, or
+    /// for a disc of reach 0, which is its centre, inside the box, sets it in `cover` as is.
+    #[inline(always)]
+    fn stamp_run(
+        &self,
+        cover: &mut Bitmap,
+        left: &mut [i64],
+        right: &mut [i64],
+        horizontal: bool,
+        (fixed, lo, hi): (i64, i64, i64),
+    ) {
+        if self.reach > 0 {
+            self.widen_run(&cover.area, left, right, horizontal, (fixed, lo, hi));
+        } else if horizontal {
+            cover.set_span(fixed, lo, hi);
         } else {
-            let top = (lo - self.reach).max(a.y0);
-            let bottom = (hi + self.reach).min(a.y1);
-            for py in top..=bottom {
-                let dist = if py < lo {
-                    lo - py
-                } else if py > hi {
-                    py - hi
-                } else {
-                    0
-                };
-                let hx = self.half[dist as usize];
-                let (l, r) = ((fixed - hx).max(a.x0), (fixed + hx).min(a.x1));
-                if l <= r {
-                    cover.set_span(py, l, r);
-                }
+            for py in lo..=hi {
+                cover.set_span(py, fixed, fixed);
             }
         }
+    }
+
+    /// Widens, on each row of `area` they reach, `left[row]..=right[row]` (rows relative to
+    /// `area.y0`) to the discs of a run of spine points: `(fixed, lo, hi)` is the row `fixed`
+    /// from `x = lo` to `hi` when `horizontal`, else the column `fixed` from `y = lo` to `hi`.
+    ///
+    /// On a row `dy` away from a horizontal run, the union of its discs' spans is the single
+    /// span `[lo - half[dy], hi + half[dy]]`. Beside a vertical run, every disc's span on a row
+    /// is centred on the same column, so the union is the widest, the one of the nearest point.
+    ///
+    /// Widening instead of setting is exact because the caller widens only with the runs of
+    /// one segment: its points are consecutive spine points (each within one step of the
+    /// previous on both axes) and monotone in y, so those within reach of a row are
+    /// consecutive too; each of their spans on that row contains its own centre, and
+    /// consecutive centres are at most one column apart, so the spans chain into one interval,
+    /// which is then their min..=max.
+    #[inline(always)]
+    fn widen_run(
+        &self,
+        area: &Bounds,
+        left: &mut [i64],
+        right: &mut [i64],
+        horizontal: bool,
+        (fixed, lo, hi): (i64, i64, i64),
+    ) {
+        let r = self.reach;
+        if horizontal {
+            widen_rows(
+                area,
+                left,
+                right,
+                fixed - r,
+                (lo, hi),
+                self.profile.iter().copied(),
+            );
+        } else {
+            let at = (fixed, fixed);
+            let (above, below) = (&self.profile[..r as usize], &self.profile[r as usize + 1..]);
+            widen_rows(area, left, right, lo - r, at, above.iter().copied());
+            let beside = std::iter::repeat_n(r, (hi - lo + 1) as usize);
+            widen_rows(area, left, right, lo, at, beside);
+            widen_rows(area, left, right, hi + 1, at, below.iter().copied());
+        }
+    }
+}
+
+/// Widens `left[row]..=right[row]` (rows relative to `area.y0`) to `lo - h..=hi + h` on the
+/// rows `top, top + 1, ...` of `area`, one `h` of `half` per row, as many rows as `half` has.
+#[inline(always)]
+fn widen_rows(
+    area: &Bounds,
+    left: &mut [i64],
+    right: &mut [i64],
+    top: i64,
+    (lo, hi): (i64, i64),
+    half: impl ExactSizeIterator<Item = i64>,
+) {
+    let first = top.max(area.y0);
+    let last = (top + half.len() as i64 - 1).min(area.y1);
+    if first > last {
+        return;
+    }
+    let rows = (first - area.y0) as usize..=(last - area.y0) as usize;
+    for ((l, r), h) in left[rows.clone()]
+        .iter_mut()
+        .zip(&mut right[rows])
+        .zip(half.skip((first - top) as usize))
+    {
+        *l = (*l).min(lo - h);
+        *r = (*r).max(hi + h);
     }
 }
 
@@ -482,17 +715,37 @@ struct Bitmap {
     area: Bounds,
     /// Words per row, so a row can be handed out as a slice.
     words: usize,
-    /// `words * rows` words, row-major, low bit first.
+    /// At least `words * rows` words, row-major, low bit first (only the first
+    /// `words * rows` are the box's; the rest are zero, left over from a bigger box).
     bits: Vec<u64>,
+    /// Per row, the first and last word [`Bitmap::set_span`] wrote ([`UNTOUCHED`] if none),
+    /// so blending a thin stroke's box skips its empty words and clears only what it used.
+    touched: Vec<(usize, usize)>,
 }
+
+/// A row of a [`Bitmap`] no span has touched: first > last.
+const UNTOUCHED: (usize, usize) = (usize::MAX, 0);
 
 impl Bitmap {
     fn new(area: &Bounds) -> Self {
+        Self::reuse(area, Vec::new(), Vec::new())
+    }
+
+    /// A bitmap over `area` in the buffers of an earlier one: `bits` must be all zero (it is
+    /// only grown, so a small box costs nothing however big the earlier ones were).
+    fn reuse(area: &Bounds, mut bits: Vec<u64>, mut touched: Vec<(usize, usize)>) -> Self {
         let words = (area.width() as usize).div_ceil(64);
+        let rows = area.height() as usize;
+        if bits.len() < words * rows {
+            bits.resize(words * rows, 0);
+        }
+        touched.clear();
+        touched.resize(rows, UNTOUCHED);
         Self {
             area: *area,
             words,
-            bits: vec![0; words * area.height() as usize],
+            bits,
+            touched,
         }
     }
 
@@ -500,17 +753,19 @@ impl Bitmap {
     fn set(&mut self, x: i64, y: i64) {
         let (x, y) = ((x - self.area.x0) as usize, (y - self.area.y0) as usize);
         self.bits[y * self.words + x / 64] |= 1 << (x % 64);
+        let t = &mut self.touched[y];
+        *t = (t.0.min(x / 64), t.1.max(x / 64));
     }
 
     /// Sets `lo..=hi` (inside the box) of row `y`, whole words at a time.
-    #[inline]
+    #[inline(always)]
     fn set_span(&mut self, y: i64, lo: i64, hi: i64) {
-        let row = (y - self.area.y0) as usize * self.words;
-        set_bits(
-            &mut self.bits[row..row + self.words],
-            (lo - self.area.x0) as usize,
-            (hi - self.area.x0) as usize,
-        );
+        let y = (y - self.area.y0) as usize;
+        let row = y * self.words;
+        let (lo, hi) = ((lo - self.area.x0) as usize, (hi - self.area.x0) as usize);
+        set_bits(&mut self.bits[row..row + self.words], lo, hi);
+        let t = &mut self.touched[y];
+        *t = (t.0.min(lo / 64), t.1.max(hi / 64));
     }
 
     /// One step of the vertical distance scan: `dist[i]` becomes 0 where row `y` has a bit
@@ -674,7 +929,7 @@ impl ClippedLine {
             // q(i) >= qlo  <=>  2*d*i >= 2*n*qlo - n;  q(i) <= qhi  <=>  2*d*i <= 2*n*(qhi+1) - n - 1.
             let (n1, d1) = (i128::from(n), i128::from(d));
             let lo = div_ceil(2 * n1 * i128::from(qlo) - n1, 2 * d1);
-            let hi = (2 * n1 * (i128::from(qhi) + 1) - n1 - 1).div_euclid(2 * d1);
+            let hi = div_floor(2 * n1 * (i128::from(qhi) + 1) - n1 - 1, 2 * d1);
             ilo = ilo.max(lo.clamp(0, i128::from(n) + 1) as i64);
             ihi = ihi.min(hi.clamp(-1, i128::from(n)) as i64);
         }
@@ -685,7 +940,9 @@ impl ClippedLine {
             // n == 0 only for a single point, where i == 0.
             let two_n = (2 * i128::from(n)).max(1);
             let num = 2 * i128::from(d) * i128::from(i) + i128::from(n);
-            let (q, r) = ((num / two_n) as i64, (num % two_n) as i64);
+            let q = div_floor(num, two_n);
+            let r = num - q * two_n;
+            let (q, r) = (q as i64, r as i64);
             (m0 + sm * i, k0 + sk * q, r)
         };
         let (m, k, rem) = at(ilo);
@@ -729,7 +986,17 @@ impl ClippedLine {
 }
 
 fn div_ceil(a: i128, b: i128) -> i128 {
-    -((-a).div_euclid(b))
+    -div_floor(-a, b)
+}
+
+/// `floor(a / b)` for `b > 0`, in `i64` when both fit (always, for points near a picture):
+/// an `i128` division is a library call several times slower, and a stroke clips every
+/// segment.
+fn div_floor(a: i128, b: i128) -> i128 {
+    match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) => i128::from(a.div_euclid(b)),
+        _ => a.div_euclid(b),
+    }
 }
 
 impl Iterator for ClippedLine {
@@ -773,9 +1040,15 @@ struct Blender {
     src: Rgba,
     /// `s*a + 127` per colour channel and `255*a + 127` for alpha, repeated for 4 pixels.
     pre: [u16; 16],
+    /// The first 4 of `pre` as the 16-bit lanes of one `u64`, for the pixels after the last
+    /// whole 16 bytes (most runs of a thin stroke are 1 to 3 pixels).
+    pre_lanes: u64,
     /// `255 - a`, the destination's weight.
     ia: u16,
 }
+
+/// The low byte of each 16-bit lane of a `u64`.
+const LANE_LOW_BYTES: u64 = 0x00ff_00ff_00ff_00ff;
 
 /// `x / 255` for `x <= 65152` (the largest numerator of [`blend`]).
 #[inline(always)]
@@ -799,8 +1072,25 @@ impl Blender {
         Self {
             src,
             pre,
+            pre_lanes: one
+                .iter()
+                .rev()
+                .fold(0, |lanes, &p| lanes << 16 | u64::from(p)),
             ia: 255 - a,
         }
+    }
+
+    /// One pixel of [`Blender::run`], its 4 channels in the 16-bit lanes of a `u64`: every
+    /// intermediate value fits 16 bits (see [`div255`]), so no lane carries into the next.
+    #[inline(always)]
+    fn pixel(&self, px: &mut [u8; 4]) {
+        let d = u64::from(u32::from_le_bytes(*px));
+        let d = (d & 0xff) | (d & 0xff00) << 8 | (d & 0xff_0000) << 16 | (d & 0xff00_0000) << 24;
+        let x = self.pre_lanes + d * u64::from(self.ia);
+        let q = ((x + ((x >> 8) & LANE_LOW_BYTES) + 0x0001_0001_0001_0001) >> 8) & LANE_LOW_BYTES;
+        let q = q | q >> 8;
+        let q = (q & 0xffff) | (q >> 16) & 0xffff_0000;
+        *px = (q as u32).to_le_bytes();
     }
 
     /// Blends onto every pixel of `dst` (whole RGBA8 pixels).
@@ -813,18 +1103,41 @@ impl Blender {
                 }
             }
             0 => {}
-            _ => {
-                let ia = self.ia;
-                let mut blocks = dst.chunks_exact_mut(16);
-                for block in &mut blocks {
-                    for (d, &p) in block.iter_mut().zip(&self.pre) {
-                        *d = div255(p + u16::from(*d) * ia) as u8;
+            _ => self.translucent(dst),
+        }
+    }
+
+    /// [`Blender::run`] on each of `runs` of `pixels`, deciding on the alpha once rather
+    /// than per run (a thin stroke's runs are a few pixels each).
+    fn runs(&self, pixels: &mut [u8], runs: &[Run]) {
+        match self.src[3] {
+            255 => {
+                for run in runs {
+                    for px in pixels[run.start..run.end].chunks_exact_mut(4) {
+                        px.copy_from_slice(&self.src);
                     }
                 }
-                for (d, &p) in blocks.into_remainder().iter_mut().zip(&self.pre) {
-                    *d = div255(p + u16::from(*d) * ia) as u8;
+            }
+            0 => {}
+            _ => {
+                for run in runs {
+                    self.translucent(&mut pixels[run.start..run.end]);
                 }
             }
+        }
+    }
+
+    #[inline(always)]
+    fn translucent(&self, dst: &mut [u8]) {
+        let ia = self.ia;
+        let mut blocks = dst.chunks_exact_mut(16);
+        for block in &mut blocks {
+            for (d, &p) in block.iter_mut().zip(&self.pre) {
+                *d = div255(p + u16::from(*d) * ia) as u8;
+            }
+        }
+        for px in blocks.into_remainder().as_chunks_mut::<4>().0 {
+            self.pixel(px);
         }
     }
 }
@@ -899,9 +1212,12 @@ mod tests {
                 let src = [255, 0, 131, a];
                 let mut want = d;
                 blend(&mut want, src);
-                let mut run = d.repeat(5);
-                Blender::new(src).run(&mut run);
-                assert_eq!(run, want.repeat(5), "a={a} d={d:?}");
+                // Whole 16-byte blocks, the per-pixel remainder, and both.
+                for n in 1..=9 {
+                    let mut run = d.repeat(n);
+                    Blender::new(src).run(&mut run);
+                    assert_eq!(run, want.repeat(n), "a={a} d={d:?} n={n}");
+                }
             }
         }
     }

@@ -289,3 +289,65 @@ proptest! {
         check_against_naive(w, h, &[Op::Stroke { color, width, points }])?;
     }
 }
+
+/// Around the places where the fast paths of thin strokes have edges: the picture's sides
+/// and the `u64` word boundaries of the coverage bitmap (x = 63/64, 127/128, 191/192).
+fn boundary_x() -> impl Strategy<Value = i32> {
+    prop_oneof![-8..8i32, 56..72i32, 120..136i32, 184..200i32, -60..260i32]
+}
+
+/// Thin (and a few wide) strokes: the widths of most real strokes, where runs are 1 to 3
+/// pixels long and a segment's rows are few.
+fn thin_stroke() -> impl Strategy<Value = Op> {
+    let width = prop_oneof![4 => 0..=4u16, 2 => 5..=12u16, 1 => 13..=70u16];
+    let point = (boundary_x(), -8..28i32).prop_map(|(x, y)| Point::new(x, y));
+    (color(), width, prop::collection::vec(point, 1..9)).prop_map(|(color, width, points)| {
+        Op::Stroke {
+            color,
+            width,
+            points,
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Pictures wider than one bitmap word, so covered runs start, end and cross at word
+    /// boundaries and at the picture's right side.
+    #[test]
+    fn thin_strokes_across_words_equal_naive_reference(
+        w in prop_oneof![60..=72u32, 120..=136u32, 184..=200u32],
+        h in 1..=20u32,
+        ops in prop::collection::vec(thin_stroke(), 1..6),
+    ) {
+        check_against_naive(w, h, &ops)?;
+    }
+
+    /// Strokes on two pictures of different sizes in turn, on one thread: the rasterizer's
+    /// per-thread buffers, sized for one picture's box, must leave the other's exact.
+    #[test]
+    fn strokes_on_alternating_pictures_equal_naive_reference(
+        big in (150..=200u32, 12..=24u32),
+        small in (1..=12u32, 1..=12u32),
+        ops in prop::collection::vec(thin_stroke(), 2..8),
+    ) {
+        let sizes = [big, small];
+        let mut naive = sizes.map(|(w, h)| Naive::new(w, h));
+        let mut rasters = sizes.map(|(w, h)| STRATEGIES.map(|_| Raster::new(w, h)));
+        for (k, op) in ops.iter().enumerate() {
+            let which = k % 2;
+            let want = naive[which].apply(op);
+            for (raster, strategy) in rasters[which].iter_mut().zip(STRATEGIES) {
+                prop_assert_eq!(raster.apply_with(op, strategy), want, "op {} {:?}", k, strategy);
+                prop_assert!(
+                    raster.pixels() == naive[which].bytes().as_slice(),
+                    "pixels after op {} {:?} ({:?})",
+                    k,
+                    op,
+                    strategy
+                );
+            }
+        }
+    }
+}
