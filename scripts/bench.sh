@@ -8,7 +8,7 @@
 # Options (also as env): --quick (BENCH_QUICK=1), --no-build (BENCH_NO_BUILD=1),
 # --no-s3 (BENCH_NO_S3=1: skip the LocalStack cold join), --no-profile (BENCH_NO_PROFILE=1:
 # skip perf + flamegraph), --out DIR (BENCH_OUT, default bench-results), --only LIST (BENCH_ONLY:
-# comma-separated subset of w1,w2,profile,w3,s3,pictures,idle,pps; keeps the other raw results,
+# comma-separated subset of w1,flush,w2,profile,w3,s3,pictures,idle,pps; keeps the other raw results,
 # to rerun some workloads and remake the table).
 # Env: BENCH_DURATION (seconds per workload), BENCH_SERVER_CPU / BENCH_CLIENT_CPU (cores for
 # taskset, default 0 and 1), BENCH_S3_PORT (LocalStack port, default: a free one; a LocalStack
@@ -162,6 +162,17 @@ want w1 && for n in 16 64 256; do
   run_bench "w1-$n" w1 --clients "$n" --rate 20
   stop_server
 done
+
+# Flushing vs fan-out: W1 N=64 on a 2048² picture (a flush encodes ~16 MB of pixels), once
+# flushing every second and once never (1 h): the p99 difference is what flushing costs the
+# fan-out.
+if want flush; then
+  for flush in 1s 1h; do
+    start_server "flush-$flush" --flush-interval "$flush"
+    run_bench "flush-$flush" --size 2048x2048 w1 --clients 64 --rate 20
+    stop_server
+  done
+fi
 
 # W2: 64 clients keeping a window of ops in flight; the sweep keeps the best window with
 # p99 < 100 ms. Then the best window again under perf for the profile.
@@ -348,6 +359,17 @@ for n in (16, 64, 256):
     row(w, "server CPU % of a core", s.get("cpu_percent"), "<= 30 %" if strict else "", (s.get("cpu_percent", 1e9) <= 30) if strict else None)
     rss = s.get("peak_rss_kib", 0) / 1024 if s else None
     row(w, "server peak RSS MiB", rss, "<= 60 MB" if strict else "", (rss is not None and rss * 1.048576 <= 60) if strict else None)
+
+for flush in ("1s", "1h"):
+    r = load(f"flush-{flush}.json")
+    results["workloads"][f"flush-{flush}"] = {"report": r, "load": load_avg(f"flush-{flush}")}
+    w = f"W1 N=64, 2048^2, flush every {flush}"
+    if not r:
+        row(w, "run", None); continue
+    s = r.get("server") or {}
+    row(w, "latency p50 / p99 / max ms, server CPU %",
+        f"{r['latency_ms']['p50']:.2f} / {r['latency_ms']['p99']:.2f} / {r['latency_ms']['max']:.2f}, {s.get('cpu_percent', 0):.0f}",
+        "flushing never delays fan-out p99" if flush == "1s" else "")
 
 r = load("w2.json")
 results["workloads"]["w2"] = {"report": r, "client_cpu_percent": client_cpu("w2"), "load": load_avg("w2")}

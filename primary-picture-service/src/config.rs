@@ -120,7 +120,7 @@ async fn open_s3(
     Ok(Arc::new(store))
 }
 
-/// Parses `500ms`, `5s`, `2m`, `1h` or a plain number of seconds (`1.5`).
+/// Parses `40us`, `500ms`, `5s`, `2m`, `1h` or a plain number of seconds (`1.5`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -131,6 +131,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 5s, 2m"))?;
     let seconds = match unit.trim() {
+        "us" | "µs" => value / 1_000_000.0,
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
@@ -196,6 +197,7 @@ mod tests {
 
     #[test]
     fn durations() {
+        assert_eq!(parse_duration("40us"), Ok(Duration::from_micros(40)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
