@@ -22,7 +22,6 @@
 
 mod proc_stats;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +102,10 @@ pub enum Workload {
         max_window: usize,
         #[arg(long, env = "RASTER_BENCH_P99_LIMIT_MS", default_value_t = 100.0)]
         p99_limit_ms: f64,
+        /// Most ops a client writes at once: when echoes free several window slots together,
+        /// it sends that many ops in one write. 1: one write per op.
+        #[arg(long, env = "RASTER_BENCH_OPS_PER_WRITE", default_value_t = 64)]
+        ops_per_write: usize,
     },
     /// Join time on a big picture with history, warm and cold.
     W3 {
@@ -198,6 +201,7 @@ pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::R
             sweep,
             max_window,
             p99_limit_ms,
+            ops_per_write,
         } => {
             let windows: Vec<usize> = if sweep {
                 std::iter::successors(Some(1usize), |w| w.checked_mul(2))
@@ -212,7 +216,10 @@ pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::R
                     name: "w2",
                     pictures: 1,
                     clients,
-                    mode: Mode::Window(window),
+                    mode: Mode::Window {
+                        window,
+                        per_write: ops_per_write.max(1),
+                    },
                 };
                 runs.push(run_load(url, &common, &plan).await?);
             }
@@ -276,8 +283,8 @@ struct Plan {
 enum Mode {
     /// Ops per second per client.
     Rate(f64),
-    /// Ops in flight per client.
-    Window(usize),
+    /// Ops in flight per client, and most ops per write.
+    Window { window: usize, per_write: usize },
 }
 
 /// Latency percentiles in milliseconds.
@@ -430,14 +437,14 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
         plan.pictures
     );
 
-    let mut ids: Vec<HashMap<u64, usize>> = vec![HashMap::new(); plan.pictures];
+    let mut ids: Vec<HashMap<u64, usize>> = vec![HashMap::default(); plan.pictures];
     for (i, client) in clients.iter().enumerate() {
         ids[i / plan.clients].insert(client.client_id(), i);
     }
     let ids = Arc::new(ids);
     let capacity = match plan.mode {
         Mode::Rate(rate) => ((common.duration + 2.0) * rate * 1.5) as usize + 16,
-        Mode::Window(_) => 1 << 16,
+        Mode::Window { .. } => 1 << 16,
     };
     let times: Arc<Vec<SendTimes>> =
         Arc::new((0..total).map(|_| SendTimes::new(capacity)).collect());
@@ -455,7 +462,9 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
     for (i, client) in clients.into_iter().enumerate() {
         let (sender, receiver) = client.into_split();
         let window = match plan.mode {
-            Mode::Window(w) => Some(Arc::new(Semaphore::new(w.min(Semaphore::MAX_PERMITS)))),
+            Mode::Window { window, .. } => {
+                Some(Arc::new(Semaphore::new(window.min(Semaphore::MAX_PERMITS))))
+            }
             Mode::Rate(_) => None,
         };
         let ctx = TaskContext {
@@ -525,10 +534,10 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
         clients_per_picture: plan.clients,
         rate_per_client: match plan.mode {
             Mode::Rate(r) => Some(r),
-            Mode::Window(_) => None,
+            Mode::Window { .. } => None,
         },
         window: match plan.mode {
-            Mode::Window(w) => Some(w),
+            Mode::Window { window, .. } => Some(window),
             Mode::Rate(_) => None,
         },
         duration_s: common.duration,
@@ -543,7 +552,7 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
         delivered_per_s: delivered_in_window as f64 / common.duration.max(1e-9),
         ideal_delivered_per_s: match plan.mode {
             Mode::Rate(r) => Some((plan.pictures * plan.clients * plan.clients) as f64 * r),
-            Mode::Window(_) => None,
+            Mode::Window { .. } => None,
         },
         latency_ms: Latency::from_micros(&histogram),
         server,
@@ -608,6 +617,10 @@ struct TaskContext {
     window: Option<Arc<Semaphore>>,
 }
 
+/// Sender ids to client indexes, looked up once per delivered update: foldhash instead of
+/// SipHash, which was 4 % of the load generator in W2 (perf).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Draws until `send_end`; returns the sender for a clean close, or `None` after an error.
 async fn send_loop(
     mut sender: Sender,
@@ -631,7 +644,7 @@ async fn send_loop(
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             Some(interval)
         }
-        Mode::Window(_) => None,
+        Mode::Window { .. } => None,
     };
     loop {
         if let Some(interval) = interval.as_mut() {
@@ -642,26 +655,48 @@ async fn send_loop(
                 break;
             }
         }
+        // Ops to send in this write: one at a fixed rate; in window mode every permit free
+        // now (echoes come back a tick's worth at a time), so that a window costs one write per
+        // tick rather than one per op, on this side and on the server's reading side.
+        let mut ops = 1;
+        let per_write = match mode {
+            Mode::Window { per_write, .. } => per_write,
+            Mode::Rate(_) => 1,
+        };
         if let Some(window) = &ctx.window {
             match tokio::time::timeout_at(ctx.send_end, window.acquire()).await {
                 Ok(Ok(permit)) => permit.forget(),
                 _ => break,
             }
+            while ops < per_write {
+                match window.try_acquire() {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
+                ops += 1;
+            }
         }
         if Instant::now() >= ctx.send_end {
             break;
         }
-        let op = random_op(&mut rng, width, height, Profile::Strokes);
-        let client_seq = sender.last_client_seq() + 1;
-        let now = ctx.epoch.elapsed().as_nanos() as u64;
-        ctx.times[ctx.index].record(client_seq, now);
-        if let Err(error) = sender.draw(op).await {
+        for _ in 0..ops {
+            let op = random_op(&mut rng, width, height, Profile::Strokes);
+            let client_seq = sender.last_client_seq() + 1;
+            let now = ctx.epoch.elapsed().as_nanos() as u64;
+            ctx.times[ctx.index].record(client_seq, now);
+            if let Err(error) = sender.feed_draw(op).await {
+                tracing::warn!(client = ctx.index, %error, "send failed");
+                ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            ctx.counters.sent.fetch_add(1, Ordering::Relaxed);
+            ctx.counters.accepted_per_picture[ctx.picture].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(error) = sender.flush().await {
             tracing::warn!(client = ctx.index, %error, "send failed");
             ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        ctx.counters.sent.fetch_add(1, Ordering::Relaxed);
-        ctx.counters.accepted_per_picture[ctx.picture].fetch_add(1, Ordering::Relaxed);
     }
     Some(sender)
 }
