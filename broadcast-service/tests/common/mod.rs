@@ -53,10 +53,58 @@ pub struct Server {
     pub http: String,
     /// Where the embedded store keeps pictures (`{data_dir}/pictures/{id}.png`).
     pub data_dir: PathBuf,
+    running: Running,
+}
+
+/// A server task started on a listener, with its graceful shutdown signal.
+struct Running {
     /// Resolving it starts the graceful shutdown.
     shutdown: Option<oneshot::Sender<()>>,
-    /// The `run` task, to see it end cleanly.
+    /// The serving task, to see it end cleanly.
     task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    /// Spawns `serve(listener, shutdown)`, where `shutdown` resolves when [`Running::stop`] asks.
+    fn spawn<F, Fut>(listener: TcpListener, serve: F) -> Running
+    where
+        F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+            let _ = rx.await;
+        });
+        Running {
+            shutdown: Some(tx),
+            task: Some(tokio::spawn(serve(listener, shutdown))),
+        }
+    }
+
+    /// Graceful shutdown; fails the test if `what` does not stop cleanly in time.
+    async fn stop(&mut self, what: &str) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(PATIENCE, task)
+                .await
+                .unwrap_or_else(|_| panic!("{what} did not stop in time"))
+                .unwrap_or_else(|e| panic!("{what} task panicked: {e}"));
+            if let Err(e) = result {
+                panic!("{what} ended with an error: {e:#}");
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that failed half-way still stops its server (the runtime ends it anyway).
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 /// A config as the binary would parse it from `args` (listen and data dir filled in).
@@ -103,41 +151,18 @@ impl Server {
         init_tracing();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let shutdown: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
-            let _ = rx.await;
-        });
-        let task = tokio::spawn(run(listener, shutdown));
+        let running = Running::spawn(listener, run);
         Server {
             url: format!("ws://{addr}"),
             http: format!("http://{addr}"),
             data_dir: data_dir.to_path_buf(),
-            shutdown: Some(tx),
-            task: Some(task),
+            running,
         }
     }
 
     /// Graceful shutdown; fails the test if the service does not stop cleanly in time.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(PATIENCE, task)
-                .await
-                .expect("service did not stop in time")
-                .expect("service task panicked");
-            result.expect("service ended with an error");
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A test that failed half-way still stops its server (the runtime ends it anyway).
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.running.stop("service").await;
     }
 }
 
@@ -146,8 +171,7 @@ pub struct PpsServer {
     /// `ws://127.0.0.1:PORT/bs`, for `--pps-url`.
     pub url: String,
     pub pps: Arc<Pps>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    running: Running,
 }
 
 impl PpsServer {
@@ -158,42 +182,20 @@ impl PpsServer {
         let pps = Pps::new(config, store);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(primary_picture_service::server::serve(
-            listener,
-            pps.clone(),
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let served = pps.clone();
+        let running = Running::spawn(listener, move |listener, shutdown| {
+            primary_picture_service::server::serve(listener, served, shutdown)
+        });
         PpsServer {
             url: format!("ws://{addr}/bs"),
             pps,
-            shutdown: Some(tx),
-            task: Some(task),
+            running,
         }
     }
 
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(PATIENCE, task)
-                .await
-                .expect("picture service did not stop in time")
-                .expect("picture service task panicked");
-            result.expect("picture service ended with an error");
-        }
+        self.running.stop("picture service").await;
         self.pps.shutdown(PATIENCE).await;
-    }
-}
-
-impl Drop for PpsServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
