@@ -33,9 +33,10 @@ use protocol::codec::{encode_sequenced, sequenced_vec};
 use protocol::pps::{ApplyBatch, ReleaseRequest, SnapshotRequest};
 use protocol::raster::Raster;
 use protocol::snapshot::{decode_png, encode_png, Compression};
-use protocol::{Op, Point, Rgba, Sequenced};
+use protocol::{Op, Sequenced};
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{RngCore, SeedableRng};
+use raster_client::ops::{random_op, Profile};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -95,6 +96,25 @@ struct Throughput {
     strokes_per_s: f64,
 }
 
+impl Throughput {
+    /// `strokes` covering `covered_pixels` in `seconds`; says it on stderr as `what`.
+    fn measured(what: &str, strokes: usize, covered_pixels: u64, seconds: f64) -> Self {
+        let throughput = Self {
+            strokes,
+            covered_pixels,
+            seconds,
+            covered_pixels_per_s: covered_pixels as f64 / seconds,
+            strokes_per_s: strokes as f64 / seconds,
+        };
+        eprintln!(
+            "{what}: {:.1} M covered px/s ({:.0} strokes/s)",
+            throughput.covered_pixels_per_s / 1e6,
+            throughput.strokes_per_s
+        );
+        throughput
+    }
+}
+
 #[derive(Serialize)]
 struct Timing {
     /// `sparse` or `dense`.
@@ -104,35 +124,9 @@ struct Timing {
     png_bytes: usize,
 }
 
-/// Mostly translucent, like the load generator's colours.
-fn color(rng: &mut StdRng) -> Rgba {
-    let a = match rng.gen_range(0..20) {
-        0 => 0,
-        1 => 255,
-        _ => rng.gen_range(1..=254),
-    };
-    [rng.gen(), rng.gen(), rng.gen(), a]
-}
-
-/// An 8-point random walk, as `raster bench` draws them.
+/// An 8-point random walk, exactly as `raster bench` draws them.
 fn stroke(rng: &mut StdRng, side: u32) -> Op {
-    let side = i32::try_from(side).unwrap_or(i32::MAX / 2);
-    let margin = side / 8 + 1;
-    let (mut x, mut y) = (
-        rng.gen_range(-margin..side + margin),
-        rng.gen_range(-margin..side + margin),
-    );
-    let mut points = Vec::with_capacity(8);
-    for _ in 0..8 {
-        points.push(Point::new(x, y));
-        x += rng.gen_range(-32..=32);
-        y += rng.gen_range(-32..=32);
-    }
-    Op::Stroke {
-        color: color(rng),
-        width: rng.gen_range(1..=12),
-        points,
-    }
+    random_op(rng, side, side, Profile::Strokes)
 }
 
 fn median_max(mut values: Vec<f64>) -> (f64, f64) {
@@ -256,18 +250,7 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let covered: u64 = ops.iter().map(|op| reference.apply(op)).sum();
     let seconds = start.elapsed().as_secs_f64();
-    let rasterizer = Throughput {
-        strokes: ops.len(),
-        covered_pixels: covered,
-        seconds,
-        covered_pixels_per_s: covered as f64 / seconds,
-        strokes_per_s: ops.len() as f64 / seconds,
-    };
-    eprintln!(
-        "rasterizer: {:.1} M covered px/s ({:.0} strokes/s)",
-        rasterizer.covered_pixels_per_s / 1e6,
-        rasterizer.strokes_per_s
-    );
+    let rasterizer = Throughput::measured("rasterizer", ops.len(), covered, seconds);
 
     // Through the picture service, on a fresh picture.
     snapshot(&pps, "apply", side, 0).await?;
@@ -281,18 +264,7 @@ async fn main() -> anyhow::Result<()> {
         "applied {applied} of {}",
         ops.len()
     );
-    let apply = Throughput {
-        strokes: ops.len(),
-        covered_pixels: covered,
-        seconds,
-        covered_pixels_per_s: covered as f64 / seconds,
-        strokes_per_s: ops.len() as f64 / seconds,
-    };
-    eprintln!(
-        "pps apply: {:.1} M covered px/s ({:.0} strokes/s)",
-        apply.covered_pixels_per_s / 1e6,
-        apply.strokes_per_s
-    );
+    let apply = Throughput::measured("pps apply", ops.len(), covered, seconds);
     pps.release(ReleaseRequest {
         picture: "apply".to_string(),
         last_seq: applied,
