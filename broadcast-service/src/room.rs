@@ -774,5 +774,10 @@ mod tests {
             "1ms",
         ]);
         assert_eq!(capped.tick_for(1000), ms(5));
+        // The defaults: 5 ms up to 100 clients, 50 µs a client above, at most 13 ms.
+        let defaults = settings(&[]);
+        assert_eq!(defaults.tick_for(100), ms(5));
+        assert_eq!(defaults.tick_for(256), Duration::from_micros(12_800));
+        assert_eq!(defaults.tick_for(1000), ms(13));
     }
 }
