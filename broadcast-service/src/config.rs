@@ -82,15 +82,14 @@ pub struct Config {
     /// Tick added per subscribed client: a room's tick is `max(--tick, clients *
     /// --tick-per-client)`, at most `--tick-max`. Every tick costs one frame (one write) per
     /// client, so big rooms coalesce longer and their fan-out stays near
-    /// 1 / tick-per-client frames a second (by default rooms of up to 100 clients keep
-    /// `--tick`; 256 clients get 12.8 ms: in W1 N=256 server CPU 53 % at 5 ms, 33-35 % at
-    /// 10 ms, 30 % at 12.8 ms with p99 18.5-18.9 ms, BENCHMARKS.md). `0s`: every room uses
-    /// `--tick`.
-    #[arg(long, env = "BS_TICK_PER_CLIENT", default_value = "50us", value_parser = parse_duration)]
+    /// 1 / tick-per-client frames a second (by default rooms of up to 119 clients keep
+    /// `--tick`; 256 clients get 10.75 ms: W1 N=256 takes about a quarter of a core at p99
+    /// 17.5 ms, against half a core at 5 ms, BENCHMARKS.md). `0s`: every room uses `--tick`.
+    #[arg(long, env = "BS_TICK_PER_CLIENT", default_value = "42us", value_parser = parse_duration)]
     pub tick_per_client: Duration,
 
     /// Longest tick `--tick-per-client` may give a room (its added latency is up to a tick).
-    #[arg(long, env = "BS_TICK_MAX", default_value = "13ms", value_parser = parse_duration)]
+    #[arg(long, env = "BS_TICK_MAX", default_value = "11ms", value_parser = parse_duration)]
     pub tick_max: Duration,
 
     /// Most updates in one batch sent to the picture service.

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures::StreamExt;
 use protocol::{codec, ClientMsg, Limits, ServerMsg};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::Message;
 
 use crate::outbox::Outbox;
 use crate::registry::JoinError;
 use crate::room::Input;
+use crate::ws::{Reading, Socket};
 use crate::AppState;
 
 /// Offset of the op inside a `ClientMsg::Draw` frame: `u32` tag + `u64` client_seq.
@@ -49,14 +52,19 @@ impl Bucket {
     }
 }
 
-pub(crate) async fn serve(
-    socket: WebSocket,
-    state: Arc<AppState>,
-    picture: String,
-    size: (u32, u32),
-) {
-    let (sink, mut stream) = socket.split();
-    let outbox = Outbox::spawn(sink);
+pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String, size: (u32, u32)) {
+    let (read_half, write_half) = tokio::io::split(socket);
+    let outbox = Outbox::spawn(write_half);
+    let max = state.config.max_message_bytes;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(4 * 1024);
+    let reading = Reading {
+        socket: read_half,
+        outbox: outbox.clone(),
+    };
+    let mut stream = WebSocketStream::from_raw_socket(reading, Role::Server, Some(config)).await;
     let client_id = state.next_client_id();
     let (input, joined) = match state
         .registry
@@ -89,7 +97,7 @@ pub(crate) async fn serve(
                 break;
             }
             Ok(Message::Close(_)) => break,
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
             Err(error) => {
                 if is_too_big(&error) {
                     let message = format!(
@@ -109,7 +117,7 @@ pub(crate) async fn serve(
                 break;
             }
             Ok(ClientMsg::Ping { nonce }) => {
-                outbox.send_direct(Bytes::from(codec::encode(&ServerMsg::Pong { nonce })));
+                outbox.send_direct(&codec::encode(&ServerMsg::Pong { nonce }));
             }
             Ok(ClientMsg::Draw { client_seq, op }) => {
                 let verdict = if !within_bytes || !ops.take(1.0) {
@@ -135,7 +143,7 @@ pub(crate) async fn serve(
                     Err(reason) => {
                         metrics::counter!("bs_rejected").increment(1);
                         let rejected = ServerMsg::Rejected { client_seq, reason };
-                        outbox.send_direct(Bytes::from(codec::encode(&rejected)));
+                        outbox.send_direct(&codec::encode(&rejected));
                     }
                 }
             }
@@ -146,15 +154,8 @@ pub(crate) async fn serve(
 }
 
 /// Whether a read failed because the message was over the size limit.
-fn is_too_big(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+fn is_too_big(error: &tungstenite::Error) -> bool {
+    matches!(error, tungstenite::Error::Capacity(_))
 }
 
 /// Runs `f` when dropped.

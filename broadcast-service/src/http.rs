@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -58,7 +58,7 @@ async fn ws(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    upgrade: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
     if let Err(message) = check_id(&id) {
         return bad_request(message);
@@ -70,13 +70,23 @@ async fn ws(
     if state.registry.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    let max = state.config.max_message_bytes;
-    upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(16 * 1024)
-        .on_upgrade(move |socket| crate::connection::serve(socket, state, id, size))
+    let response = match crate::ws::accept(&request) {
+        Ok(response) => response,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade failed");
+                return;
+            }
+        };
+        let socket = hyper_util::rt::TokioIo::new(upgraded);
+        crate::connection::serve(socket, state, id, size).await;
+    });
+    response
 }
 
 async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {

@@ -23,6 +23,7 @@ mod http;
 mod outbox;
 mod registry;
 mod room;
+mod ws;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
