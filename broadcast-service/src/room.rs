@@ -386,14 +386,13 @@ impl Room {
         if self.tick.is_empty() {
             return;
         }
-        let frame = codec::updates_frame(self.tick.iter());
+        let frame = ws::binary_frame_in(codec::updates_frame_after(ws::HEADROOM, self.tick.iter()));
         self.tick.clear();
         self.deliver_all(&frame);
     }
 
-    /// Sends `message` to every subscribed client: framed once, the same bytes for all.
-    fn deliver_all(&mut self, message: &[u8]) {
-        let frame = ws::binary_frame(message);
+    /// Sends `frame` (framed once) to every subscribed client: the same bytes for all.
+    fn deliver_all(&mut self, frame: &Bytes) {
         let mut slow = Vec::new();
         for (&id, client) in &self.clients {
             if client.outbox.queued_bytes() + frame.len() > self.settings.client_queue_bytes {
@@ -540,16 +539,17 @@ impl Room {
         // Publish the tick first so that `pending` and the first `Updates` meet exactly.
         self.publish();
         let from = (snapshot.seq - self.trimmed) as usize;
-        let frame = codec::welcome_frame(
+        let frame = ws::binary_frame_in(codec::welcome_frame_after(
+            ws::HEADROOM,
             joining.client_id,
             opened.width,
             opened.height,
             snapshot.seq,
             &snapshot.png,
             self.log.range(from..),
-        );
+        ));
         metrics::histogram!("bs_join_seconds").record(joining.started.elapsed().as_secs_f64());
-        joining.outbox.send_welcome(ws::binary_frame(&frame));
+        joining.outbox.send_welcome(frame);
         self.clients.insert(
             joining.client_id,
             Client {
@@ -595,7 +595,7 @@ impl Room {
         let message = codec::encode(&ServerMsg::Presence {
             clients: self.clients.len() as u32,
         });
-        self.deliver_all(&message);
+        self.deliver_all(&ws::binary_frame(&message));
     }
 
     /// Drops log entries PPS made durable, but none that a join in progress may still need.

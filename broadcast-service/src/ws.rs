@@ -112,6 +112,19 @@ pub(crate) fn binary_frame(payload: &[u8]) -> Bytes {
     frame(0x2, payload)
 }
 
+/// Room in front of a message for the longest frame header (see [`binary_frame_in`]).
+pub(crate) const HEADROOM: usize = 10;
+
+/// Frames the message that follows [`HEADROOM`] bytes of `buf` (a `codec::*_frame_after`)
+/// as [`binary_frame`] would, writing the header into the headroom instead of copying the
+/// message.
+pub(crate) fn binary_frame_in(mut buf: BytesMut) -> Bytes {
+    let (header, len) = header(0x2, buf.len().saturating_sub(HEADROOM));
+    let start = HEADROOM - len;
+    buf[start..HEADROOM].copy_from_slice(&header[..len]);
+    buf.freeze().slice(start..)
+}
+
 /// A close frame with `code` and `reason` (at most 123 bytes of it, cut at a char boundary).
 pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);
@@ -124,20 +137,29 @@ pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
 }
 
 fn frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let len = payload.len();
-    let mut out = BytesMut::with_capacity(len + 10);
-    out.extend_from_slice(&[0x80 | opcode]);
-    if len < 126 {
-        out.extend_from_slice(&[len as u8]);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.extend_from_slice(&[126]);
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        out.extend_from_slice(&[127]);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    let (header, len) = header(opcode, payload.len());
+    let mut out = BytesMut::with_capacity(len + payload.len());
+    out.extend_from_slice(&header[..len]);
     out.extend_from_slice(payload);
     out.freeze()
+}
+
+/// The header of a final, unmasked frame of `opcode` carrying `len` bytes, and its length.
+fn header(opcode: u8, len: usize) -> ([u8; HEADROOM], usize) {
+    let mut header = [0; HEADROOM];
+    header[0] = 0x80 | opcode;
+    if len < 126 {
+        header[1] = len as u8;
+        (header, 2)
+    } else if let Ok(len) = u16::try_from(len) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        (header, 4)
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (header, 10)
+    }
 }
 
 /// Whether `bytes`, whole server frames as tungstenite writes them, include a close frame.
@@ -222,6 +244,13 @@ mod tests {
         assert_eq!(&big[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
         assert_eq!(big.len(), 70_010);
         assert_eq!(&close_frame(1013, "busy")[..], b"\x88\x06\x03\xf5busy");
+        // Framing in place gives the same bytes.
+        for n in [0, 1, 125, 126, 300, 65_535, 65_536, 70_000] {
+            let payload: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let mut buf = BytesMut::from(&[0u8; HEADROOM][..]);
+            buf.extend_from_slice(&payload);
+            assert_eq!(binary_frame_in(buf), binary_frame(&payload), "{n} bytes");
+        }
         // A reason is cut to fit a control frame, at a char boundary.
         let long = close_frame(1000, &"é".repeat(100));
         assert_eq!(long[1], 2 + 122);

@@ -62,11 +62,22 @@ pub fn encode_sequenced(update: &Sequenced) -> Bytes {
 
 /// `ServerMsg::Updates` made of pre-encoded updates (each from [`encode_sequenced`]).
 pub fn updates_frame<'a>(entries: impl ExactSizeIterator<Item = &'a Bytes> + Clone) -> Bytes {
+    updates_frame_after(0, entries).freeze()
+}
+
+/// [`updates_frame`] after `headroom` zero bytes, room for a transport's header in the same
+/// buffer (the broadcast service writes a WebSocket frame header there instead of copying the
+/// message behind one).
+pub fn updates_frame_after<'a>(
+    headroom: usize,
+    entries: impl ExactSizeIterator<Item = &'a Bytes> + Clone,
+) -> BytesMut {
     let body: usize = entries.clone().map(Bytes::len).sum();
-    let mut out = BytesMut::with_capacity(4 + 8 + body);
+    let mut out = BytesMut::with_capacity(headroom + 4 + 8 + body);
+    out.put_bytes(0, headroom);
     out.put_u32_le(UPDATES_TAG);
     put_entries(&mut out, entries);
-    out.freeze()
+    out
 }
 
 /// `ServerMsg::Welcome` with pre-encoded pending updates (each from [`encode_sequenced`]).
@@ -78,8 +89,33 @@ pub fn welcome_frame<'a>(
     snapshot_png: &[u8],
     pending: impl ExactSizeIterator<Item = &'a Bytes> + Clone,
 ) -> Bytes {
+    welcome_frame_after(
+        0,
+        client_id,
+        width,
+        height,
+        snapshot_seq,
+        snapshot_png,
+        pending,
+    )
+    .freeze()
+}
+
+/// [`welcome_frame`] after `headroom` zero bytes (see [`updates_frame_after`]): a 2048²
+/// snapshot is megabytes, copied once instead of twice.
+pub fn welcome_frame_after<'a>(
+    headroom: usize,
+    client_id: u64,
+    width: u32,
+    height: u32,
+    snapshot_seq: u64,
+    snapshot_png: &[u8],
+    pending: impl ExactSizeIterator<Item = &'a Bytes> + Clone,
+) -> BytesMut {
     let body: usize = pending.clone().map(Bytes::len).sum();
-    let mut out = BytesMut::with_capacity(4 + 8 + 8 + 8 + 8 + snapshot_png.len() + 8 + body);
+    let mut out =
+        BytesMut::with_capacity(headroom + 4 + 8 + 8 + 8 + 8 + snapshot_png.len() + 8 + body);
+    out.put_bytes(0, headroom);
     out.put_u32_le(WELCOME_TAG);
     out.put_u64_le(client_id);
     out.put_u32_le(width);
@@ -88,7 +124,7 @@ pub fn welcome_frame<'a>(
     out.put_u64_le(snapshot_png.len() as u64);
     out.put_slice(snapshot_png);
     put_entries(&mut out, pending);
-    out.freeze()
+    out
 }
 
 /// A `Vec<Sequenced>` made of pre-encoded updates: the body of a batch sent to the picture
@@ -276,6 +312,13 @@ mod tests {
         );
         let body = sequenced_vec(entries.iter());
         assert_eq!(decode::<Vec<Sequenced>>(&body).unwrap(), updates);
+        // With headroom: zeros, then exactly the same message.
+        let after = updates_frame_after(10, entries.iter());
+        assert_eq!(&after[..10], &[0; 10]);
+        assert_eq!(&after[10..], updates_frame(entries.iter()).as_ref());
+        let after = welcome_frame_after(3, 9, 640, 480, 41, &png, entries.iter());
+        assert_eq!(&after[..3], &[0; 3]);
+        assert_eq!(&after[3..], encode(&welcome).as_slice());
     }
 
     #[test]
