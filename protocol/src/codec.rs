@@ -6,7 +6,7 @@
 //! trusting their length prefix for preallocation (see [`bounded_vec`]), so a frame that claims
 //! 2^60 points costs no more memory than the points it really carries.
 //!
-//! The frame builders ([`updates_frame`], [`welcome_frame`]) splice updates that were encoded
+//! The frame builders ([`updates_frame`], [`welcome_frame_after`]) splice updates that were encoded
 //! once ([`encode_sequenced`]) into a frame, so a sequenced update is serialized exactly once
 //! however many clients receive it and however many frames carry it.
 
@@ -80,29 +80,9 @@ pub fn updates_frame_after<'a>(
     out
 }
 
-/// `ServerMsg::Welcome` with pre-encoded pending updates (each from [`encode_sequenced`]).
-pub fn welcome_frame<'a>(
-    client_id: u64,
-    width: u32,
-    height: u32,
-    snapshot_seq: u64,
-    snapshot_png: &[u8],
-    pending: impl ExactSizeIterator<Item = &'a Bytes> + Clone,
-) -> Bytes {
-    welcome_frame_after(
-        0,
-        client_id,
-        width,
-        height,
-        snapshot_seq,
-        snapshot_png,
-        pending,
-    )
-    .freeze()
-}
-
-/// [`welcome_frame`] after `headroom` zero bytes (see [`updates_frame_after`]): a 2048²
-/// snapshot is megabytes, copied once instead of twice.
+/// `ServerMsg::Welcome` with pre-encoded pending updates (each from [`encode_sequenced`]),
+/// after `headroom` zero bytes (see [`updates_frame_after`]): a 2048² snapshot is megabytes,
+/// copied once into the frame, header included.
 pub fn welcome_frame_after<'a>(
     headroom: usize,
     client_id: u64,
@@ -307,8 +287,8 @@ mod tests {
             pending: updates.clone(),
         };
         assert_eq!(
-            welcome_frame(9, 640, 480, 41, &png, entries.iter()).as_ref(),
-            encode(&welcome)
+            &welcome_frame_after(0, 9, 640, 480, 41, &png, entries.iter())[..],
+            encode(&welcome).as_slice()
         );
         let body = sequenced_vec(entries.iter());
         assert_eq!(decode::<Vec<Sequenced>>(&body).unwrap(), updates);
