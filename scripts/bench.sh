@@ -250,6 +250,12 @@ if want w3; then
   run_bench w3-burst w3 --strokes "${W3_STROKES[0]}" --side 2048 --repeats "$REPEATS" \
     --draw-rate 20000
   stop_server
+  # The same joins asking for PNG snapshots (the contract's `Welcome`; the runs above ask for
+  # the LZ4 extension, PROTOCOL.md §8, as the Rust client does by default).
+  start_server "w3-png-${W3_STROKES[0]}"
+  run_bench "w3-png-${W3_STROKES[0]}" w3 --strokes "${W3_STROKES[0]}" --side 2048 \
+    --repeats "$REPEATS" --draw-rate "$W3_RATE" --snapshot png
+  stop_server
 fi
 
 # W3 cold from S3 (LocalStack), when it can be started here.
@@ -407,7 +413,7 @@ for store in ("fs", "s3"):
         if not r:
             row(w, f"{store} run", None); continue
         if store == "fs":
-            row(w, "history drawn in s; warm joins' pending updates", f"{r['draw_s']:.1f}; {r['warm_pending']}")
+            row(w, "history drawn in s; warm joins' pending updates; their Welcome forms", f"{r['draw_s']:.1f}; {r['warm_pending']}; {', '.join(r.get('warm_forms', []))}")
             ok = warm_t is not None and r["warm"]["p50"] <= warm_t
             row(w, "warm join ms p50 (max)", f"{r['warm']['p50']:.1f} ({r['warm']['max']:.1f})", f"<= {warm_t} ms" if warm_t else "", ok if warm_t else None)
         ok = cold_t is not None and r["cold"]["p50"] <= cold_t
@@ -415,6 +421,13 @@ for store in ("fs", "s3"):
         row(w, label, f"{r['cold']['p50']:.1f} ({r['cold']['max']:.1f})", f"<= {cold_t} ms" if cold_t else "", ok if cold_t else None)
         if strokes == "100000" and store == "fs":
             row(w, "ratio vs Hocuspocus 100 k (80 ms warm / 360 ms cold)", f"{80/max(r['warm']['p50'],1e-9):.1f}x / {360/max(r['cold']['p50'],1e-9):.1f}x faster")
+
+for f in sorted(f for f in os.listdir(raw) if f.startswith("w3-png-") and f.endswith(".json")):
+    r = load(f)
+    results["workloads"][f[:-5]] = {"report": r, "load": load_avg(f[:-5])}
+    if r:
+        row(f"W3 {r['strokes']//1000} k strokes, 2048^2, PNG asked", "warm join ms p50 (max); cold",
+            f"{r['warm']['p50']:.1f} ({r['warm']['max']:.1f}); {r['cold']['p50']:.1f} ({r['cold']['max']:.1f})", "(the contract's Welcome; compare)")
 
 r = load("w3-burst.json")
 if r:

@@ -13,7 +13,7 @@ use tungstenite::Message;
 
 use crate::outbox::Outbox;
 use crate::registry::JoinError;
-use crate::room::Input;
+use crate::room::{Input, Wants};
 use crate::ws::{Reading, Socket};
 use crate::AppState;
 
@@ -52,7 +52,7 @@ impl Bucket {
     }
 }
 
-pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String, size: (u32, u32)) {
+pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String, wants: Wants) {
     let (read_half, write_half) = tokio::io::split(socket);
     let outbox = Outbox::spawn(write_half);
     let max = state.config.max_message_bytes;
@@ -68,7 +68,7 @@ pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String,
     let client_id = state.next_client_id();
     let (input, joined) = match state
         .registry
-        .join(&picture, client_id, size, outbox.clone())
+        .join(&picture, client_id, wants, outbox.clone())
     {
         Ok(joined) => joined,
         Err(JoinError::ShuttingDown) => {

@@ -67,6 +67,15 @@ async fn ws(
         Ok(size) => size,
         Err(message) => return bad_request(message),
     };
+    // `?snapshot=lz4`: the `WelcomeLz4` extension (PROTOCOL.md §8).
+    let lz4 = match query.get("snapshot").map(String::as_str) {
+        None | Some("png") => false,
+        Some("lz4") => true,
+        Some(other) => {
+            return bad_request(format!("snapshot must be png or lz4, got {other:?}"));
+        }
+    };
+    let wants = crate::room::Wants { size, lz4 };
     if state.registry.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
@@ -84,7 +93,7 @@ async fn ws(
             }
         };
         let socket = hyper_util::rt::TokioIo::new(upgraded);
-        crate::connection::serve(socket, state, id, size).await;
+        crate::connection::serve(socket, state, id, wants).await;
     });
     response
 }
@@ -99,6 +108,7 @@ async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
         picture: id,
         create: None,
         min_seq,
+        lz4: false,
     };
     // The picture service may be reconnecting (services mode): wait for it a while, as a
     // joining client would, rather than fail at once.

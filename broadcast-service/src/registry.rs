@@ -14,7 +14,7 @@ use primary_picture_service::{PictureService, PpsEvent};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::outbox::Outbox;
-use crate::room::{Ctl, Input, JoinRequest, Room, RoomSettings};
+use crate::room::{Ctl, Input, JoinRequest, Room, RoomSettings, Wants};
 
 /// Capacity of a room's input queue: readers wait when it is full (per-client backpressure),
 /// the room never does.
@@ -77,7 +77,7 @@ impl Registry {
         &self,
         id: &str,
         client_id: u64,
-        size: (u32, u32),
+        wants: Wants,
         outbox: Outbox,
     ) -> Result<(mpsc::Sender<Input>, Joined), JoinError> {
         if self.is_shutting_down() {
@@ -87,7 +87,7 @@ impl Registry {
         let mut request = JoinRequest {
             client_id,
             outbox,
-            size,
+            wants,
             joined: joined_tx,
         };
         let mut rooms = self.lock();

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use primary_picture_service::PictureService;
-use protocol::codec;
+use protocol::codec::{self, WelcomeSnapshot};
 use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
 use protocol::ServerMsg;
 use tokio::sync::{mpsc, oneshot};
@@ -71,11 +71,19 @@ pub(crate) enum Input {
     },
 }
 
+/// What a joiner asked for in its upgrade request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Wants {
+    /// The size to create the picture at if it does not exist.
+    pub size: (u32, u32),
+    /// `?snapshot=lz4`: a `WelcomeLz4` where the picture service has the LZ4 form at hand.
+    pub lz4: bool,
+}
+
 pub(crate) struct JoinRequest {
     pub client_id: u64,
     pub outbox: Outbox,
-    /// The size to create the picture at if it does not exist.
-    pub size: (u32, u32),
+    pub wants: Wants,
     /// Tells the reader it may start reading the client's messages.
     pub joined: oneshot::Sender<Result<(), ()>>,
 }
@@ -119,6 +127,8 @@ impl RoomSettings {
 
 struct Client {
     outbox: Outbox,
+    /// Asked for `WelcomeLz4` (resyncs too).
+    lz4: bool,
     /// When this client was last resynced, for the resync budget.
     resyncs: VecDeque<Instant>,
 }
@@ -126,7 +136,7 @@ struct Client {
 struct Joining {
     client_id: u64,
     outbox: Outbox,
-    size: (u32, u32),
+    wants: Wants,
     /// `None` for a resync of a client that is already reading.
     joined: Option<oneshot::Sender<Result<(), ()>>>,
     /// The trim point when the join started: the log keeps everything after it.
@@ -430,8 +440,11 @@ impl Room {
             metrics::counter!("bs_slow_client_resyncs").increment(1);
             client.outbox.start_new_generation();
             client.resyncs.push_back(now);
-            let size = self.opened.map(|o| (o.width, o.height)).unwrap_or((1, 1));
-            self.start_join(id, client.outbox, size, None, client.resyncs);
+            let wants = Wants {
+                size: self.opened.map(|o| (o.width, o.height)).unwrap_or((1, 1)),
+                lz4: client.lz4,
+            };
+            self.start_join(id, client.outbox, wants, None, client.resyncs);
         }
         self.broadcast_presence();
     }
@@ -445,7 +458,7 @@ impl Room {
         self.start_join(
             request.client_id,
             request.outbox,
-            request.size,
+            request.wants,
             Some(request.joined),
             VecDeque::new(),
         );
@@ -455,7 +468,7 @@ impl Room {
         &mut self,
         client_id: u64,
         outbox: Outbox,
-        size: (u32, u32),
+        wants: Wants,
         joined: Option<oneshot::Sender<Result<(), ()>>>,
         resyncs: VecDeque<Instant>,
     ) {
@@ -466,7 +479,7 @@ impl Room {
             Joining {
                 client_id,
                 outbox,
-                size,
+                wants,
                 joined,
                 pin: self.trimmed,
                 started: Instant::now(),
@@ -485,9 +498,10 @@ impl Room {
             create: Some(
                 self.opened
                     .map(|o| (o.width, o.height))
-                    .unwrap_or(joining.size),
+                    .unwrap_or(joining.wants.size),
             ),
             min_seq: joining.pin,
+            lz4: joining.wants.lz4,
         };
         let reply = self.pps.snapshot(request);
         let ctl = self.ctl_tx.clone();
@@ -539,13 +553,22 @@ impl Room {
         // Publish the tick first so that `pending` and the first `Updates` meet exactly.
         self.publish();
         let from = (snapshot.seq - self.trimmed) as usize;
+        let image = match &snapshot.lz4 {
+            Some(lz4) if joining.wants.lz4 => WelcomeSnapshot::Lz4(lz4),
+            _ => WelcomeSnapshot::Png(&snapshot.png),
+        };
+        metrics::counter!("bs_welcomes", "snapshot" => match image {
+            WelcomeSnapshot::Png(_) => "png",
+            WelcomeSnapshot::Lz4(_) => "lz4",
+        })
+        .increment(1);
         let frame = ws::binary_frame_in(codec::welcome_frame_after(
             ws::HEADROOM,
             joining.client_id,
             opened.width,
             opened.height,
             snapshot.seq,
-            &snapshot.png,
+            image,
             self.log.range(from..),
         ));
         metrics::histogram!("bs_join_seconds").record(joining.started.elapsed().as_secs_f64());
@@ -554,6 +577,7 @@ impl Room {
             joining.client_id,
             Client {
                 outbox: joining.outbox,
+                lz4: joining.wants.lz4,
                 resyncs: joining.resyncs,
             },
         );

@@ -365,6 +365,10 @@ async fn bad_picture_ids_and_sizes_are_400_before_upgrade() {
         "width=-1",
         "width=abc",
         "width=10&height=99999",
+        // The snapshot form of PROTOCOL.md §8: png or lz4, nothing else.
+        "snapshot=gif",
+        "snapshot=",
+        "snapshot=LZ4",
     ];
     for picture in ["exists", "does-not-exist"] {
         for query in bad_sizes {

@@ -20,6 +20,8 @@ pub enum ClientError {
     Decode(#[from] protocol::DecodeError),
     #[error("snapshot png: {0}")]
     Png(#[from] protocol::snapshot::PngError),
+    #[error("snapshot lz4: {0}")]
+    Lz4(#[from] protocol::snapshot::Lz4Error),
     #[error("op {client_seq} rejected: {reason}")]
     Rejected { client_seq: u64, reason: String },
     #[error("connection closed (code {code:?}): {reason}")]

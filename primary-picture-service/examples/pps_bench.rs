@@ -185,6 +185,7 @@ async fn snapshot(pps: &Pps, picture: &str, side: u32, min_seq: u64) -> anyhow::
             picture: picture.to_string(),
             create: Some((side, side)),
             min_seq,
+            lz4: false,
         })
         .await?;
     Ok(snap.seq)

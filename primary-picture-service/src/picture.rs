@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
-use protocol::snapshot::{check_png, decode_png, encode_png, Compression, PngError};
+use protocol::snapshot::{check_png, decode_png, encode_lz4, encode_png, Compression, PngError};
 use protocol::{Raster, Sequenced};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -63,6 +63,8 @@ struct Queued {
 
 struct SnapshotWaiter {
     min_seq: u64,
+    /// Wants the LZ4 form too (given when at hand, never waited for).
+    lz4: bool,
     /// When waiting for `min_seq` to arrive stops.
     deadline: Instant,
     reply: Reply<Snapshot>,
@@ -90,6 +92,9 @@ struct DurableWaiter {
 struct Encoding {
     seq: u64,
     png: Bytes,
+    /// The LZ4 form at the same seq, made after a joiner asked for it (see
+    /// [`Actor::encode_lz4`]).
+    lz4: Option<Bytes>,
     at: Instant,
 }
 
@@ -432,6 +437,7 @@ impl Actor {
                 }
                 self.snapshot_waiters.push(SnapshotWaiter {
                     min_seq: request.min_seq,
+                    lz4: request.lz4,
                     deadline: Instant::now() + self.shared.config.snapshot_wait,
                     reply,
                 });
@@ -631,6 +637,7 @@ impl Actor {
             height: stored.meta.height,
             seq: stored.meta.seq,
             png: stored.png.clone(),
+            lz4: None,
         };
         let (ready, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.snapshot_waiters)
             .into_iter()
@@ -709,6 +716,7 @@ impl Actor {
                 self.last_encoding = Some(Encoding {
                     seq,
                     png: stored.png,
+                    lz4: None,
                     at: Instant::now(),
                 });
                 self.opened();
@@ -901,15 +909,78 @@ impl Actor {
             height: raster.height(),
             seq: encoding.seq,
             png: encoding.png.clone(),
+            lz4: None,
         };
+        let lz4 = encoding.lz4.clone();
         let (ready, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.snapshot_waiters)
             .into_iter()
             .partition(|w| w.min_seq <= snapshot.seq);
         self.snapshot_waiters = kept;
+        let mut lz4_missed = false;
         for waiter in ready {
-            let _ = waiter.reply.send(Ok(snapshot.clone()));
+            let reply = if waiter.lz4 {
+                lz4_missed |= lz4.is_none();
+                Snapshot {
+                    lz4: lz4.clone(),
+                    ..snapshot.clone()
+                }
+            } else {
+                snapshot.clone()
+            };
+            let _ = waiter.reply.send(Ok(reply));
         }
         metrics::histogram!("pps_snapshot_seconds").record(started.elapsed().as_secs_f64());
+        if lz4_missed {
+            self.encode_lz4(mailbox).await;
+        }
+    }
+
+    /// Joiners asked for the LZ4 form and got the PNG only: encodes the LZ4 form of the last
+    /// encoding for the joiners after them, if the raster is still at that encoding's seq
+    /// (otherwise the next encoding gets one when a joiner asks again). Runs after the replies,
+    /// so no joiner ever waits for it.
+    async fn encode_lz4(&mut self, mailbox: &mut mpsc::UnboundedReceiver<Msg>) {
+        let wanted = |this: &Self| {
+            this.last_encoding
+                .as_ref()
+                .filter(|e| e.lz4.is_none() && e.seq == this.applied_seq)
+                .map(|e| e.seq)
+        };
+        if wanted(self).is_none() {
+            return;
+        }
+        let permit = self.permit(Priority::High, mailbox).await;
+        let Some(seq) = wanted(self) else {
+            return;
+        };
+        let Some(raster) = self.raster.take() else {
+            return;
+        };
+        let started = Instant::now();
+        let result = self
+            .blocking(mailbox, move || {
+                let lz4 = encode_lz4(&raster);
+                (raster, lz4)
+            })
+            .await;
+        drop(permit);
+        metrics::histogram!("pps_encode_lz4_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Ok((raster, Ok(lz4))) => {
+                self.raster = Some(raster);
+                if let Some(encoding) = self.last_encoding.as_mut().filter(|e| e.seq == seq) {
+                    encoding.lz4 = Some(Bytes::from(lz4));
+                }
+            }
+            Ok((raster, Err(error))) => {
+                self.raster = Some(raster);
+                tracing::warn!(picture = %self.id, %error, "lz4 encoding failed; joiners get the png");
+            }
+            Err(error) => {
+                tracing::error!(picture = %self.id, %error, "lz4 encoding task failed; dropping the picture from memory");
+                self.lose("lz4 encoding failed");
+            }
+        }
     }
 
     /// Encodes the raster at `applied_seq` into `last_encoding`.
@@ -938,6 +1009,7 @@ impl Actor {
                 self.last_encoding = Some(Encoding {
                     seq,
                     png: Bytes::from(png),
+                    lz4: None,
                     at: Instant::now(),
                 });
                 Ok(())

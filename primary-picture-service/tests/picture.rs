@@ -37,6 +37,7 @@ fn open(picture: &str, min_seq: u64) -> SnapshotRequest {
         picture: picture.to_string(),
         create: Some((W, H)),
         min_seq,
+        lz4: false,
     }
 }
 
@@ -45,6 +46,7 @@ fn existing(picture: &str, min_seq: u64) -> SnapshotRequest {
         picture: picture.to_string(),
         create: None,
         min_seq,
+        lz4: false,
     }
 }
 
@@ -72,6 +74,41 @@ async fn applied_batches_give_the_exact_snapshot() {
     assert_eq!(pps.apply(batch("p", 4, 5)).await, Ok(5));
     let snapshot = pps.snapshot(existing("p", 5)).await.unwrap();
     assert_snapshot(&snapshot, &expected(5), 5);
+}
+
+/// The LZ4 form (PROTOCOL.md §8) is never waited for: the first asker gets the PNG only, PPS
+/// then encodes the LZ4 form of that same encoding, and the next askers get both, equal to the
+/// picture at the snapshot's seq. Those who do not ask never get it; a new encoding drops it.
+#[tokio::test]
+async fn lz4_form_follows_the_first_asker() {
+    let (pps, _store) = setup(config());
+    let lz4 = |mut request: SnapshotRequest| {
+        request.lz4 = true;
+        request
+    };
+    pps.snapshot(open("p", 0)).await.unwrap();
+    assert_eq!(pps.apply(batch("p", 1, 5)).await, Ok(5));
+    let first = pps.snapshot(lz4(existing("p", 5))).await.unwrap();
+    assert_snapshot(&first, &expected(5), 5);
+    assert_eq!(
+        first.lz4, None,
+        "the first asker must not wait for the lz4 form"
+    );
+    let second = pps.snapshot(lz4(existing("p", 5))).await.unwrap();
+    assert_snapshot(&second, &expected(5), 5);
+    assert_eq!(second.png, first.png, "the same encoding");
+    let raster = protocol::snapshot::decode_lz4(second.lz4.as_ref().unwrap(), W, H, 4096).unwrap();
+    assert_eq!(raster.pixels(), expected(5).pixels());
+    // Not asked: PNG only, even with the LZ4 form at hand.
+    assert_eq!(pps.snapshot(existing("p", 5)).await.unwrap().lz4, None);
+    // A newer encoding starts without one again.
+    assert_eq!(pps.apply(batch("p", 6, 7)).await, Ok(7));
+    let newer = pps.snapshot(lz4(existing("p", 7))).await.unwrap();
+    assert_snapshot(&newer, &expected(7), 7);
+    assert_eq!(newer.lz4, None);
+    let again = pps.snapshot(lz4(existing("p", 7))).await.unwrap();
+    let raster = protocol::snapshot::decode_lz4(again.lz4.as_ref().unwrap(), W, H, 4096).unwrap();
+    assert_eq!(raster.pixels(), expected(7).pixels());
 }
 
 #[tokio::test]
@@ -124,6 +161,7 @@ async fn malformed_batches_are_bad_requests() {
         picture: "../x".to_string(),
         create: Some((W, H)),
         min_seq: 0,
+        lz4: false,
     };
     assert!(matches!(
         pps.snapshot(bad_id).await,
@@ -133,7 +171,8 @@ async fn malformed_batches_are_bad_requests() {
         pps.snapshot(SnapshotRequest {
             picture: "big".to_string(),
             create: Some((5000, 5)),
-            min_seq: 0
+            min_seq: 0,
+            lz4: false,
         })
         .await,
         Err(PpsError::BadRequest(_))

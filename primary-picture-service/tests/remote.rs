@@ -107,6 +107,7 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
             picture: "p".to_string(),
             create: Some((W, H)),
             min_seq: 0,
+            lz4: false,
         })
         .await
         .unwrap();
@@ -128,6 +129,7 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
             picture: "p".to_string(),
             create: None,
             min_seq: 6,
+            lz4: false,
         })
         .await
         .unwrap();
@@ -155,6 +157,7 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
             picture: "p".to_string(),
             create: None,
             min_seq: 0,
+            lz4: false,
         })
         .await;
     assert!(
@@ -172,6 +175,7 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
             picture: "p".to_string(),
             create: None,
             min_seq: 0,
+            lz4: false,
         })
         .await
         .unwrap();
@@ -182,6 +186,7 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
             picture: "p".to_string(),
             create: None,
             min_seq: 8,
+            lz4: false,
         })
         .await
         .unwrap();

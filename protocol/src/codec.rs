@@ -28,6 +28,15 @@ pub struct DecodeError(String);
 /// `ServerMsg` variant indices, for the frame builders.
 const WELCOME_TAG: u32 = 0;
 const UPDATES_TAG: u32 = 1;
+const WELCOME_LZ4_TAG: u32 = 6;
+
+/// The snapshot a `Welcome` carries: a PNG (`ServerMsg::Welcome`), or an LZ4 block of the
+/// RGBA8 bytes (`ServerMsg::WelcomeLz4`, the extension of the project's PROTOCOL.md §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WelcomeSnapshot<'a> {
+    Png(&'a [u8]),
+    Lz4(&'a [u8]),
+}
 
 /// Encodes any protocol value with the default `bincode::serialize` layout.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -80,29 +89,33 @@ pub fn updates_frame_after<'a>(
     out
 }
 
-/// `ServerMsg::Welcome` with pre-encoded pending updates (each from [`encode_sequenced`]),
-/// after `headroom` zero bytes (see [`updates_frame_after`]): a 2048² snapshot is megabytes,
-/// copied once into the frame, header included.
+/// `ServerMsg::Welcome` (or `WelcomeLz4`, by the snapshot's form) with pre-encoded pending
+/// updates (each from [`encode_sequenced`]), after `headroom` zero bytes (see
+/// [`updates_frame_after`]): a 2048² snapshot is megabytes, copied once into the frame, header
+/// included.
 pub fn welcome_frame_after<'a>(
     headroom: usize,
     client_id: u64,
     width: u32,
     height: u32,
     snapshot_seq: u64,
-    snapshot_png: &[u8],
+    snapshot: WelcomeSnapshot<'_>,
     pending: impl ExactSizeIterator<Item = &'a Bytes> + Clone,
 ) -> BytesMut {
+    let (tag, image) = match snapshot {
+        WelcomeSnapshot::Png(png) => (WELCOME_TAG, png),
+        WelcomeSnapshot::Lz4(lz4) => (WELCOME_LZ4_TAG, lz4),
+    };
     let body: usize = pending.clone().map(Bytes::len).sum();
-    let mut out =
-        BytesMut::with_capacity(headroom + 4 + 8 + 8 + 8 + 8 + snapshot_png.len() + 8 + body);
+    let mut out = BytesMut::with_capacity(headroom + 4 + 8 + 8 + 8 + 8 + image.len() + 8 + body);
     out.put_bytes(0, headroom);
-    out.put_u32_le(WELCOME_TAG);
+    out.put_u32_le(tag);
     out.put_u64_le(client_id);
     out.put_u32_le(width);
     out.put_u32_le(height);
     out.put_u64_le(snapshot_seq);
-    out.put_u64_le(snapshot_png.len() as u64);
-    out.put_slice(snapshot_png);
+    out.put_u64_le(image.len() as u64);
+    out.put_slice(image);
     put_entries(&mut out, pending);
     out
 }
@@ -287,16 +300,63 @@ mod tests {
             pending: updates.clone(),
         };
         assert_eq!(
-            &welcome_frame_after(0, 9, 640, 480, 41, &png, entries.iter())[..],
+            &welcome_frame_after(
+                0,
+                9,
+                640,
+                480,
+                41,
+                WelcomeSnapshot::Png(&png),
+                entries.iter()
+            )[..],
             encode(&welcome).as_slice()
         );
+        let lz4 = Bytes::from_static(b"\x1f\xff\xff\xff\xff");
+        let welcome_lz4 = ServerMsg::WelcomeLz4 {
+            client_id: 9,
+            width: 640,
+            height: 480,
+            snapshot_seq: 41,
+            snapshot_lz4: lz4.clone(),
+            pending: updates.clone(),
+        };
+        let frame = welcome_frame_after(
+            0,
+            9,
+            640,
+            480,
+            41,
+            WelcomeSnapshot::Lz4(&lz4),
+            entries.iter(),
+        );
+        assert_eq!(&frame[..], encode(&welcome_lz4).as_slice());
+        // The extension's variant index is 6, and its layout is Welcome's.
+        assert_eq!(&frame[..4], &6u32.to_le_bytes());
+        let same_bytes = ServerMsg::Welcome {
+            client_id: 9,
+            width: 640,
+            height: 480,
+            snapshot_seq: 41,
+            snapshot_png: lz4.clone(),
+            pending: updates.clone(),
+        };
+        assert_eq!(&frame[4..], &encode(&same_bytes)[4..]);
+        assert_eq!(decode_server(&frame).unwrap(), welcome_lz4);
         let body = sequenced_vec(entries.iter());
         assert_eq!(decode::<Vec<Sequenced>>(&body).unwrap(), updates);
         // With headroom: zeros, then exactly the same message.
         let after = updates_frame_after(10, entries.iter());
         assert_eq!(&after[..10], &[0; 10]);
         assert_eq!(&after[10..], updates_frame(entries.iter()).as_ref());
-        let after = welcome_frame_after(3, 9, 640, 480, 41, &png, entries.iter());
+        let after = welcome_frame_after(
+            3,
+            9,
+            640,
+            480,
+            41,
+            WelcomeSnapshot::Png(&png),
+            entries.iter(),
+        );
         assert_eq!(&after[..3], &[0; 3]);
         assert_eq!(&after[3..], encode(&welcome).as_slice());
     }

@@ -18,6 +18,10 @@ pub struct SnapshotRequest {
     /// The snapshot must include at least every update up to this seq (read-your-writes); the
     /// reply waits until PPS has applied that far.
     pub min_seq: u64,
+    /// Also give the picture as an LZ4 block of its RGBA8 bytes ([`Snapshot::lz4`]) where PPS
+    /// has one at the snapshot's seq, for a joiner that asked for it (PROTOCOL.md §8). PPS
+    /// never delays the reply for it: it encodes one after replying, for the next joiners.
+    pub lz4: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +32,9 @@ pub struct Snapshot {
     pub seq: u64,
     /// RGBA8 PNG with the `tEXt` `seq` chunk.
     pub png: Bytes,
+    /// The same picture as one LZ4 block of its RGBA8 bytes (`snapshot::encode_lz4`), when
+    /// asked for and at hand.
+    pub lz4: Option<Bytes>,
 }
 
 /// A batch of consecutive sequenced updates `first_seq ..= last_seq`, in order.

@@ -106,4 +106,17 @@ pub enum ServerMsg {
     Presence {
         clients: u32,
     },
+    /// Extension (the project's PROTOCOL.md §8): a `Welcome` whose snapshot is an LZ4 block of
+    /// the `width*height*4` RGBA8 bytes instead of a PNG. Sent only to clients that asked for
+    /// it with `?snapshot=lz4`, and even then only when the picture service has that encoding
+    /// at hand: such a client must accept both forms.
+    WelcomeLz4 {
+        client_id: u64,
+        width: u32,
+        height: u32,
+        snapshot_seq: u64,
+        snapshot_lz4: Bytes,
+        #[serde(deserialize_with = "crate::codec::bounded_vec")]
+        pending: Vec<Sequenced>,
+    },
 }

@@ -127,6 +127,10 @@ pub enum Workload {
         /// has released the picture to storage.
         #[arg(long, env = "RASTER_BENCH_COLD_WAIT", default_value_t = 3.0, value_parser = seconds_arg)]
         cold_wait: f64,
+        /// The snapshot form joiners ask for: `lz4` (`?snapshot=lz4`, PROTOCOL.md §8; the
+        /// server still sends a PNG where it has no LZ4 form at hand) or `png`.
+        #[arg(long, env = "RASTER_BENCH_SNAPSHOT", default_value = "lz4", value_parser = ["lz4", "png"])]
+        snapshot: String,
     },
     /// Many pictures at once, each with a few clients drawing at a fixed rate.
     Pictures {
@@ -258,9 +262,16 @@ pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::R
             repeats,
             draw_rate,
             cold_wait,
-        } => serde_json::to_value(
-            run_w3(url, &common, strokes, side, repeats, draw_rate, cold_wait).await?,
-        )?,
+            snapshot,
+        } => {
+            let join = JoinForm {
+                side,
+                lz4: snapshot == "lz4",
+            };
+            serde_json::to_value(
+                run_w3(url, &common, strokes, join, repeats, draw_rate, cold_wait).await?,
+            )?
+        }
     };
     if common.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -850,35 +861,62 @@ pub struct W3Report {
     pub cold: JoinTimes,
     /// Pending length of each warm join: how much the joiner had to replay.
     pub warm_pending: Vec<u64>,
+    /// The snapshot form the joiners asked for (`lz4` or `png`).
+    pub asked: &'static str,
+    /// The form each warm / cold join's `Welcome` carried, in join order.
+    pub warm_forms: Vec<&'static str>,
+    pub cold_forms: Vec<&'static str>,
     pub server: Option<ServerStats>,
 }
 
-/// Connects once, fully (Welcome + PNG decode + pending applied), and leaves.
-async fn timed_join(url: &str, picture: &str, side: u32) -> anyhow::Result<(f64, u64)> {
+/// How W3's joiners join.
+#[derive(Clone, Copy, Debug)]
+struct JoinForm {
+    side: u32,
+    /// Ask for `WelcomeLz4`.
+    lz4: bool,
+}
+
+/// One measured join.
+struct TimedJoin {
+    ms: f64,
+    pending: u64,
+    /// The `Welcome` carried LZ4 (else PNG).
+    lz4: bool,
+}
+
+/// Connects once, fully (Welcome + snapshot decode + pending applied), and leaves.
+async fn timed_join(url: &str, picture: &str, form: JoinForm) -> anyhow::Result<TimedJoin> {
     let options = ConnectOptions {
-        size: Some((side, side)),
+        size: Some((form.side, form.side)),
+        snapshot_lz4: form.lz4,
         ..ConnectOptions::default()
     };
     let start = Instant::now();
     let client = Client::connect_with(url, picture, options).await?;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    let pending = client.last_seq() - client.receiver().snapshot_seq();
+    let joined = TimedJoin {
+        ms,
+        pending: client.last_seq() - client.receiver().snapshot_seq(),
+        lz4: client.receiver().welcome_was_lz4(),
+    };
     client
         .close(Instant::now() + Duration::from_secs(5))
         .await?;
-    Ok((ms, pending))
+    Ok(joined)
 }
 
 async fn run_w3(
     url: &str,
     common: &CommonArgs,
     strokes: usize,
-    side: u32,
+    join: JoinForm,
     repeats: usize,
     draw_rate: f64,
     cold_wait: f64,
 ) -> anyhow::Result<W3Report> {
     anyhow::ensure!(strokes > 0, "w3 needs at least one stroke");
+    let side = join.side;
     let run_id: u32 = rand::thread_rng().gen();
     let picture = picture_id(&common.picture, run_id, 0);
     let sampler = common.server_pid.map(ProcSampler::start).transpose()?;
@@ -929,13 +967,22 @@ async fn run_w3(
     let last_seq = receiver.last_seq();
     eprintln!("drew {strokes} strokes ({rejected} rejected) in {draw_s:.2} s, last seq {last_seq}");
 
+    let form = |lz4: bool| if lz4 { "lz4" } else { "png" };
     let mut warm = Vec::new();
     let mut warm_pending = Vec::new();
+    let mut warm_forms = Vec::new();
     for i in 0..repeats {
-        let (ms, pending) = timed_join(url, &picture, side).await?;
-        eprintln!("warm join {}: {ms:.1} ms ({pending} pending)", i + 1);
-        warm.push(ms);
-        warm_pending.push(pending);
+        let joined = timed_join(url, &picture, join).await?;
+        eprintln!(
+            "warm join {}: {:.1} ms ({} pending, {})",
+            i + 1,
+            joined.ms,
+            joined.pending,
+            form(joined.lz4)
+        );
+        warm.push(joined.ms);
+        warm_pending.push(joined.pending);
+        warm_forms.push(form(joined.lz4));
     }
     // Leaving makes the service release the picture to storage: the cold joins start from it.
     let mut receiver = receiver;
@@ -944,11 +991,19 @@ async fn run_w3(
         .wait_closed(Instant::now() + Duration::from_secs(5))
         .await?;
     let mut cold = Vec::new();
+    let mut cold_forms = Vec::new();
     for i in 0..repeats {
         tokio::time::sleep(Duration::from_secs_f64(cold_wait)).await;
-        let (ms, pending) = timed_join(url, &picture, side).await?;
-        eprintln!("cold join {}: {ms:.1} ms ({pending} pending)", i + 1);
-        cold.push(ms);
+        let joined = timed_join(url, &picture, join).await?;
+        eprintln!(
+            "cold join {}: {:.1} ms ({} pending, {})",
+            i + 1,
+            joined.ms,
+            joined.pending,
+            form(joined.lz4)
+        );
+        cold.push(joined.ms);
+        cold_forms.push(form(joined.lz4));
     }
     let report = W3Report {
         workload: "w3",
@@ -961,6 +1016,9 @@ async fn run_w3(
         warm: JoinTimes::from(warm),
         cold: JoinTimes::from(cold),
         warm_pending,
+        asked: form(join.lz4),
+        warm_forms,
+        cold_forms,
         server: sampler.map(ProcSampler::finish).transpose()?,
     };
     if !common.json {
