@@ -167,7 +167,13 @@ pub struct Decoded {
 
 /// Encodes `raster` as RGBA8 PNG carrying `seq`.
 pub fn encode_png(raster: &Raster, seq: u64, level: Compression) -> Result<Vec<u8>, PngError> {
-    let mut out = Vec::with_capacity(raster.pixels().len() / 8 + 1024);
+    let stored = level == Compression::Fast && incompressible(raster);
+    // Sized for the expected file, so that it does not grow by copying.
+    let mut out = Vec::with_capacity(if stored {
+        stored_size(raster) + 1024
+    } else {
+        raster.pixels().len() / 8 + 1024
+    });
     {
         let mut encoder = png::Encoder::new(&mut out, raster.width(), raster.height());
         encoder.set_color(png::ColorType::Rgba);
@@ -185,10 +191,66 @@ pub fn encode_png(raster: &Raster, seq: u64, level: Compression) -> Result<Vec<u
         }
         encoder.add_text_chunk("seq".to_string(), seq.to_string())?;
         let mut writer = encoder.write_header()?;
-        writer.write_image_data(raster.pixels())?;
+        if stored {
+            // What the png crate would write after compressing in vain: unfiltered rows in
+            // stored deflate blocks. Known in advance, it skips the vain compression.
+            writer.write_chunk(png::chunk::IDAT, &stored_zlib(raster)?)?;
+        } else {
+            writer.write_image_data(raster.pixels())?;
+        }
         writer.finish()?;
     }
     Ok(out)
+}
+
+/// Rows sampled by [`incompressible`].
+const SAMPLE_ROWS: usize = 32;
+
+/// Whether `Fast` compression would not make the picture smaller (noise, photos of noise):
+/// judged from [`SAMPLE_ROWS`] rows spread over the picture, `Up`-filtered and compressed as
+/// the encoder would. On a 2048² noise picture the png crate compresses all 16 MB, finds the
+/// result larger than the input and starts again with stored blocks; that vain pass was most
+/// of the encode (`pps_bench`, "encode dense").
+fn incompressible(raster: &Raster) -> bool {
+    let stride = raster.width() as usize * 4;
+    let rows = raster.height() as usize;
+    if rows < 2 * SAMPLE_ROWS {
+        return false;
+    }
+    let pixels = raster.pixels();
+    let mut sample = Vec::with_capacity(SAMPLE_ROWS * (stride + 1));
+    for i in 0..SAMPLE_ROWS {
+        let row = 1 + i * (rows - 1) / SAMPLE_ROWS;
+        let (above, this) = (
+            &pixels[(row - 1) * stride..row * stride],
+            &pixels[row * stride..(row + 1) * stride],
+        );
+        sample.push(2); // the `Up` filter's type byte
+        sample.extend(this.iter().zip(above).map(|(a, b)| a.wrapping_sub(*b)));
+    }
+    // Stored blocks cost 5 bytes per 64 KiB: compressed at 98 % or more, storing wins.
+    fdeflate::compress_to_vec(&sample).len() * 100 >= sample.len() * 98
+}
+
+/// The length of [`stored_zlib`]'s stream.
+fn stored_size(raster: &Raster) -> usize {
+    let rows = raster.width() as usize * 4 + 1;
+    fdeflate::StoredOnlyCompressor::<()>::compressed_size(rows * raster.height() as usize)
+}
+
+/// The zlib stream of the picture's rows, unfiltered, in stored blocks.
+fn stored_zlib(raster: &Raster) -> Result<Vec<u8>, PngError> {
+    let stride = raster.width() as usize * 4;
+    let out = std::io::Cursor::new(Vec::with_capacity(stored_size(raster)));
+    let mut zlib = fdeflate::StoredOnlyCompressor::new(out).map_err(png::EncodingError::from)?;
+    for row in raster.pixels().chunks_exact(stride) {
+        zlib.write_data(&[0]).map_err(png::EncodingError::from)?;
+        zlib.write_data(row).map_err(png::EncodingError::from)?;
+    }
+    Ok(zlib
+        .finish()
+        .map_err(png::EncodingError::from)?
+        .into_inner())
 }
 
 /// The picture's RGBA8 bytes as one LZ4 block (no frame, no size prefix: the size is the
@@ -332,6 +394,67 @@ mod tests {
         assert!(decode_lz4(&[], 64, 32, 4096).is_err());
         // A match reaching back before the start of the output.
         assert!(decode_lz4(&[0x0f, 0xff, 0xff, 0x00], 64, 32, 4096).is_err());
+    }
+
+    /// A noise picture (xorshift bytes) that compression cannot shrink.
+    fn noise(width: u32, height: u32) -> Raster {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let bytes = (0..width as usize * height as usize * 4)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        Raster::from_rgba(width, height, bytes).unwrap()
+    }
+
+    /// The png crate's own encoding, as `encode_png` did before it learned to skip the vain
+    /// compression of incompressible pictures.
+    fn png_crate_fast(raster: &Raster, seq: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, raster.width(), raster.height());
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        encoder.set_filter(png::FilterType::Up);
+        encoder
+            .add_text_chunk("seq".to_string(), seq.to_string())
+            .unwrap();
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(raster.pixels()).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn incompressible_pictures_are_stored_as_the_png_crate_would() {
+        let raster = noise(300, 200);
+        assert!(incompressible(&raster));
+        let png = encode_png(&raster, 77, Compression::Fast).unwrap();
+        // Byte for byte what the png crate writes after compressing in vain.
+        assert_eq!(png, png_crate_fast(&raster, 77));
+        assert!(
+            png.len() > raster.pixels().len(),
+            "stored: {} bytes",
+            png.len()
+        );
+        let decoded = decode_png(&png, 4096).unwrap();
+        assert_eq!(decoded.seq, Some(77));
+        assert_eq!(decoded.raster.pixels(), raster.pixels());
+        // Drawn pictures, blank ones and tiny ones take the compressing path, as before.
+        let mut drawn = Raster::new(300, 200);
+        drawn.apply(&Op::Stroke {
+            color: [9, 99, 199, 255],
+            width: 30,
+            points: vec![Point::new(0, 0), Point::new(299, 199)],
+        });
+        for raster in [drawn, Raster::new(300, 200), noise(300, 40)] {
+            assert!(!incompressible(&raster));
+            let png = encode_png(&raster, 5, Compression::Fast).unwrap();
+            assert_eq!(png, png_crate_fast(&raster, 5));
+        }
     }
 
     #[test]
