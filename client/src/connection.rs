@@ -395,6 +395,19 @@ impl Receiver {
             }
         };
         match codec::decode_server(&frame)? {
+            welcome @ (ServerMsg::Welcome { .. } | ServerMsg::WelcomeLz4 { .. }) => {
+                self.accept_welcome(welcome)
+            }
+            ServerMsg::Error { code, message } => Err(ClientError::Server { code, message }),
+            other => Err(ClientError::Protocol(format!(
+                "first message is {other:?}, expected welcome"
+            ))),
+        }
+    }
+
+    /// Replaces the picture with a `Welcome`'s (or `WelcomeLz4`'s) snapshot and pending updates.
+    fn accept_welcome(&mut self, welcome: ServerMsg) -> Result<(), ClientError> {
+        let (client_id, width, height, snapshot_seq, lz4, image, pending) = match welcome {
             ServerMsg::Welcome {
                 client_id,
                 width,
@@ -402,12 +415,13 @@ impl Receiver {
                 snapshot_seq,
                 snapshot_png,
                 pending,
-            } => self.accept_welcome(
+            } => (
                 client_id,
                 width,
                 height,
                 snapshot_seq,
-                WelcomeSnapshot::Png(&snapshot_png),
+                false,
+                snapshot_png,
                 pending,
             ),
             ServerMsg::WelcomeLz4 {
@@ -417,31 +431,26 @@ impl Receiver {
                 snapshot_seq,
                 snapshot_lz4,
                 pending,
-            } => self.accept_welcome(
+            } => (
                 client_id,
                 width,
                 height,
                 snapshot_seq,
-                WelcomeSnapshot::Lz4(&snapshot_lz4),
+                true,
+                snapshot_lz4,
                 pending,
             ),
-            ServerMsg::Error { code, message } => Err(ClientError::Server { code, message }),
-            other => Err(ClientError::Protocol(format!(
-                "first message is {other:?}, expected welcome"
-            ))),
-        }
-    }
-
-    /// Replaces the picture with a `Welcome`'s snapshot and pending updates.
-    fn accept_welcome(
-        &mut self,
-        client_id: u64,
-        width: u32,
-        height: u32,
-        snapshot_seq: u64,
-        snapshot: WelcomeSnapshot<'_>,
-        pending: Vec<Sequenced>,
-    ) -> Result<(), ClientError> {
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected a welcome, got {other:?}"
+                )))
+            }
+        };
+        let snapshot = if lz4 {
+            WelcomeSnapshot::Lz4(&image)
+        } else {
+            WelcomeSnapshot::Png(&image)
+        };
         if width == 0
             || height == 0
             || width > self.options.max_side
@@ -588,41 +597,8 @@ impl Receiver {
                 self.apply_updates(&updates, "updates")?;
                 Ok(Event::Updates(updates))
             }
-            ServerMsg::Welcome {
-                client_id,
-                width,
-                height,
-                snapshot_seq,
-                snapshot_png,
-                pending,
-            } => {
-                self.accept_welcome(
-                    client_id,
-                    width,
-                    height,
-                    snapshot_seq,
-                    WelcomeSnapshot::Png(&snapshot_png),
-                    pending,
-                )?;
-                self.resyncs += 1;
-                Ok(Event::Resynced)
-            }
-            ServerMsg::WelcomeLz4 {
-                client_id,
-                width,
-                height,
-                snapshot_seq,
-                snapshot_lz4,
-                pending,
-            } => {
-                self.accept_welcome(
-                    client_id,
-                    width,
-                    height,
-                    snapshot_seq,
-                    WelcomeSnapshot::Lz4(&snapshot_lz4),
-                    pending,
-                )?;
+            welcome @ (ServerMsg::Welcome { .. } | ServerMsg::WelcomeLz4 { .. }) => {
+                self.accept_welcome(welcome)?;
                 self.resyncs += 1;
                 Ok(Event::Resynced)
             }

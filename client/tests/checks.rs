@@ -333,3 +333,97 @@ async fn bad_welcomes_are_refused() {
         .await;
     assert!(matches!(result, Err(ClientError::Timeout(_))), "{result:?}");
 }
+
+fn welcome_lz4(snapshot: &Raster, snapshot_seq: u64, pending: Vec<Sequenced>) -> ServerMsg {
+    ServerMsg::WelcomeLz4 {
+        client_id: ID,
+        width: snapshot.width(),
+        height: snapshot.height(),
+        snapshot_seq,
+        snapshot_lz4: Bytes::from(protocol::snapshot::encode_lz4(snapshot).unwrap()),
+        pending,
+    }
+}
+
+/// `WelcomeLz4` (PROTOCOL.md §8) is applied like a `Welcome`, first and as a resync, and the
+/// client says which form it got.
+#[tokio::test]
+async fn an_lz4_welcome_is_applied_first_and_as_a_resync() {
+    let mut snapshot = Raster::new(6, 4);
+    snapshot.apply(&op(0));
+    let mut later = snapshot.clone();
+    for seq in 6..=9 {
+        later.apply(&update(seq, 0, 0).op);
+    }
+    let (url, server) = scripted(vec![
+        Step::Send(welcome_lz4(&snapshot, 5, vec![update(6, 7, 1)])),
+        Step::Send(ServerMsg::Updates(vec![update(7, 8, 1)])),
+        // A resync to seq 9 as a PNG `Welcome`, then back to LZ4 at 9 with one pending.
+        Step::Send(welcome(&later, 9, vec![])),
+        Step::Send(welcome_lz4(&later, 9, vec![update(10, 7, 2)])),
+        Step::Close(1012),
+    ])
+    .await;
+    let mut client = logged(&url).await.unwrap();
+    assert!(client.receiver().welcome_was_lz4());
+    assert_eq!(client.receiver().snapshot_seq(), 5);
+    assert_eq!(client.last_seq(), 6);
+    let mut expected = snapshot.clone();
+    expected.apply(&update(6, 0, 0).op);
+    assert!(client.raster().unwrap() == &expected);
+    assert!(matches!(
+        client.next_event().await.unwrap(),
+        Event::Updates(_)
+    ));
+    assert_eq!(client.next_event().await.unwrap(), Event::Resynced);
+    assert!(!client.receiver().welcome_was_lz4());
+    assert!(client.raster().unwrap() == &later);
+    assert_eq!(client.next_event().await.unwrap(), Event::Resynced);
+    assert!(client.receiver().welcome_was_lz4());
+    assert_eq!(client.last_seq(), 10);
+    let mut expected = later.clone();
+    expected.apply(&update(10, 0, 0).op);
+    assert!(client.raster().unwrap() == &expected);
+    assert_eq!(client.receiver().resyncs(), 2);
+    drop(client);
+    server.await.unwrap();
+}
+
+/// A malformed LZ4 snapshot is an error of the join, never a panic or a wrong picture.
+#[tokio::test]
+async fn a_malformed_lz4_welcome_is_refused() {
+    let snapshot = Raster::new(6, 4);
+    let good = protocol::snapshot::encode_lz4(&snapshot).unwrap();
+    let lying_size = |width, height| ServerMsg::WelcomeLz4 {
+        client_id: ID,
+        width,
+        height,
+        snapshot_seq: 0,
+        snapshot_lz4: Bytes::from(good.clone()),
+        pending: vec![],
+    };
+    let garbage = ServerMsg::WelcomeLz4 {
+        client_id: ID,
+        width: 6,
+        height: 4,
+        snapshot_seq: 0,
+        snapshot_lz4: Bytes::from_static(&[0xff; 16]),
+        pending: vec![],
+    };
+    for (message, what) in [
+        (lying_size(6, 5), "block too short for 6x5"),
+        (lying_size(5, 4), "block too long for 5x4"),
+        (garbage, "garbage"),
+    ] {
+        let (url, server) = scripted(vec![Step::Send(message)]).await;
+        match logged(&url).await {
+            Err(ClientError::Lz4(_)) => {}
+            other => panic!("{what}: expected an lz4 error, got {:?}", other.map(|_| ())),
+        }
+        server.await.unwrap();
+    }
+    // Sides beyond `max_side` are refused before anything is allocated.
+    let (url, server) = scripted(vec![Step::Send(lying_size(5000, 4))]).await;
+    assert_protocol(logged(&url).await.map(|_| ()), "outside 1..=4096");
+    server.await.unwrap();
+}
