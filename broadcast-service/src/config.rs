@@ -100,6 +100,12 @@ pub struct Config {
     #[arg(long, env = "BS_PPS_INFLIGHT_BATCHES", default_value_t = 4)]
     pub pps_inflight_batches: usize,
 
+    /// Serve `WelcomeLz4` to joiners that ask for it with `?snapshot=lz4` (PROTOCOL.md §8).
+    /// `false`: every joiner gets the PNG `Welcome`, and the picture service never spends the
+    /// encode time and memory on the LZ4 form; the parameter is still accepted.
+    #[arg(long, env = "BS_SNAPSHOT_LZ4", default_value_t = true, action = clap::ArgAction::Set)]
+    pub snapshot_lz4: bool,
+
     /// How long a joining client may wait for its snapshot before it gets an error.
     #[arg(long, env = "BS_JOIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub join_timeout: Duration,

@@ -75,7 +75,10 @@ async fn ws(
             return bad_request(format!("snapshot must be png or lz4, got {other:?}"));
         }
     };
-    let wants = crate::room::Wants { size, lz4 };
+    let wants = crate::room::Wants {
+        size,
+        lz4: lz4 && state.config.snapshot_lz4,
+    };
     if state.registry.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }

@@ -138,3 +138,27 @@ async fn the_query_parameter_chooses_the_variant() {
     drawer.close(deadline()).await.unwrap();
     server.stop().await;
 }
+
+/// `--snapshot-lz4 false`: the parameter is accepted and ignored, every joiner gets the PNG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_can_turn_it_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--snapshot-reuse", "1h", "--snapshot-lz4", "false"],
+    )
+    .await;
+    let drawer = join(&server, false).await;
+    let mut drawer = draw_concurrently(drawer, 40, 10, None, false).await;
+    drawer.sync_to(40, deadline()).await.unwrap();
+    let (seq, picture) = snapshot(&server, PICTURE).await;
+    assert_eq!(seq, 40);
+    for _ in 0..3 {
+        let joiner = join(&server, true).await;
+        assert!(!joiner.receiver().welcome_was_lz4());
+        assert_eq!(joiner.raster().unwrap().pixels(), picture.pixels());
+        joiner.close(deadline()).await.unwrap();
+    }
+    drawer.close(deadline()).await.unwrap();
+    server.stop().await;
+}
