@@ -466,6 +466,9 @@ if r:
             "<= 50 ms", e["median_ms"] <= 50)
     for e in r.get("decode", []):
         row("PPS alone", f"PNG decode 2048^2 {e['picture']} ms median (max)", f"{e['median_ms']:.1f} ({e['max_ms']:.1f})")
+    for e in r.get("lz4", []):
+        row("PPS alone", f"LZ4 snapshot 2048^2 {e['picture']}: encode / decode ms median (max), size",
+            f"{e['encode_median_ms']:.1f} ({e['encode_max_ms']:.1f}) / {e['decode_median_ms']:.1f} ({e['decode_max_ms']:.1f}), {e['lz4_bytes']/1e6:.2f} MB")
     for e in r["flush"]:
         row("PPS alone", f"flush 2048^2 {e['picture']} to {r['store'].split(':')[0]} ms median (max)", f"{e['median_ms']:.1f} ({e['max_ms']:.1f})")
 else:

@@ -11,6 +11,9 @@
 //!   (`--sparse-strokes` strokes on white) and a dense one (random noise, the worst case).
 //! - `decode`: `decode_png` of those two encodings: what a cold load costs the service and
 //!   what every joiner's client pays for the `Welcome` snapshot.
+//! - `lz4`: `encode_lz4` and `decode_lz4` of the same two pictures: the snapshot form of the
+//!   `WelcomeLz4` extension (PROTOCOL.md §8), encoded once per encoding by the service and
+//!   decoded by every joiner that asked for it.
 //! - `flush`: `release` of the same two pictures through [`Pps`] into the store, timed until
 //!   storage has them (encode + write), with the PNG size.
 //!
@@ -32,7 +35,7 @@ use primary_picture_service::{PictureService, Pps, PpsConfig};
 use protocol::codec::{encode_sequenced, sequenced_vec};
 use protocol::pps::{ApplyBatch, ReleaseRequest, SnapshotRequest};
 use protocol::raster::Raster;
-use protocol::snapshot::{decode_png, encode_png, Compression};
+use protocol::snapshot::{decode_lz4, decode_png, encode_lz4, encode_png, Compression};
 use protocol::{Op, Sequenced};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -80,6 +83,8 @@ struct Report {
     encode: Vec<Timing>,
     /// `decode_png` of the same encodings.
     decode: Vec<Timing>,
+    /// `encode_lz4` and `decode_lz4` called directly.
+    lz4: Vec<Lz4Timing>,
     /// `release` through the picture service into the store.
     flush: Vec<Timing>,
     store: String,
@@ -122,6 +127,17 @@ struct Timing {
     median_ms: f64,
     max_ms: f64,
     png_bytes: usize,
+}
+
+#[derive(Serialize)]
+struct Lz4Timing {
+    /// `sparse` or `dense`.
+    picture: &'static str,
+    encode_median_ms: f64,
+    encode_max_ms: f64,
+    decode_median_ms: f64,
+    decode_max_ms: f64,
+    lz4_bytes: usize,
 }
 
 /// An 8-point random walk, exactly as `raster bench` draws them.
@@ -323,6 +339,41 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    let mut lz4 = Vec::new();
+    for (name, raster) in [("sparse", &sparse), ("dense", &dense)] {
+        let (mut encode_times, mut decode_times) = (Vec::new(), Vec::new());
+        let mut block = Vec::new();
+        for _ in 0..args.repeats.max(1) {
+            let start = Instant::now();
+            block = encode_lz4(raster)?;
+            encode_times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        for _ in 0..args.repeats.max(1) {
+            let start = Instant::now();
+            let decoded = decode_lz4(&block, side, side, side)?;
+            decode_times.push(start.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(
+                decoded.pixels() == raster.pixels(),
+                "{name} lz4 round trip differs"
+            );
+        }
+        let (encode_median_ms, encode_max_ms) = median_max(encode_times);
+        let (decode_median_ms, decode_max_ms) = median_max(decode_times);
+        eprintln!(
+            "lz4 {name}: encode {encode_median_ms:.1} ms median ({encode_max_ms:.1} max), decode \
+             {decode_median_ms:.1} ms median ({decode_max_ms:.1} max), {} bytes",
+            block.len()
+        );
+        lz4.push(Lz4Timing {
+            picture: name,
+            encode_median_ms,
+            encode_max_ms,
+            decode_median_ms,
+            decode_max_ms,
+            lz4_bytes: block.len(),
+        });
+    }
+
     // Sparse: drawn through the service. Dense: stored directly, then opened from storage.
     snapshot(&pps, "sparse", side, 0).await?;
     let mut sparse_seq =
@@ -365,6 +416,7 @@ async fn main() -> anyhow::Result<()> {
         apply,
         encode,
         decode,
+        lz4,
         flush,
         store: store.describe(),
         workers: args.workers,
