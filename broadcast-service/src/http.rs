@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use protocol::pps::{PpsError, SnapshotRequest};
+use protocol::pps::{PpsError, Snapshot, SnapshotImage, SnapshotRequest};
 
 use crate::AppState;
 
@@ -125,18 +125,32 @@ async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
         }
     };
     match result {
-        Ok(snapshot) => (
+        Ok(Snapshot {
+            seq,
+            image: SnapshotImage::Png(png),
+            ..
+        }) => (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
                 (
                     header::HeaderName::from_static("x-picture-seq"),
-                    HeaderValue::from(snapshot.seq),
+                    HeaderValue::from(seq),
                 ),
             ],
-            snapshot.png,
+            png,
         )
             .into_response(),
+        Ok(_) => {
+            // The request did not ask for the LZ4 form: a picture service that sends it anyway
+            // is broken.
+            tracing::error!("picture service answered a png snapshot request with lz4");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unexpected snapshot form\n",
+            )
+                .into_response()
+        }
         Err(PpsError::NotFound) => (StatusCode::NOT_FOUND, "no such picture\n").into_response(),
         Err(error) => {
             tracing::warn!(%error, "snapshot request failed");

@@ -27,7 +27,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use primary_picture_service::PictureService;
 use protocol::codec::{self, WelcomeSnapshot};
-use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
+use protocol::pps::{
+    ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotImage, SnapshotRequest,
+};
 use protocol::ServerMsg;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -553,9 +555,10 @@ impl Room {
         // Publish the tick first so that `pending` and the first `Updates` meet exactly.
         self.publish();
         let from = (snapshot.seq - self.trimmed) as usize;
-        let image = match &snapshot.lz4 {
-            Some(lz4) if joining.wants.lz4 => WelcomeSnapshot::Lz4(lz4),
-            _ => WelcomeSnapshot::Png(&snapshot.png),
+        // PPS gives the LZ4 form only to requests that asked for it (`joining.wants.lz4`).
+        let image = match &snapshot.image {
+            SnapshotImage::Png(png) => WelcomeSnapshot::Png(png),
+            SnapshotImage::Lz4(lz4) => WelcomeSnapshot::Lz4(lz4),
         };
         metrics::counter!("bs_welcomes", "snapshot" => match image {
             WelcomeSnapshot::Png(_) => "png",

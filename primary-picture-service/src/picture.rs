@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
+use protocol::pps::{
+    ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotImage, SnapshotRequest,
+};
 use protocol::snapshot::{check_png, decode_png, encode_lz4, encode_png, Compression, PngError};
 use protocol::{Raster, Sequenced};
 use tokio::sync::{mpsc, oneshot};
@@ -636,8 +638,7 @@ impl Actor {
             width: stored.meta.width,
             height: stored.meta.height,
             seq: stored.meta.seq,
-            png: stored.png.clone(),
-            lz4: None,
+            image: SnapshotImage::Png(stored.png.clone()),
         };
         let (ready, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.snapshot_waiters)
             .into_iter()
@@ -908,8 +909,7 @@ impl Actor {
             width: raster.width(),
             height: raster.height(),
             seq: encoding.seq,
-            png: encoding.png.clone(),
-            lz4: None,
+            image: SnapshotImage::Png(encoding.png.clone()),
         };
         let lz4 = encoding.lz4.clone();
         let (ready, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.snapshot_waiters)
@@ -918,14 +918,15 @@ impl Actor {
         self.snapshot_waiters = kept;
         let mut lz4_missed = false;
         for waiter in ready {
-            let reply = if waiter.lz4 {
-                lz4_missed |= lz4.is_none();
-                Snapshot {
-                    lz4: lz4.clone(),
+            let reply = match &lz4 {
+                Some(lz4) if waiter.lz4 => Snapshot {
+                    image: SnapshotImage::Lz4(lz4.clone()),
                     ..snapshot.clone()
+                },
+                _ => {
+                    lz4_missed |= waiter.lz4;
+                    snapshot.clone()
                 }
-            } else {
-                snapshot.clone()
             };
             let _ = waiter.reply.send(Ok(reply));
         }

@@ -11,7 +11,7 @@ use common::*;
 use primary_picture_service::store::memory::MemoryStore;
 use primary_picture_service::store::StoredMeta;
 use primary_picture_service::{PictureService, Pps, PpsConfig, PpsEvent};
-use protocol::pps::{PpsError, ReleaseRequest, SnapshotRequest};
+use protocol::pps::{PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
 use tokio::sync::broadcast;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -76,9 +76,10 @@ async fn applied_batches_give_the_exact_snapshot() {
     assert_snapshot(&snapshot, &expected(5), 5);
 }
 
-/// The LZ4 form (PROTOCOL.md §8) is never waited for: the first asker gets the PNG only, PPS
-/// then encodes the LZ4 form of that same encoding, and the next askers get both, equal to the
-/// picture at the snapshot's seq. Those who do not ask never get it; a new encoding drops it.
+/// The LZ4 form (PROTOCOL.md §8) is never waited for: the first asker gets the PNG, PPS then
+/// encodes the LZ4 form of that same encoding, and the next askers get it instead of the PNG,
+/// equal to the picture at the snapshot's seq. Those who do not ask never get it; a new
+/// encoding starts without one.
 #[tokio::test]
 async fn lz4_form_follows_the_first_asker() {
     let (pps, _store) = setup(config());
@@ -86,29 +87,28 @@ async fn lz4_form_follows_the_first_asker() {
         request.lz4 = true;
         request
     };
+    let lz4_pixels = |snapshot: &Snapshot| {
+        let block = snapshot.image.lz4().expect("the lz4 form");
+        protocol::snapshot::decode_lz4(block, W, H, 4096).unwrap()
+    };
     pps.snapshot(open("p", 0)).await.unwrap();
     assert_eq!(pps.apply(batch("p", 1, 5)).await, Ok(5));
+    // The first asker must not wait for the LZ4 form: it gets the PNG.
     let first = pps.snapshot(lz4(existing("p", 5))).await.unwrap();
     assert_snapshot(&first, &expected(5), 5);
-    assert_eq!(
-        first.lz4, None,
-        "the first asker must not wait for the lz4 form"
-    );
     let second = pps.snapshot(lz4(existing("p", 5))).await.unwrap();
-    assert_snapshot(&second, &expected(5), 5);
-    assert_eq!(second.png, first.png, "the same encoding");
-    let raster = protocol::snapshot::decode_lz4(second.lz4.as_ref().unwrap(), W, H, 4096).unwrap();
-    assert_eq!(raster.pixels(), expected(5).pixels());
-    // Not asked: PNG only, even with the LZ4 form at hand.
-    assert_eq!(pps.snapshot(existing("p", 5)).await.unwrap().lz4, None);
+    assert_eq!((second.width, second.height, second.seq), (W, H, 5));
+    assert_eq!(lz4_pixels(&second).pixels(), expected(5).pixels());
+    // Not asked: the PNG of the same encoding, even with the LZ4 form at hand.
+    let plain = pps.snapshot(existing("p", 5)).await.unwrap();
+    assert_eq!(plain.image, first.image, "the same encoding");
     // A newer encoding starts without one again.
     assert_eq!(pps.apply(batch("p", 6, 7)).await, Ok(7));
     let newer = pps.snapshot(lz4(existing("p", 7))).await.unwrap();
     assert_snapshot(&newer, &expected(7), 7);
-    assert_eq!(newer.lz4, None);
     let again = pps.snapshot(lz4(existing("p", 7))).await.unwrap();
-    let raster = protocol::snapshot::decode_lz4(again.lz4.as_ref().unwrap(), W, H, 4096).unwrap();
-    assert_eq!(raster.pixels(), expected(7).pixels());
+    assert_eq!(again.seq, 7);
+    assert_eq!(lz4_pixels(&again).pixels(), expected(7).pixels());
 }
 
 #[tokio::test]
@@ -532,7 +532,7 @@ async fn a_cold_joiner_gets_the_stored_bytes_without_waiting_for_the_decode() {
     let elapsed = started.elapsed();
     assert!(elapsed < DECODE / 2, "waited {elapsed:?} for the decode");
     for snapshot in [first.unwrap(), second.unwrap()] {
-        assert_eq!(snapshot.png, stored_png);
+        assert_eq!(snapshot.image.png(), Some(&stored_png));
         assert_snapshot(&snapshot, &expected(7), 7);
     }
     // Drawing goes on from the stored seq once the picture is decoded.

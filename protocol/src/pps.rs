@@ -18,9 +18,10 @@ pub struct SnapshotRequest {
     /// The snapshot must include at least every update up to this seq (read-your-writes); the
     /// reply waits until PPS has applied that far.
     pub min_seq: u64,
-    /// Also give the picture as an LZ4 block of its RGBA8 bytes ([`Snapshot::lz4`]) where PPS
-    /// has one at the snapshot's seq, for a joiner that asked for it (PROTOCOL.md §8). PPS
-    /// never delays the reply for it: it encodes one after replying, for the next joiners.
+    /// Rather give the picture as an LZ4 block of its RGBA8 bytes ([`SnapshotImage::Lz4`])
+    /// where PPS has one at the snapshot's seq, for a joiner that asked for it (PROTOCOL.md §8).
+    /// PPS never delays the reply for it: it answers with the PNG and encodes the LZ4 form
+    /// afterwards, for the next joiners.
     pub lz4: bool,
 }
 
@@ -28,13 +29,38 @@ pub struct SnapshotRequest {
 pub struct Snapshot {
     pub width: u32,
     pub height: u32,
-    /// Every update up to and including `seq` is in `png`, and none after it.
+    /// Every update up to and including `seq` is in `image`, and none after it.
     pub seq: u64,
+    pub image: SnapshotImage,
+}
+
+/// The picture of a [`Snapshot`], in one form only: a snapshot crosses the network in
+/// services mode, and megabytes sent twice would slow every join.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotImage {
     /// RGBA8 PNG with the `tEXt` `seq` chunk.
-    pub png: Bytes,
-    /// The same picture as one LZ4 block of its RGBA8 bytes (`snapshot::encode_lz4`), when
-    /// asked for and at hand.
-    pub lz4: Option<Bytes>,
+    Png(Bytes),
+    /// One LZ4 block of the RGBA8 bytes (`snapshot::encode_lz4`): only to a request with
+    /// [`SnapshotRequest::lz4`], and only when at hand.
+    Lz4(Bytes),
+}
+
+impl SnapshotImage {
+    /// The PNG, unless this is the LZ4 form.
+    pub fn png(&self) -> Option<&Bytes> {
+        match self {
+            SnapshotImage::Png(png) => Some(png),
+            SnapshotImage::Lz4(_) => None,
+        }
+    }
+
+    /// The LZ4 block, unless this is the PNG form.
+    pub fn lz4(&self) -> Option<&Bytes> {
+        match self {
+            SnapshotImage::Lz4(lz4) => Some(lz4),
+            SnapshotImage::Png(_) => None,
+        }
+    }
 }
 
 /// A batch of consecutive sequenced updates `first_seq ..= last_seq`, in order.

@@ -78,7 +78,8 @@ pub fn assert_snapshot(snapshot: &Snapshot, raster: &Raster, seq: u64) {
         (snapshot.width, snapshot.height),
         (raster.width(), raster.height())
     );
-    assert_png(&snapshot.png, raster, seq);
+    let png = snapshot.image.png().expect("a png snapshot");
+    assert_png(png, raster, seq);
 }
 
 pub fn png_of(raster: &Raster, seq: u64) -> Bytes {
