@@ -134,6 +134,20 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
         .await
         .unwrap();
     assert_snapshot(&snapshot, &expected(6), 6);
+    // The LZ4 form over the connection (PROTOCOL.md §8): PNG to the first asker, then the
+    // LZ4 block alone.
+    let ask_lz4 = || SnapshotRequest {
+        picture: "p".to_string(),
+        create: None,
+        min_seq: 6,
+        lz4: true,
+    };
+    assert_snapshot(&remote.snapshot(ask_lz4()).await.unwrap(), &expected(6), 6);
+    let lz4 = remote.snapshot(ask_lz4()).await.unwrap();
+    assert_eq!((lz4.width, lz4.height, lz4.seq), (W, H, 6));
+    let block = lz4.image.lz4().expect("the lz4 form");
+    let raster = protocol::snapshot::decode_lz4(block, W, H, 4096).unwrap();
+    assert_eq!(raster.pixels(), expected(6).pixels());
     let release = ReleaseRequest {
         picture: "p".to_string(),
         last_seq: 6,
