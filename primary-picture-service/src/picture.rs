@@ -65,7 +65,7 @@ struct Queued {
 
 struct SnapshotWaiter {
     min_seq: u64,
-    /// Wants the LZ4 form too (given when at hand, never waited for).
+    /// Would rather have the LZ4 form (given when at hand, never waited for).
     lz4: bool,
     /// When waiting for `min_seq` to arrive stops.
     deadline: Instant,
