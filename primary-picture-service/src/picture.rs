@@ -809,9 +809,9 @@ impl Actor {
         mailbox: &mut mpsc::UnboundedReceiver<Msg>,
     ) {
         let permit = self.permit(priority, mailbox).await;
-        let Some(mut raster) = self.raster.take() else {
+        if self.raster.is_none() {
             return;
-        };
+        }
         let chunk = self.shared.config.apply_chunk.max(1);
         let mut batches = Vec::new();
         while let Some(front) = self.queue.front() {
@@ -830,7 +830,7 @@ impl Actor {
         let delay = self.shared.config.apply_delay;
         let started = Instant::now();
         let result = self
-            .blocking(mailbox, move || {
+            .with_raster(mailbox, "applying updates", move |raster| {
                 let mut count = 0u64;
                 let mut batch_count = 0u64;
                 for batch in &batches {
@@ -846,24 +846,47 @@ impl Actor {
                         std::thread::sleep(delay);
                     }
                 }
-                (raster, applied, count, batch_count)
+                (applied, count, batch_count)
             })
             .await;
         drop(permit);
+        if let Some((applied, count, batch_count)) = result {
+            if applied > self.applied_seq {
+                self.applied_seq = applied;
+                self.dirty_since.get_or_insert_with(Instant::now);
+            }
+            metrics::counter!("pps_batches_applied").increment(batch_count);
+            metrics::counter!("pps_updates_applied").increment(count);
+            metrics::histogram!("pps_apply_seconds").record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Runs `work` on the raster in `spawn_blocking` (messages are handled meanwhile) and puts
+    /// the raster back. `None` when there is no raster, or when `work` panicked: the raster
+    /// went with it, so the picture is dropped from memory (`lose`; storage and the broadcast
+    /// service's log still have everything).
+    async fn with_raster<T: Send + 'static>(
+        &mut self,
+        mailbox: &mut mpsc::UnboundedReceiver<Msg>,
+        what: &str,
+        work: impl FnOnce(&mut Raster) -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut raster = self.raster.take()?;
+        let result = self
+            .blocking(mailbox, move || {
+                let out = work(&mut raster);
+                (raster, out)
+            })
+            .await;
         match result {
-            Ok((raster, applied, count, batch_count)) => {
+            Ok((raster, out)) => {
                 self.raster = Some(raster);
-                if applied > self.applied_seq {
-                    self.applied_seq = applied;
-                    self.dirty_since.get_or_insert_with(Instant::now);
-                }
-                metrics::counter!("pps_batches_applied").increment(batch_count);
-                metrics::counter!("pps_updates_applied").increment(count);
-                metrics::histogram!("pps_apply_seconds").record(started.elapsed().as_secs_f64());
+                Some(out)
             }
             Err(error) => {
-                tracing::error!(picture = %self.id, %error, "applying a batch failed; dropping the picture from memory");
-                self.lose("applying updates failed");
+                tracing::error!(picture = %self.id, %error, "{what} failed; dropping the picture from memory");
+                self.lose(&format!("{what} failed"));
+                None
             }
         }
     }
@@ -954,33 +977,22 @@ impl Actor {
         let Some(seq) = wanted(self) else {
             return;
         };
-        let Some(raster) = self.raster.take() else {
-            return;
-        };
         let started = Instant::now();
         let result = self
-            .blocking(mailbox, move || {
-                let lz4 = encode_lz4(&raster);
-                (raster, lz4)
-            })
+            .with_raster(mailbox, "lz4 encoding", |raster| encode_lz4(raster))
             .await;
         drop(permit);
         metrics::histogram!("pps_encode_lz4_seconds").record(started.elapsed().as_secs_f64());
         match result {
-            Ok((raster, Ok(lz4))) => {
-                self.raster = Some(raster);
+            Some(Ok(lz4)) => {
                 if let Some(encoding) = self.last_encoding.as_mut().filter(|e| e.seq == seq) {
                     encoding.lz4 = Some(Bytes::from(lz4));
                 }
             }
-            Ok((raster, Err(error))) => {
-                self.raster = Some(raster);
+            Some(Err(error)) => {
                 tracing::warn!(picture = %self.id, %error, "lz4 encoding failed; joiners get the png");
             }
-            Err(error) => {
-                tracing::error!(picture = %self.id, %error, "lz4 encoding task failed; dropping the picture from memory");
-                self.lose("lz4 encoding failed");
-            }
+            None => {}
         }
     }
 
@@ -991,22 +1003,20 @@ impl Actor {
         mailbox: &mut mpsc::UnboundedReceiver<Msg>,
     ) -> Result<(), PpsError> {
         let permit = self.permit(priority, mailbox).await;
-        let Some(raster) = self.raster.take() else {
+        if self.raster.is_none() {
             return Err(PpsError::Unavailable("picture not loaded".to_string()));
-        };
+        }
         let seq = self.applied_seq;
         let started = Instant::now();
         let result = self
-            .blocking(mailbox, move || {
-                let png = encode_png(&raster, seq, Compression::Fast);
-                (raster, png)
+            .with_raster(mailbox, "png encoding", move |raster| {
+                encode_png(raster, seq, Compression::Fast)
             })
             .await;
         drop(permit);
         metrics::histogram!("pps_encode_seconds").record(started.elapsed().as_secs_f64());
         match result {
-            Ok((raster, Ok(png))) => {
-                self.raster = Some(raster);
+            Some(Ok(png)) => {
                 self.last_encoding = Some(Encoding {
                     seq,
                     png: Bytes::from(png),
@@ -1015,18 +1025,13 @@ impl Actor {
                 });
                 Ok(())
             }
-            Ok((raster, Err(error))) => {
-                self.raster = Some(raster);
+            Some(Err(error)) => {
                 tracing::error!(picture = %self.id, %error, "png encoding failed");
                 Err(PpsError::Unavailable(format!(
                     "png encoding failed: {error}"
                 )))
             }
-            Err(error) => {
-                tracing::error!(picture = %self.id, %error, "png encoding task failed; dropping the picture from memory");
-                self.lose("png encoding failed");
-                Err(PpsError::Unavailable("png encoding failed".to_string()))
-            }
+            None => Err(PpsError::Unavailable("png encoding failed".to_string())),
         }
     }
 
