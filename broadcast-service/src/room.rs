@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use primary_picture_service::PictureService;
-use protocol::codec::{self, WelcomeSnapshot};
+use protocol::codec;
 use protocol::pps::{
     ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotImage, SnapshotRequest,
 };
@@ -556,13 +556,9 @@ impl Room {
         self.publish();
         let from = (snapshot.seq - self.trimmed) as usize;
         // PPS gives the LZ4 form only to requests that asked for it (`joining.wants.lz4`).
-        let image = match &snapshot.image {
-            SnapshotImage::Png(png) => WelcomeSnapshot::Png(png),
-            SnapshotImage::Lz4(lz4) => WelcomeSnapshot::Lz4(lz4),
-        };
-        metrics::counter!("bs_welcomes", "snapshot" => match image {
-            WelcomeSnapshot::Png(_) => "png",
-            WelcomeSnapshot::Lz4(_) => "lz4",
+        metrics::counter!("bs_welcomes", "snapshot" => match snapshot.image {
+            SnapshotImage::Png(_) => "png",
+            SnapshotImage::Lz4(_) => "lz4",
         })
         .increment(1);
         let frame = ws::binary_frame_in(codec::welcome_frame_after(
@@ -571,7 +567,7 @@ impl Room {
             opened.width,
             opened.height,
             snapshot.seq,
-            image,
+            &snapshot.image,
             self.log.range(from..),
         ));
         metrics::histogram!("bs_join_seconds").record(joining.started.elapsed().as_secs_f64());

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use protocol::codec::UpdateHeader;
-use protocol::codec::WelcomeSnapshot;
+use protocol::pps::SnapshotImage;
 use protocol::snapshot::{decode_lz4, decode_png};
 use protocol::{codec, ClientMsg, Op, Raster, Sequenced, ServerMsg};
 use tokio::net::TcpStream;
@@ -407,7 +407,7 @@ impl Receiver {
 
     /// Replaces the picture with a `Welcome`'s (or `WelcomeLz4`'s) snapshot and pending updates.
     fn accept_welcome(&mut self, welcome: ServerMsg) -> Result<(), ClientError> {
-        let (client_id, width, height, snapshot_seq, lz4, image, pending) = match welcome {
+        let (client_id, width, height, snapshot_seq, snapshot, pending) = match welcome {
             ServerMsg::Welcome {
                 client_id,
                 width,
@@ -420,8 +420,7 @@ impl Receiver {
                 width,
                 height,
                 snapshot_seq,
-                false,
-                snapshot_png,
+                SnapshotImage::Png(snapshot_png),
                 pending,
             ),
             ServerMsg::WelcomeLz4 {
@@ -436,8 +435,7 @@ impl Receiver {
                 width,
                 height,
                 snapshot_seq,
-                true,
-                snapshot_lz4,
+                SnapshotImage::Lz4(snapshot_lz4),
                 pending,
             ),
             other => {
@@ -445,11 +443,6 @@ impl Receiver {
                     "expected a welcome, got {other:?}"
                 )))
             }
-        };
-        let snapshot = if lz4 {
-            WelcomeSnapshot::Lz4(&image)
-        } else {
-            WelcomeSnapshot::Png(&image)
         };
         if width == 0
             || height == 0
@@ -461,9 +454,9 @@ impl Receiver {
                 self.options.max_side
             )));
         }
-        self.raster = match (self.options.keep_raster, snapshot) {
+        self.raster = match (self.options.keep_raster, &snapshot) {
             (false, _) => None,
-            (true, WelcomeSnapshot::Png(png)) => {
+            (true, SnapshotImage::Png(png)) => {
                 let decoded = decode_png(png, self.options.max_side)?;
                 if (decoded.raster.width(), decoded.raster.height()) != (width, height) {
                     return Err(ClientError::Protocol(format!(
@@ -474,11 +467,11 @@ impl Receiver {
                 }
                 Some(decoded.raster)
             }
-            (true, WelcomeSnapshot::Lz4(lz4)) => {
+            (true, SnapshotImage::Lz4(lz4)) => {
                 Some(decode_lz4(lz4, width, height, self.options.max_side)?)
             }
         };
-        self.welcome_lz4 = matches!(snapshot, WelcomeSnapshot::Lz4(_));
+        self.welcome_lz4 = matches!(snapshot, SnapshotImage::Lz4(_));
         self.client_id = client_id;
         self.width = width;
         self.height = height;

@@ -18,6 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::pps::SnapshotImage;
 use crate::wire::{ClientMsg, Sequenced, ServerMsg};
 
 /// Why a frame could not be decoded. The text is safe to send back to the peer.
@@ -29,14 +30,6 @@ pub struct DecodeError(String);
 const WELCOME_TAG: u32 = 0;
 const UPDATES_TAG: u32 = 1;
 const WELCOME_LZ4_TAG: u32 = 6;
-
-/// The snapshot a `Welcome` carries: a PNG (`ServerMsg::Welcome`), or an LZ4 block of the
-/// RGBA8 bytes (`ServerMsg::WelcomeLz4`, the extension of the project's PROTOCOL.md §8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WelcomeSnapshot<'a> {
-    Png(&'a [u8]),
-    Lz4(&'a [u8]),
-}
 
 /// Encodes any protocol value with the default `bincode::serialize` layout.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -99,12 +92,12 @@ pub fn welcome_frame_after<'a>(
     width: u32,
     height: u32,
     snapshot_seq: u64,
-    snapshot: WelcomeSnapshot<'_>,
+    snapshot: &SnapshotImage,
     pending: impl ExactSizeIterator<Item = &'a Bytes> + Clone,
 ) -> BytesMut {
     let (tag, image) = match snapshot {
-        WelcomeSnapshot::Png(png) => (WELCOME_TAG, png),
-        WelcomeSnapshot::Lz4(lz4) => (WELCOME_LZ4_TAG, lz4),
+        SnapshotImage::Png(png) => (WELCOME_TAG, png),
+        SnapshotImage::Lz4(lz4) => (WELCOME_LZ4_TAG, lz4),
     };
     let body: usize = pending.clone().map(Bytes::len).sum();
     let mut out = BytesMut::with_capacity(headroom + 4 + 8 + 8 + 8 + 8 + image.len() + 8 + body);
@@ -306,7 +299,7 @@ mod tests {
                 640,
                 480,
                 41,
-                WelcomeSnapshot::Png(&png),
+                &SnapshotImage::Png(png.clone()),
                 entries.iter()
             )[..],
             encode(&welcome).as_slice()
@@ -326,7 +319,7 @@ mod tests {
             640,
             480,
             41,
-            WelcomeSnapshot::Lz4(&lz4),
+            &SnapshotImage::Lz4(lz4.clone()),
             entries.iter(),
         );
         assert_eq!(&frame[..], encode(&welcome_lz4).as_slice());
@@ -354,7 +347,7 @@ mod tests {
             640,
             480,
             41,
-            WelcomeSnapshot::Png(&png),
+            &SnapshotImage::Png(png.clone()),
             entries.iter(),
         );
         assert_eq!(&after[..3], &[0; 3]);
