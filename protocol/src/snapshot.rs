@@ -234,8 +234,9 @@ fn incompressible(raster: &Raster) -> bool {
 
 /// The length of [`stored_zlib`]'s stream.
 fn stored_size(raster: &Raster) -> usize {
-    let rows = raster.width() as usize * 4 + 1;
-    fdeflate::StoredOnlyCompressor::<()>::compressed_size(rows * raster.height() as usize)
+    // A row is its filter byte and its pixels.
+    let row_bytes = raster.width() as usize * 4 + 1;
+    fdeflate::StoredOnlyCompressor::<()>::compressed_size(row_bytes * raster.height() as usize)
 }
 
 /// The zlib stream of the picture's rows, unfiltered, in stored blocks.
