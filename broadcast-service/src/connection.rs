@@ -17,9 +17,6 @@ use crate::room::{Input, Wants};
 use crate::ws::{Reading, Socket};
 use crate::AppState;
 
-/// Offset of the op inside a `ClientMsg::Draw` frame: `u32` tag + `u64` client_seq.
-const DRAW_OP_OFFSET: usize = 12;
-
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
 struct Bucket {
     tokens: f64,
@@ -130,7 +127,7 @@ pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String,
                 };
                 match verdict {
                     Ok(()) => {
-                        let op = frame.slice(DRAW_OP_OFFSET..);
+                        let op = codec::draw_op(&frame);
                         let draw = Input::Draw {
                             client_id,
                             client_seq,

@@ -11,7 +11,8 @@
 //! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics).
 //! - `connection`: one client's reader (decode, limits, rate limit) feeding its room.
 //! - `outbox`: one client's bounded, byte-accounted outbound queue and its batching writer.
-//! - `room`: one picture's sequencer, pending log, joins and release (the heart of it).
+//! - `pending`: the pending log as a plain state machine (the join rule lives here).
+//! - `room`: one picture's sequencer: turns messages into pending-log steps, joins, release.
 //! - `registry`: the open pictures, and race-free creation and removal of rooms.
 //!
 //! Two ways to run: [`run`] decides from the config (embedded PPS with a filesystem or S3
@@ -21,6 +22,7 @@ pub mod config;
 mod connection;
 mod http;
 mod outbox;
+mod pending;
 mod registry;
 mod room;
 mod ws;

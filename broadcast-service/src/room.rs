@@ -11,20 +11,17 @@
 //! # The join invariant
 //!
 //! A joiner gets PPS's snapshot at `S` and exactly the log entries `S+1 ..= k`, and is
-//! subscribed from `k+1`, all in one step of this actor. For that the log must still hold
-//! everything after `S`. The log is trimmed only up to seqs PPS reported durable, and a
-//! snapshot always includes at least what PPS had made durable when it was taken; so a join
-//! *pins* the trim point it saw when it started (the log is not trimmed past a pin) and asks
-//! for a snapshot with `min_seq` = that pin. Hence `S >= pin` and the log holds `S+1 ..`.
-//! Before the `Welcome` is queued, the updates of the current tick are published to the
-//! clients already subscribed, so the joiner's `pending` and its first `Updates` neither
-//! overlap nor leave a gap.
+//! subscribed from `k+1`, all in one step of this actor. The log itself ([`PendingLog`]) keeps
+//! the entries a join may need (it is pinned while the join waits for its snapshot) and says
+//! which ones a `Welcome` at `S` carries. Before the `Welcome` is queued, the updates of the
+//! current tick are published to the clients already subscribed, so the joiner's `pending` and
+//! its first `Updates` neither overlap nor leave a gap.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use primary_picture_service::PictureService;
 use protocol::codec;
 use protocol::pps::{
@@ -36,6 +33,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, SlowClientPolicy};
 use crate::outbox::Outbox;
+use crate::pending::PendingLog;
 use crate::registry::Registry;
 use crate::ws;
 
@@ -141,8 +139,6 @@ struct Joining {
     wants: Wants,
     /// `None` for a resync of a client that is already reading.
     joined: Option<oneshot::Sender<Result<(), ()>>>,
-    /// The trim point when the join started: the log keeps everything after it.
-    pin: u64,
     started: Instant,
     resyncs: VecDeque<Instant>,
 }
@@ -164,31 +160,19 @@ pub(crate) struct Room {
     registry: Arc<Registry>,
     ctl_tx: mpsc::UnboundedSender<Ctl>,
     opened: Option<Opened>,
-    /// The seq the next accepted draw gets.
-    next_seq: u64,
-    /// Sequenced updates `trimmed + 1 .. next_seq`, encoded (as in `Updates`).
-    log: VecDeque<Bytes>,
-    /// Every seq up to this one is durable: the log starts right after it.
-    trimmed: u64,
-    /// The highest seq PPS reported durable (trimming may lag behind it because of pins).
-    flushed: u64,
-    /// The highest seq handed to PPS.
-    sent: u64,
-    /// The highest seq PPS accepted.
-    acked: u64,
-    inflight: usize,
+    /// The sequenced updates the picture service has not made durable, and where the
+    /// clients, the joiners and the picture service stand in them.
+    log: PendingLog,
+    /// Entries of `log` counted in the `bs_pending_log_entries` gauge.
+    counted_entries: usize,
     /// After a PPS failure, no batch is sent before this.
     pps_retry_at: Option<Instant>,
     pps_backoff: Duration,
-    /// A release request is out: `Some(last_seq)`.
-    releasing: Option<u64>,
-    /// The highest seq a release confirmed durable and dropped from PPS memory.
-    released: Option<u64>,
     clients: BTreeMap<u64, Client>,
+    /// Joins waiting for their snapshot, by join id (the log's pins have the same keys).
     joining: HashMap<u64, Joining>,
     next_join: u64,
-    /// Updates sequenced in the current tick, not yet published.
-    tick: Vec<Bytes>,
+    /// When the current tick's updates are published.
     publish_at: Option<Instant>,
     shutting_down: bool,
 }
@@ -213,21 +197,13 @@ impl Room {
             registry,
             ctl_tx,
             opened: None,
-            next_seq: 1,
-            log: VecDeque::new(),
-            trimmed: 0,
-            flushed: 0,
-            sent: 0,
-            acked: 0,
-            inflight: 0,
+            log: PendingLog::new(),
+            counted_entries: 0,
             pps_retry_at: None,
             pps_backoff: Duration::from_millis(100),
-            releasing: None,
-            released: None,
             clients: BTreeMap::new(),
             joining: HashMap::new(),
             next_join: 0,
-            tick: Vec::new(),
             publish_at: None,
             shutting_down: false,
         };
@@ -270,9 +246,13 @@ impl Room {
             // PPS gets a tick's updates together, right after the clients do: pumping on every
             // turn sent a batch per update or two (W1 N=256: ~2,900 batches a second, each a
             // task here and a job in PPS) for no gain, since clients never wait on PPS.
-            if self.publish_at.is_none() || self.unsent() >= self.settings.batch_updates as u64 {
+            if self.publish_at.is_none() || self.log.unsent() >= self.settings.batch_updates as u64
+            {
                 self.pump_pps();
             }
+            self.count_entries();
+            // Test builds check the log's invariants at every turn.
+            debug_assert_eq!(self.log.check(), Ok(()), "picture {}", self.id);
             if self.idle()
                 && self
                     .registry
@@ -282,8 +262,18 @@ impl Room {
             }
         }
         metrics::gauge!("bs_rooms").decrement(1.0);
-        metrics::gauge!("bs_pending_log_entries").decrement(self.log.len() as f64);
-        tracing::debug!(picture = %self.id, last_seq = self.next_seq - 1, "room closed");
+        metrics::gauge!("bs_pending_log_entries").decrement(self.counted_entries as f64);
+        tracing::debug!(picture = %self.id, last_seq = self.log.last(), "room closed");
+    }
+
+    /// Brings the `bs_pending_log_entries` gauge up to date with the log.
+    fn count_entries(&mut self) {
+        let len = self.log.len();
+        if len != self.counted_entries {
+            metrics::gauge!("bs_pending_log_entries")
+                .increment(len as f64 - self.counted_entries as f64);
+            self.counted_entries = len;
+        }
     }
 
     /// Nothing left to do here: no clients, nothing PPS does not have durably (or PPS was
@@ -294,7 +284,7 @@ impl Room {
         }
         match self.opened {
             None => true,
-            Some(_) => self.released.is_some_and(|r| r >= self.next_seq - 1),
+            Some(_) => self.log.is_released(),
         }
     }
 
@@ -305,21 +295,16 @@ impl Room {
             Ctl::RetryJoin(join) => self.request_snapshot(join),
             Ctl::Accepted { result } => self.on_accepted(result),
             Ctl::Released { last_seq, result } => self.on_released(last_seq, result),
-            Ctl::Flushed(seq) => {
-                self.flushed = self.flushed.max(seq);
-                self.trim();
-            }
+            Ctl::Flushed(seq) => self.log.flushed(seq),
             Ctl::PpsReconnected => {
                 // PPS may have lost what it had not flushed: replay everything we hold.
-                tracing::info!(picture = %self.id, from = self.trimmed + 1, "replaying pending log to the picture service");
-                self.sent = self.trimmed;
-                self.acked = self.trimmed;
+                tracing::info!(picture = %self.id, entries = self.log.len(), "replaying pending log to the picture service");
+                self.log.replay();
                 self.pps_retry_at = None;
-                self.released = None;
             }
             Ctl::LastSeq(reply) => {
                 let last = if self.opened.is_some() {
-                    self.next_seq - 1
+                    self.log.last()
                 } else {
                     0
                 };
@@ -331,7 +316,8 @@ impl Room {
                 for (_, client) in std::mem::take(&mut self.clients) {
                     client.outbox.close(1012, "service restart");
                 }
-                for (_, joining) in self.joining.drain() {
+                for (join, joining) in std::mem::take(&mut self.joining) {
+                    self.log.unpin(join);
                     joining.outbox.close(1012, "service restart");
                     if let Some(joined) = joining.joined {
                         let _ = joined.send(Err(()));
@@ -362,30 +348,26 @@ impl Room {
                     }
                     return;
                 }
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let mut entry = BytesMut::with_capacity(24 + op.len());
-                entry.put_u64_le(seq);
-                entry.put_u64_le(client_id);
-                entry.put_u64_le(client_seq);
-                entry.put_slice(&op);
-                let entry = entry.freeze();
-                self.log.push_back(entry.clone());
-                metrics::gauge!("bs_pending_log_entries").increment(1.0);
-                self.tick.push(entry);
+                self.log.append(client_id, client_seq, &op);
                 if self.publish_at.is_none() {
                     let tick = self.settings.tick_for(self.clients.len());
                     self.publish_at = Some(Instant::now() + tick);
                 }
-                self.released = None;
                 metrics::counter!("bs_updates_sequenced").increment(1);
             }
             Input::Leave { client_id } => {
                 let was_client = self.clients.remove(&client_id).is_some();
-                let before = self.joining.len();
-                self.joining.retain(|_, j| j.client_id != client_id);
-                if was_client || before != self.joining.len() {
-                    self.trim();
+                let left: Vec<u64> = self
+                    .joining
+                    .iter()
+                    .filter(|(_, j)| j.client_id == client_id)
+                    .map(|(&join, _)| join)
+                    .collect();
+                for join in &left {
+                    self.joining.remove(join);
+                    self.log.unpin(*join);
+                }
+                if was_client || !left.is_empty() {
                     self.broadcast_presence();
                 }
             }
@@ -395,11 +377,14 @@ impl Room {
     /// Sends the current tick's updates to every subscribed client as one shared frame.
     fn publish(&mut self) {
         self.publish_at = None;
-        if self.tick.is_empty() {
+        if !self.log.has_unpublished() {
             return;
         }
-        let frame = ws::binary_frame_in(codec::updates_frame_after(ws::HEADROOM, self.tick.iter()));
-        self.tick.clear();
+        let frame = ws::binary_frame_in(codec::updates_frame_after(
+            ws::HEADROOM,
+            self.log.unpublished(),
+        ));
+        self.log.mark_published();
         self.deliver_all(&frame);
     }
 
@@ -476,6 +461,7 @@ impl Room {
     ) {
         let join = self.next_join;
         self.next_join += 1;
+        self.log.pin(join);
         self.joining.insert(
             join,
             Joining {
@@ -483,7 +469,6 @@ impl Room {
                 outbox,
                 wants,
                 joined,
-                pin: self.trimmed,
                 started: Instant::now(),
                 resyncs,
             },
@@ -492,7 +477,7 @@ impl Room {
     }
 
     fn request_snapshot(&mut self, join: u64) {
-        let Some(joining) = self.joining.get(&join) else {
+        let (Some(joining), Some(pin)) = (self.joining.get(&join), self.log.pin_of(join)) else {
             return;
         };
         let request = SnapshotRequest {
@@ -502,15 +487,11 @@ impl Room {
                     .map(|o| (o.width, o.height))
                     .unwrap_or(joining.wants.size),
             ),
-            min_seq: joining.pin,
+            min_seq: pin,
             lz4: joining.wants.lz4,
         };
         let reply = self.pps.snapshot(request);
-        let ctl = self.ctl_tx.clone();
-        tokio::spawn(async move {
-            let result = reply.await;
-            let _ = ctl.send(Ctl::SnapshotReady { join, result });
-        });
+        self.post_back(reply, move |result| Ctl::SnapshotReady { join, result });
     }
 
     fn on_snapshot(&mut self, join: u64, result: Result<Snapshot, PpsError>) {
@@ -530,31 +511,26 @@ impl Room {
                     height: snapshot.height,
                 };
                 self.opened = Some(opened);
-                self.next_seq = snapshot.seq + 1;
-                self.trimmed = snapshot.seq;
-                self.flushed = snapshot.seq;
-                self.sent = snapshot.seq;
-                self.acked = snapshot.seq;
-                for j in self.joining.values_mut() {
-                    j.pin = snapshot.seq;
-                }
+                self.log.open_at(snapshot.seq);
                 tracing::info!(picture = %self.id, seq = snapshot.seq, width = snapshot.width, height = snapshot.height, "picture opened");
                 opened
             }
         };
-        let last = self.next_seq - 1;
-        if snapshot.seq < self.trimmed || snapshot.seq > last {
-            // Cannot happen while PPS keeps its promises (see the module doc); never send a
-            // gap or an overlap: try again.
-            tracing::error!(picture = %self.id, snapshot_seq = snapshot.seq, log_from = self.trimmed + 1, last, "snapshot does not fit the pending log; retrying");
-            return self.join_failed(join, PpsError::Unavailable("snapshot out of range".into()));
-        }
+        // Publish the tick first so that `pending` and the first `Updates` meet exactly.
+        self.publish();
+        let pending = match self.log.welcome(snapshot.seq) {
+            Ok(pending) => pending,
+            Err(misfit) => {
+                // Cannot happen while PPS keeps its promises (see the module doc); never send
+                // a gap or an overlap: try again.
+                tracing::error!(picture = %self.id, ?misfit, "snapshot does not fit the pending log; retrying");
+                return self
+                    .join_failed(join, PpsError::Unavailable("snapshot out of range".into()));
+            }
+        };
         let Some(joining) = self.joining.remove(&join) else {
             return;
         };
-        // Publish the tick first so that `pending` and the first `Updates` meet exactly.
-        self.publish();
-        let from = (snapshot.seq - self.trimmed) as usize;
         // PPS gives the LZ4 form only to requests that asked for it (`joining.wants.lz4`).
         metrics::counter!("bs_welcomes", "snapshot" => match snapshot.image {
             SnapshotImage::Png(_) => "png",
@@ -568,7 +544,7 @@ impl Room {
             opened.height,
             snapshot.seq,
             &snapshot.image,
-            self.log.range(from..),
+            pending,
         ));
         metrics::histogram!("bs_join_seconds").record(joining.started.elapsed().as_secs_f64());
         joining.outbox.send_welcome(frame);
@@ -583,7 +559,7 @@ impl Room {
         if let Some(joined) = joining.joined {
             let _ = joined.send(Ok(()));
         }
-        self.trim();
+        self.log.unpin(join);
         self.broadcast_presence();
     }
 
@@ -594,10 +570,8 @@ impl Room {
         let retryable = matches!(error, PpsError::Unavailable(_) | PpsError::Storage(_));
         if retryable && joining.started.elapsed() < self.settings.join_timeout {
             tracing::warn!(picture = %self.id, %error, "snapshot for a joining client failed; retrying");
-            let ctl = self.ctl_tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let _ = ctl.send(Ctl::RetryJoin(join));
+            self.post_back(tokio::time::sleep(Duration::from_millis(250)), move |()| {
+                Ctl::RetryJoin(join)
             });
             return;
         }
@@ -611,7 +585,7 @@ impl Room {
                 let _ = joined.send(Err(()));
             }
         }
-        self.trim();
+        self.log.unpin(join);
     }
 
     fn broadcast_presence(&mut self) {
@@ -619,26 +593,6 @@ impl Room {
             clients: self.clients.len() as u32,
         });
         self.deliver_all(&ws::binary_frame(&message));
-    }
-
-    /// Drops log entries PPS made durable, but none that a join in progress may still need.
-    fn trim(&mut self) {
-        let pinned = self.joining.values().map(|j| j.pin).min();
-        let target = pinned.map_or(self.flushed, |p| p.min(self.flushed));
-        let target = target
-            .min(self.sent.max(self.trimmed))
-            .min(self.next_seq - 1);
-        let before = self.log.len();
-        while self.trimmed < target {
-            self.log.pop_front();
-            self.trimmed += 1;
-        }
-        metrics::gauge!("bs_pending_log_entries").decrement((before - self.log.len()) as f64);
-    }
-
-    /// Sequenced updates not yet handed to PPS.
-    fn unsent(&self) -> u64 {
-        self.next_seq - 1 - self.sent
     }
 
     /// Hands unsent updates to PPS (bounded in flight), and asks for a release when the last
@@ -650,98 +604,86 @@ impl Room {
         if self.pps_retry_at.is_some() {
             return;
         }
-        let last = self.next_seq - 1;
-        while self.inflight < self.settings.inflight_batches && self.sent < last {
-            let first = self.sent + 1;
-            let end = last.min(self.sent + self.settings.batch_updates as u64);
-            let from = (first - self.trimmed - 1) as usize;
-            let to = (end - self.trimmed) as usize;
-            let batch = ApplyBatch {
+        let (max_updates, max_inflight) =
+            (self.settings.batch_updates, self.settings.inflight_batches);
+        while let Some(batch) = self.log.next_batch(max_updates, max_inflight) {
+            let reply = self.pps.apply(ApplyBatch {
                 picture: self.id.clone(),
                 width: opened.width,
                 height: opened.height,
-                first_seq: first,
-                last_seq: end,
-                updates: codec::sequenced_vec(self.log.range(from..to)),
-            };
-            let reply = self.pps.apply(batch);
-            self.inflight += 1;
-            self.sent = end;
-            let ctl = self.ctl_tx.clone();
-            tokio::spawn(async move {
-                let result = reply.await;
-                let _ = ctl.send(Ctl::Accepted { result });
+                first_seq: batch.first,
+                last_seq: batch.last,
+                updates: batch.updates,
             });
+            self.post_back(reply, |result| Ctl::Accepted { result });
         }
         let nobody = self.clients.is_empty() && self.joining.is_empty();
-        if nobody
-            && self.releasing.is_none()
-            && self.inflight == 0
-            && self.sent == last
-            && self.acked >= last
-            && self.released.is_none_or(|r| r < last)
-        {
-            self.releasing = Some(last);
+        if let Some(last) = self.log.start_release(nobody) {
             let reply = self.pps.release(ReleaseRequest {
                 picture: self.id.clone(),
                 last_seq: last,
             });
-            let ctl = self.ctl_tx.clone();
-            tokio::spawn(async move {
-                let result = reply.await;
-                let _ = ctl.send(Ctl::Released {
-                    last_seq: last,
-                    result,
-                });
+            self.post_back(reply, move |result| Ctl::Released {
+                last_seq: last,
+                result,
             });
         }
     }
 
+    /// Awaits `reply` on its own task and posts what it resolves to back to this room's
+    /// mailbox, as `ctl(result)`: the room itself never awaits.
+    fn post_back<T: Send + 'static>(
+        &self,
+        reply: impl std::future::Future<Output = T> + Send + 'static,
+        ctl: impl FnOnce(T) -> Ctl + Send + 'static,
+    ) {
+        let mailbox = self.ctl_tx.clone();
+        tokio::spawn(async move {
+            let result = reply.await;
+            let _ = mailbox.send(ctl(result));
+        });
+    }
+
     fn on_accepted(&mut self, result: Result<u64, PpsError>) {
-        self.inflight = self.inflight.saturating_sub(1);
         match result {
             Ok(have) => {
-                self.acked = self.acked.max(have);
+                self.log.accepted(have);
                 self.pps_backoff = Duration::from_millis(100);
             }
             Err(PpsError::Gap { have, first_seq }) => {
-                if have < self.trimmed {
-                    tracing::error!(picture = %self.id, have, log_from = self.trimmed + 1, "the picture service lost updates that were reported durable");
+                if have < self.log.trimmed() {
+                    tracing::error!(picture = %self.id, have, log_from = self.log.trimmed() + 1, "the picture service lost updates that were reported durable");
                 }
                 tracing::warn!(picture = %self.id, have, first_seq, "picture service asks to resend");
-                self.sent = have.clamp(self.trimmed, self.sent);
-                self.acked = self.acked.min(self.sent);
+                self.log.gap(have);
             }
             Err(error) => {
                 tracing::warn!(picture = %self.id, %error, backoff_ms = self.pps_backoff.as_millis() as u64, "sending updates to the picture service failed; will resend");
-                self.sent = self.acked.max(self.trimmed).min(self.sent);
+                self.log.failed();
                 self.back_off();
             }
         }
     }
 
     fn on_released(&mut self, last_seq: u64, result: Result<u64, PpsError>) {
-        self.releasing = None;
         match result {
             Ok(flushed) => {
                 debug_assert!(
                     flushed >= last_seq,
                     "a release flushes at least what it was asked"
                 );
-                self.flushed = self.flushed.max(flushed);
-                self.released = Some(flushed);
-                self.trim();
+                self.log.released(flushed);
                 tracing::info!(picture = %self.id, flushed, "picture released to storage");
             }
             Err(PpsError::Gap { have, .. }) => {
                 // PPS lost updates it had not flushed (a restart we have not heard of yet):
                 // resend them, then release again.
                 tracing::warn!(picture = %self.id, have, "release found the picture service behind; resending");
-                self.sent = have.clamp(self.trimmed, self.sent);
-                self.acked = self.acked.min(self.sent);
+                self.log.release_gap(have);
             }
             Err(error) => {
                 tracing::warn!(picture = %self.id, %error, "release failed; will retry");
+                self.log.release_failed();
                 self.back_off();
             }
         }

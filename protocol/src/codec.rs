@@ -62,6 +62,26 @@ pub fn encode_sequenced(update: &Sequenced) -> Bytes {
     Bytes::from(encode(update))
 }
 
+/// Offset of the op inside a `ClientMsg::Draw` frame: `u32` variant tag, then `u64` client_seq.
+const DRAW_OP_OFFSET: usize = 4 + 8;
+
+/// The op of a `ClientMsg::Draw` frame that [`decode_client`] accepted, as the bytes it came in
+/// (the encoding a [`sequenced_entry`] splices in), without copying.
+pub fn draw_op(frame: &Bytes) -> Bytes {
+    frame.slice(DRAW_OP_OFFSET.min(frame.len())..)
+}
+
+/// The encoding of `Sequenced { seq, client_id, client_seq, op }` from the op's own encoding:
+/// the sequencer builds every update this way, so an op is never decoded and re-encoded.
+pub fn sequenced_entry(seq: u64, client_id: u64, client_seq: u64, op: &[u8]) -> Bytes {
+    let mut entry = BytesMut::with_capacity(24 + op.len());
+    entry.put_u64_le(seq);
+    entry.put_u64_le(client_id);
+    entry.put_u64_le(client_seq);
+    entry.put_slice(op);
+    entry.freeze()
+}
+
 /// `ServerMsg::Updates` made of pre-encoded updates (each from [`encode_sequenced`]).
 pub fn updates_frame<'a>(entries: impl ExactSizeIterator<Item = &'a Bytes> + Clone) -> Bytes {
     updates_frame_after(0, entries).freeze()
@@ -352,6 +372,19 @@ mod tests {
         );
         assert_eq!(&after[..3], &[0; 3]);
         assert_eq!(&after[3..], encode(&welcome).as_slice());
+    }
+
+    #[test]
+    fn a_draw_op_spliced_into_an_entry_is_the_sequenced_encoding() {
+        let update = seqd(7);
+        let draw = Bytes::from(encode(&ClientMsg::Draw {
+            client_seq: update.client_seq,
+            op: update.op.clone(),
+        }));
+        let op = draw_op(&draw);
+        assert_eq!(decode::<crate::wire::Op>(&op).unwrap(), update.op);
+        let entry = sequenced_entry(update.seq, update.client_id, update.client_seq, &op);
+        assert_eq!(entry, encode_sequenced(&update));
     }
 
     #[test]
