@@ -1,0 +1,603 @@
+//! The picture actor: one task per open picture, owning its raster and deciding, turn by turn,
+//! what to do next (highest first):
+//!
+//! 1. load the picture if a request needs it (once, however many requests arrive meanwhile);
+//! 2. serve snapshot waiters (applying queued batches up to their `min_seq` first, reusing the
+//!    last PNG encoding while it is recent);
+//! 3. serve releases and shutdown flushes (apply up to their seq, flush at high priority);
+//! 4. apply queued batches;
+//! 5. flush periodically once the picture has been dirty for `flush_interval`.
+//!
+//! CPU work runs in `spawn_blocking` holding a [`Scheduler`](crate::scheduler::Scheduler)
+//! permit; the raster is moved into the closure and back. At most one write to storage is in
+//! flight per picture, and the actor keeps applying batches while it runs.
+//!
+//! The invariants BS relies on: a batch is `Accepted` only once it is queued after everything
+//! PPS holds (so `received_seq` has no holes); every snapshot is exactly the picture at its
+//! `seq`; `Flushed { seq }` is emitted only once storage has every update up to `seq`; the last
+//! PNG encoding is always the newest one, so its seq is never below `flushed_seq`; and a
+//! picture whose load failed is never opened blank.
+//!
+//! # State
+//!
+//! A picture is [`Picture::Unloaded`] (nothing is known of its seqs: batches wait for the load)
+//! or [`Picture::Loaded`] (the raster, its seqs, the queue, the last encoding, the write in
+//! flight). The seqs start in [`Loaded::new`] when the picture opens and end in
+//! [`Actor::lose`]. Requests waiting for something, in either state, are [`Waiters`] beside it.
+//!
+//! # Layout
+//!
+//! - this file: the messages, the state, the actor's loop and [`Actor::next_step`], taking
+//!   messages in, opening and losing the picture;
+//! - [`jobs`]: waiting for a scheduler slot or a CPU job (on the raster) while still taking
+//!   messages in;
+//! - [`load`]: reading the picture from storage, answering joiners while it decodes, creating it
+//!   blank, failed loads;
+//! - [`apply`]: batches: validating, accepting them after what the picture holds, applying;
+//! - [`snapshot`]: serving joiners, the PNG and LZ4 encodings;
+//! - [`flush`]: writing to storage, conflicts, releases and shutdown flushes;
+//! - [`waiters`]: the one list of waiting requests and how they are answered.
+
+mod apply;
+mod flush;
+mod jobs;
+mod load;
+mod snapshot;
+mod waiters;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
+use protocol::Raster;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::scheduler::Priority;
+use crate::service::Shared;
+use crate::store::{StoredPicture, Version};
+
+use self::apply::Batch;
+use self::flush::{DurableKind, DurableWaiter, Write, WriteResult};
+use self::snapshot::{Encoding, SnapshotWaiter};
+use self::waiters::Waiters;
+
+type Reply<T> = oneshot::Sender<Result<T, PpsError>>;
+
+/// The actor's end of its mailbox.
+type Mailbox = mpsc::UnboundedReceiver<Msg>;
+
+/// A request to a picture actor.
+pub(crate) enum Msg {
+    Snapshot(SnapshotRequest, Reply<Snapshot>),
+    Apply(ApplyBatch, Reply<u64>),
+    Release(ReleaseRequest, Reply<u64>),
+    /// Shutdown: flush everything received so far at high priority; replies the flushed seq.
+    Flush(Reply<u64>),
+}
+
+/// Whether the picture is in memory.
+enum Picture {
+    /// Not in memory: not loaded yet, its load failed, or it was lost.
+    Unloaded(Unloaded),
+    /// In memory: loaded from storage or created blank.
+    Loaded(Loaded),
+}
+
+/// What waits for the picture to load, and how loading it goes.
+struct Unloaded {
+    /// Batches that passed validation, waiting for the picture to load before their seqs can
+    /// be checked against what PPS holds.
+    unchecked: Waiters<Batch, u64>,
+    /// The size to create the picture at if storage has none: from the first snapshot with
+    /// `create` or the first batch (which carries BS's idea of the size).
+    create_size: Option<(u32, u32)>,
+    /// A failed load is retried not before this.
+    load_retry_at: Option<Instant>,
+    load_backoff: Duration,
+    /// While a stored picture is being decoded: its stored bytes, already verified, which
+    /// answer snapshot requests at once. A cold join then waits for the read only, not also
+    /// for the decode (tens of milliseconds for 2048²), which happens meanwhile.
+    loading_snapshot: Option<Snapshot>,
+}
+
+/// A picture in memory, and everything that is known only while it is.
+struct Loaded {
+    /// The picture; `None` only while a job on it ([`Actor::with_raster`]) has moved it into its
+    /// closure (the job puts it back, or the picture is lost).
+    raster: Option<Raster>,
+    /// Every update up to this seq is in `raster`.
+    applied_seq: u64,
+    /// Every update up to this seq is in `raster` or `queue` (the seq BS is told PPS has).
+    received_seq: u64,
+    /// Every update up to this seq is in storage.
+    flushed_seq: u64,
+    /// The stored version, expected by the next conditional write (`None`: not stored yet).
+    version: Option<Version>,
+    /// Accepted, not yet applied; each batch starts after everything queued before it.
+    queue: VecDeque<Batch>,
+    last_encoding: Option<Encoding>,
+    /// When the picture first had updates not in storage (`None`: clean).
+    dirty_since: Option<Instant>,
+    /// The write to storage in flight (at most one).
+    write: Option<Write>,
+    /// A failed write is retried not before this.
+    flush_retry_at: Option<Instant>,
+}
+
+impl Unloaded {
+    fn new(load_backoff: Duration) -> Self {
+        Self {
+            unchecked: Waiters::default(),
+            create_size: None,
+            load_retry_at: None,
+            load_backoff,
+            loading_snapshot: None,
+        }
+    }
+}
+
+impl Loaded {
+    /// A picture just opened: exactly what storage holds (`stored`), or blank and never stored.
+    /// The one place its seqs start; they go with it in [`Actor::lose`].
+    fn new(raster: Raster, stored: Option<StoredPicture>) -> Self {
+        let (seq, version, last_encoding) = match stored {
+            Some(stored) => (
+                stored.meta.seq,
+                Some(stored.version),
+                Some(Encoding {
+                    seq: stored.meta.seq,
+                    png: stored.png,
+                    lz4: None,
+                    at: Instant::now(),
+                }),
+            ),
+            None => (0, None, None),
+        };
+        Self {
+            raster: Some(raster),
+            applied_seq: seq,
+            received_seq: seq,
+            flushed_seq: seq,
+            version,
+            queue: VecDeque::new(),
+            last_encoding,
+            dirty_since: None,
+            write: None,
+            flush_retry_at: None,
+        }
+    }
+}
+
+impl Picture {
+    fn loaded(&self) -> Option<&Loaded> {
+        match self {
+            Picture::Loaded(loaded) => Some(loaded),
+            Picture::Unloaded(_) => None,
+        }
+    }
+
+    fn loaded_mut(&mut self) -> Option<&mut Loaded> {
+        match self {
+            Picture::Loaded(loaded) => Some(loaded),
+            Picture::Unloaded(_) => None,
+        }
+    }
+
+    fn unloaded_mut(&mut self) -> Option<&mut Unloaded> {
+        match self {
+            Picture::Unloaded(unloaded) => Some(unloaded),
+            Picture::Loaded(_) => None,
+        }
+    }
+}
+
+/// Why an idle actor woke up.
+enum Woke {
+    Msg(Msg),
+    Write(WriteResult),
+    Timer,
+}
+
+/// What the actor does next.
+enum Step {
+    Load(Priority),
+    /// Apply queued batches up to (at least) `target`.
+    Apply {
+        target: u64,
+        priority: Priority,
+    },
+    ServeSnapshots,
+    Flush(Priority),
+    /// Nothing to do before `wake` (or a message, or the write finishing).
+    Idle {
+        wake: Option<Instant>,
+    },
+    Exit,
+}
+
+struct Actor {
+    shared: Arc<Shared>,
+    /// The picture id.
+    id: String,
+    /// Whether the picture is in memory, with what each state holds.
+    picture: Picture,
+    /// Joiners, waiting for the load, then for their `min_seq` to arrive and be applied.
+    snapshot_waiters: Waiters<SnapshotWaiter, Snapshot>,
+    /// Releases and shutdown flushes, waiting for storage to hold their seq.
+    durable_waiters: Waiters<DurableWaiter, u64>,
+    /// Delay before retrying the next failed write: doubles with every failure, back to
+    /// `min_backoff` after a success only (a lost and reloaded copy carries on from it).
+    flush_backoff: Duration,
+    /// Counts snapshot and apply requests, so that a release knows whether anyone asked since.
+    activity: u64,
+    /// Last request of any kind, for idle eviction.
+    last_activity: Instant,
+    /// Set when a release completed with nothing happening since it was asked.
+    unload_wanted: bool,
+}
+
+/// Runs a picture actor until it unloads.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    id: String,
+    mut mailbox: mpsc::UnboundedReceiver<Msg>,
+) {
+    let min_backoff = shared.config.min_backoff;
+    let mut actor = Actor {
+        shared,
+        id,
+        picture: Picture::Unloaded(Unloaded::new(min_backoff)),
+        snapshot_waiters: Waiters::default(),
+        durable_waiters: Waiters::default(),
+        flush_backoff: min_backoff,
+        activity: 0,
+        last_activity: Instant::now(),
+        unload_wanted: false,
+    };
+    tracing::debug!(picture = %actor.id, "picture actor started");
+    actor.run(&mut mailbox).await;
+    tracing::debug!(picture = %actor.id, "picture actor stopped");
+}
+
+impl Actor {
+    async fn run(&mut self, mailbox: &mut Mailbox) {
+        loop {
+            while let Ok(msg) = mailbox.try_recv() {
+                self.on_msg(msg);
+            }
+            if let Some(write) = self
+                .picture
+                .loaded_mut()
+                .and_then(|loaded| loaded.write.as_mut())
+                .filter(|w| w.handle.is_finished())
+            {
+                let result = (&mut write.handle).await;
+                self.finish_write(result).await;
+            }
+            self.expire_snapshot_waiters();
+            self.settle_durable_waiters();
+            match self.next_step() {
+                Step::Load(priority) => self.load(priority, mailbox).await,
+                Step::Apply { target, priority } => self.apply(target, priority, mailbox).await,
+                Step::ServeSnapshots => self.serve_snapshots(mailbox).await,
+                Step::Flush(priority) => self.start_flush(priority, mailbox).await,
+                Step::Idle { wake } => {
+                    let sleep = async {
+                        match wake {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let write = self
+                        .picture
+                        .loaded_mut()
+                        .and_then(|loaded| loaded.write.as_mut());
+                    let write_done = async {
+                        match write {
+                            Some(write) => (&mut write.handle).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let woke = tokio::select! {
+                        msg = mailbox.recv() => match msg {
+                            Some(msg) => Woke::Msg(msg),
+                            // The service itself is gone.
+                            None => return,
+                        },
+                        result = write_done => Woke::Write(result),
+                        () = sleep => Woke::Timer,
+                    };
+                    match woke {
+                        Woke::Msg(msg) => self.on_msg(msg),
+                        Woke::Write(result) => self.finish_write(result).await,
+                        Woke::Timer => {}
+                    }
+                }
+                Step::Exit => {
+                    if self.try_exit(mailbox) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn has_requesters(&self) -> bool {
+        let unchecked = match &self.picture {
+            Picture::Unloaded(unloaded) => !unloaded.unchecked.is_empty(),
+            Picture::Loaded(_) => false,
+        };
+        unchecked || !self.snapshot_waiters.is_empty() || !self.durable_waiters.is_empty()
+    }
+
+    fn next_step(&self) -> Step {
+        let now = Instant::now();
+        let loaded = match &self.picture {
+            Picture::Unloaded(unloaded) => {
+                if !self.has_requesters() {
+                    return Step::Exit;
+                }
+                if let Some(at) = unloaded.load_retry_at.filter(|at| *at > now) {
+                    return Step::Idle { wake: Some(at) };
+                }
+                let urgent = !self.snapshot_waiters.is_empty() || !self.durable_waiters.is_empty();
+                return Step::Load(if urgent {
+                    Priority::High
+                } else {
+                    Priority::Mid
+                });
+            }
+            Picture::Loaded(loaded) => loaded,
+        };
+
+        // Snapshots whose seq has arrived.
+        let snapshot_need = self
+            .snapshot_waiters
+            .iter()
+            .filter(|w| w.min_seq <= loaded.received_seq)
+            .map(|w| w.min_seq)
+            .max();
+        if let Some(need) = snapshot_need {
+            if loaded.applied_seq < need {
+                return Step::Apply {
+                    target: need,
+                    priority: Priority::High,
+                };
+            }
+            return Step::ServeSnapshots;
+        }
+
+        // Releases and shutdown flushes.
+        let mut wake: Option<Instant> = None;
+        let mut wake_at = |at: Instant| {
+            wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+        };
+        if let Some(target) = self
+            .durable_waiters
+            .iter()
+            .map(|w| w.target)
+            .filter(|t| *t > loaded.flushed_seq)
+            .max()
+        {
+            if loaded.applied_seq < target {
+                return Step::Apply {
+                    target,
+                    priority: Priority::High,
+                };
+            }
+            match loaded.flush_retry_at {
+                Some(at) if at > now => wake_at(at),
+                _ if loaded.write.is_none() => return Step::Flush(Priority::High),
+                // Wait for the write in flight; another flush follows if it was not enough.
+                _ => {}
+            }
+        }
+
+        if !loaded.queue.is_empty() {
+            return Step::Apply {
+                target: loaded.received_seq,
+                priority: Priority::Mid,
+            };
+        }
+
+        if let Some(dirty_since) = loaded.dirty_since {
+            if loaded.write.is_none() {
+                let due = dirty_since + self.shared.config.flush_interval;
+                let due = loaded.flush_retry_at.map_or(due, |at| at.max(due));
+                if due <= now {
+                    return Step::Flush(Priority::Low);
+                }
+                wake_at(due);
+            }
+        }
+
+        for waiter in self.snapshot_waiters.iter() {
+            wake_at(waiter.deadline);
+        }
+
+        let clean =
+            loaded.dirty_since.is_none() && loaded.write.is_none() && !self.has_requesters();
+        if clean {
+            if self.unload_wanted {
+                return Step::Exit;
+            }
+            let idle_until = self.last_activity + self.shared.config.idle_unload;
+            if idle_until <= now {
+                return Step::Exit;
+            }
+            wake_at(idle_until);
+        }
+        Step::Idle { wake }
+    }
+
+    /// Removes the actor from the registry, unless a request is waiting in its mailbox (then
+    /// handles it and returns false). The registry lock makes this atomic with respect to
+    /// senders, so no request is ever sent to an exiting actor.
+    fn try_exit(&mut self, mailbox: &mut Mailbox) -> bool {
+        let msg = {
+            let mut registry = self.shared.registry();
+            match mailbox.try_recv() {
+                Ok(msg) => msg,
+                Err(_) => {
+                    registry.remove(&self.id);
+                    metrics::gauge!("pps_open_pictures").set(registry.len() as f64);
+                    return true;
+                }
+            }
+        };
+        self.on_msg(msg);
+        false
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        self.last_activity = Instant::now();
+        match msg {
+            Msg::Snapshot(request, reply) => {
+                self.activity += 1;
+                self.unload_wanted = false;
+                if let Some((width, height)) = request.create {
+                    if let Err(error) = self.check_size(width, height) {
+                        let _ = reply.send(Err(error));
+                        return;
+                    }
+                }
+                if let Picture::Unloaded(unloaded) = &mut self.picture {
+                    // A joiner should not wait for the backoff of a load retried for batches.
+                    unloaded.load_retry_at = None;
+                    if let Some(snapshot) = &unloaded.loading_snapshot {
+                        if request.min_seq <= snapshot.seq {
+                            metrics::counter!("pps_snapshots_before_decode").increment(1);
+                            let _ = reply.send(Ok(snapshot.clone()));
+                            return;
+                        }
+                    }
+                    if let Some(size) = request.create {
+                        unloaded.create_size.get_or_insert(size);
+                    }
+                }
+                let waiter = SnapshotWaiter {
+                    min_seq: request.min_seq,
+                    lz4: request.lz4,
+                    deadline: Instant::now() + self.shared.config.snapshot_wait,
+                };
+                self.snapshot_waiters.push(waiter, reply);
+            }
+            Msg::Apply(batch, reply) => {
+                self.activity += 1;
+                self.unload_wanted = false;
+                let batch = match self.validate(batch) {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                        return;
+                    }
+                };
+                match &mut self.picture {
+                    Picture::Loaded(loaded) => loaded.accept(batch, reply),
+                    Picture::Unloaded(unloaded) => {
+                        unloaded.create_size.get_or_insert(batch.size);
+                        unloaded.unchecked.push(batch, reply);
+                    }
+                }
+            }
+            Msg::Release(request, reply) => {
+                if let Some(loaded) = self.picture.loaded() {
+                    if request.last_seq > loaded.received_seq {
+                        let _ = reply.send(Err(PpsError::Gap {
+                            have: loaded.received_seq,
+                            first_seq: request.last_seq,
+                        }));
+                        return;
+                    }
+                }
+                let waiter = DurableWaiter {
+                    target: request.last_seq,
+                    kind: DurableKind::Release {
+                        activity_at_request: self.activity,
+                    },
+                };
+                self.durable_waiters.push(waiter, reply);
+            }
+            Msg::Flush(reply) => {
+                let Some(loaded) = self.picture.loaded() else {
+                    // Nothing accepted, nothing to flush (and nothing flushed: the flushed seq
+                    // of a picture not in memory is 0).
+                    let _ = reply.send(Ok(0));
+                    return;
+                };
+                let waiter = DurableWaiter {
+                    target: loaded.received_seq,
+                    kind: DurableKind::Flush,
+                };
+                self.durable_waiters.push(waiter, reply);
+            }
+        }
+    }
+
+    fn check_size(&self, width: u32, height: u32) -> Result<(), PpsError> {
+        let max = self.shared.config.max_side;
+        if width == 0 || height == 0 || width > max || height > max {
+            return Err(PpsError::BadRequest(format!(
+                "picture size {width}x{height} is outside 1..={max}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The picture is in memory: check the batches that waited for it, then the releases
+    /// (one beyond what it holds now is a gap).
+    fn open(&mut self, mut loaded: Loaded) {
+        if let Picture::Unloaded(unloaded) = &mut self.picture {
+            for (batch, reply) in unloaded.unchecked.take_all() {
+                loaded.accept(batch, reply);
+            }
+        }
+        let received = loaded.received_seq;
+        self.picture = Picture::Loaded(loaded);
+        self.durable_waiters.reply_where(
+            |w| matches!(w.kind, DurableKind::Release { .. }) && w.target > received,
+            |w| {
+                Err(PpsError::Gap {
+                    have: received,
+                    first_seq: w.target,
+                })
+            },
+        );
+    }
+
+    /// Drops the picture from memory and fails every waiter; the next request reloads it.
+    fn lose(&mut self, reason: &str) {
+        let error = PpsError::Unavailable(reason.to_string());
+        self.snapshot_waiters.reply_all(|_| Err(error.clone()));
+        self.durable_waiters.reply_all(|_| Err(error.clone()));
+        // The seqs, the queue, the encoding and the version go with the loaded state. A write
+        // in flight finishes on its own; its result no longer concerns this copy.
+        let unloaded = Unloaded::new(self.shared.config.min_backoff);
+        if let Picture::Unloaded(mut lost) =
+            std::mem::replace(&mut self.picture, Picture::Unloaded(unloaded))
+        {
+            lost.unchecked.reply_all(|_| Err(error.clone()));
+        }
+    }
+}
+
+/// When to retry after a failure: `backoff` from now (jittered); `backoff` then doubles, up to
+/// `max`, for the failure after.
+fn retry_after(backoff: &mut Duration, max: Duration) -> Instant {
+    let at = Instant::now() + jitter(*backoff);
+    *backoff = (*backoff * 2).min(max);
+    at
+}
+
+/// `base` plus up to 25% random extra, so that many pictures failing together do not retry in
+/// lockstep.
+fn jitter(base: Duration) -> Duration {
+    let extra = base.as_millis() as u64 / 4;
+    base + Duration::from_millis(if extra == 0 {
+        0
+    } else {
+        rand::random::<u64>() % extra
+    })
+}
