@@ -82,6 +82,26 @@ pub fn sequenced_entry(seq: u64, client_id: u64, client_seq: u64, op: &[u8]) -> 
     entry.freeze()
 }
 
+/// Offset of the op inside a `RelayUp::Draw` frame: `u32` variant tag, `u64` client_id, `u64`
+/// client_seq.
+const RELAY_DRAW_OP_OFFSET: usize = 4 + 8 + 8;
+
+/// `RelayUp::Draw { client_id, client_seq, op }` from the op's own encoding (as [`draw_op`]
+/// sliced it out of the client's frame): a relay forwards a draw without re-encoding it.
+pub fn relay_draw(client_id: u64, client_seq: u64, op: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(RELAY_DRAW_OP_OFFSET + op.len());
+    frame.put_u32_le(0);
+    frame.put_u64_le(client_id);
+    frame.put_u64_le(client_seq);
+    frame.put_slice(op);
+    frame.freeze()
+}
+
+/// The op of a `RelayUp::Draw` frame that `decode::<RelayUp>` accepted, without copying.
+pub fn relay_draw_op(frame: &Bytes) -> Bytes {
+    frame.slice(RELAY_DRAW_OP_OFFSET.min(frame.len())..)
+}
+
 /// `ServerMsg::Updates` made of pre-encoded updates (each from [`encode_sequenced`]).
 pub fn updates_frame<'a>(entries: impl ExactSizeIterator<Item = &'a Bytes> + Clone) -> Bytes {
     updates_frame_after(0, entries).freeze()
@@ -385,6 +405,21 @@ mod tests {
         assert_eq!(decode::<crate::wire::Op>(&op).unwrap(), update.op);
         let entry = sequenced_entry(update.seq, update.client_id, update.client_seq, &op);
         assert_eq!(entry, encode_sequenced(&update));
+    }
+
+    #[test]
+    fn a_relayed_draw_is_the_relay_up_encoding() {
+        let update = seqd(3);
+        let frame = relay_draw(update.client_id, update.client_seq, &encode(&update.op));
+        assert_eq!(
+            decode::<crate::relay::RelayUp>(&frame).unwrap(),
+            crate::relay::RelayUp::Draw {
+                client_id: update.client_id,
+                client_seq: update.client_seq,
+                op: update.op.clone(),
+            }
+        );
+        assert_eq!(relay_draw_op(&frame), encode(&update.op));
     }
 
     #[test]

@@ -9,11 +9,15 @@
 //! - [`raster`]: the one rasterizer that defines what an op does to pixels (PROTOCOL.md §4).
 //! - [`snapshot`]: the PNG form of a picture (RGBA8 with a `tEXt` `seq` chunk, PROTOCOL.md §6).
 //! - [`pps`]: the messages between the broadcast service and the primary picture service.
+//! - [`relay`]: what a relay sends up its link to a picture's sequencer.
+//! - [`placement`]: rendezvous hashing of pictures over picture services, and their owner ids.
 
 pub mod codec;
 pub mod limits;
+pub mod placement;
 pub mod pps;
 pub mod raster;
+pub mod relay;
 pub mod snapshot;
 pub mod wire;
 

@@ -1,0 +1,26 @@
+//! The relay link between two broadcast services (PROTOCOL.md §9, docs/scaling.md): a service
+//! that does not hold a picture's sequencer lease relays its clients to the one that does over
+//! one WebSocket per picture (`GET /pictures/{id}/relay?since=SEQ`).
+//!
+//! Downward the sequencer sends exactly what it sends its own clients, as `ServerMsg` frames: a
+//! `Welcome` whose `snapshot_png` is empty (the updates after `since`, or none), then every
+//! `Updates` and `Presence` frame, byte for byte. Upward the relay sends [`RelayUp`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::Op;
+
+/// What a relay sends to the sequencer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayUp {
+    /// A draw of one of the relay's clients, in that client's order. `client_id` is the id the
+    /// relay gave the client (it appears in the echo).
+    Draw {
+        client_id: u64,
+        client_seq: u64,
+        op: Op,
+    },
+    /// How many clients of the picture the relay has now (the sequencer's `Presence` counts
+    /// every relay's clients with its own).
+    Clients { count: u32 },
+}
