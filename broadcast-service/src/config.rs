@@ -28,10 +28,28 @@ pub struct Config {
     #[arg(long, env = "BS_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Services mode: URL of the primary picture service (`ws://host:9090/bs`). Absent: embedded
-    /// mode, the picture service runs in this process.
-    #[arg(long, env = "BS_PPS_URL")]
-    pub pps_url: Option<String>,
+    /// Services mode: the picture services (`ws://host:9090/bs`), comma-separated; each picture
+    /// goes to one of them by rendezvous hashing (docs/scaling.md). Every broadcast service of
+    /// a cluster must list the same URLs. Absent: embedded mode, the picture service runs in
+    /// this process.
+    #[arg(long, env = "BS_PPS_URL", value_delimiter = ',')]
+    pub pps_url: Vec<String>,
+
+    /// How other broadcast services reach this one (`http://bs-1.example:8080`): relays of a
+    /// picture this service sequences connect to it. Default: `http://127.0.0.1:PORT` (a
+    /// cluster on one machine).
+    #[arg(long, env = "BS_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// Services mode: how often the link to each picture service is pinged (the answers keep
+    /// this service's leases confirmed).
+    #[arg(long, env = "BS_PPS_PING_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub pps_ping_interval: Duration,
+
+    /// Services mode: a picture service silent this long (or that takes this long to accept a
+    /// connection) is considered unreachable, and its pictures go to the next one.
+    #[arg(long, env = "BS_PPS_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub pps_timeout: Duration,
 
     /// The picture service's settings. In embedded mode they configure the in-process picture
     /// service (`--data-dir`, `--store`, `--flush-interval`, ...); `--max-side` bounds picture
@@ -154,6 +172,18 @@ impl Config {
     /// The defaults, as if started with no flags and no environment (tests start from here).
     pub fn defaults() -> Self {
         Config::parse_from(["broadcast-service"])
+    }
+
+    /// `--advertise-url`, or `http://127.0.0.1:PORT` from the address actually listened on.
+    pub fn advertise_url(&self, listening: SocketAddr) -> String {
+        self.advertise_url.clone().unwrap_or_else(|| {
+            let host = match listening.ip() {
+                ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            };
+            format!("http://{host}:{}", listening.port())
+        })
     }
 }
 

@@ -132,6 +132,7 @@ pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String,
                             client_id,
                             client_seq,
                             op,
+                            via: None,
                         };
                         if input.send(draw).await.is_err() {
                             break;

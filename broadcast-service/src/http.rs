@@ -16,6 +16,7 @@ use crate::AppState;
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/pictures/{id}/ws", get(ws))
+        .route("/pictures/{id}/relay", get(relay))
         .route("/pictures/{id}/snapshot.png", get(snapshot))
         .route("/", get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
         .route("/p/{id}", get(picture_page))
@@ -101,25 +102,90 @@ async fn ws(
     response
 }
 
+/// `GET /pictures/{id}/relay?since=SEQ`: another broadcast service relays this picture
+/// through this one, its sequencer (PROTOCOL.md §9).
+async fn relay(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    mut request: Request,
+) -> Response {
+    if let Err(message) = check_id(&id) {
+        return bad_request(message);
+    }
+    let since = match query.get("since").map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(since)) => Some(since),
+        Some(Err(_)) => return bad_request("since must be a seq (an unsigned integer)".into()),
+    };
+    if !state.registry.has_room(&id) {
+        return (
+            StatusCode::CONFLICT,
+            "this broadcast service does not sequence the picture\n",
+        )
+            .into_response();
+    }
+    let response = match crate::ws::accept(&request) {
+        Ok(response) => response,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "relay upgrade failed");
+                return;
+            }
+        };
+        let socket = hyper_util::rt::TokioIo::new(upgraded);
+        crate::downstream::serve(socket, state, id, since).await;
+    });
+    response
+}
+
 async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     if let Err(message) = check_id(&id) {
         return bad_request(message);
     }
-    // Read-your-writes: everything sequenced before this request arrived.
-    let min_seq = state.registry.last_seq(&id).await.unwrap_or(0);
-    let request = SnapshotRequest {
+    // Read-your-writes: everything sequenced before this request arrived. A room here knows
+    // its seq and its picture service; without one, the owner is found as a room would, and
+    // asked for everything it has accepted.
+    let cluster = state.registry.cluster().clone();
+    let (min_seq, mut link, latest) = match state.registry.last_seq(&id).await {
+        Some((last, link)) => (last, link, false),
+        None => (0, cluster.route(&id, None), true),
+    };
+    let mut request = SnapshotRequest {
         picture: id,
         create: None,
         min_seq,
         lz4: false,
+        latest,
+        force: false,
     };
     // The picture service may be reconnecting (services mode): wait for it a while, as a
     // joining client would, rather than fail at once.
     let give_up = tokio::time::Instant::now() + state.config.join_timeout;
+    let mut redirects = 0;
     let result = loop {
-        match state.registry.pps().snapshot(request.clone()).await {
+        match cluster.link(link).pps.snapshot(request.clone()).await {
             Err(PpsError::Unavailable(_)) if tokio::time::Instant::now() < give_up => {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if latest {
+                    link = cluster.route(&request.picture, None);
+                }
+            }
+            Err(PpsError::Moved { owner }) if redirects < 3 => {
+                redirects += 1;
+                match cluster
+                    .by_node(owner)
+                    .filter(|&l| cluster.link(l).pps.is_ready())
+                {
+                    Some(owner) => link = owner,
+                    // Its owner is unreachable from here: what storage holds.
+                    None => request.force = true,
+                }
             }
             result => break result,
         }
@@ -166,17 +232,40 @@ async fn picture_page(Path(id): Path<String>, headers: HeaderMap) -> Response {
     asset("picture.html", &headers)
 }
 
+/// Ready while not shutting down and at least one picture service is reachable; the body says
+/// the state of every link (`/metrics` has their failures by cause).
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let links = state.registry.cluster().links();
+    let mut body = String::new();
+    let mut up = 0;
+    for link in links {
+        let ready = link.pps.is_ready();
+        up += usize::from(ready);
+        let node = link
+            .pps
+            .node()
+            .map(protocol::snapshot::owner_text)
+            .unwrap_or_else(|| "unknown".to_string());
+        body.push_str(&format!(
+            "picture service {} ({node}): {}\n",
+            link.url,
+            if ready { "up" } else { "unreachable" }
+        ));
+    }
     if state.registry.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else if !state.registry.pps().is_ready() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "picture service unreachable\n",
+            format!("shutting down\n{body}"),
+        )
+            .into_response()
+    } else if up == 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no picture service reachable\n{body}"),
         )
             .into_response()
     } else {
-        "ready\n".into_response()
+        format!("ready\n{body}").into_response()
     }
 }
 

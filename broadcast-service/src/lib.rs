@@ -14,17 +14,24 @@
 //! - `pending`: the pending log as a plain state machine (the join rule lives here).
 //! - `room`: one picture's sequencer: turns messages into pending-log steps, joins, release.
 //! - `registry`: the open pictures, and race-free creation and removal of rooms.
+//! - `cluster`: the picture services, and which one a picture goes to (rendezvous hashing).
+//! - `upstream` / `downstream`: the two ends of a relay link between broadcast services, for a
+//!   picture another service sequences (docs/scaling.md).
 //!
 //! Two ways to run: [`run`] decides from the config (embedded PPS with a filesystem or S3
-//! store, or a remote PPS at `--pps-url`); [`run_with`] takes any [`PictureService`].
+//! store, or remote picture services at `--pps-url`); [`run_with`] takes any
+//! [`PictureService`]s.
 
+mod cluster;
 pub mod config;
 mod connection;
+mod downstream;
 mod http;
 mod outbox;
 mod pending;
 mod registry;
 mod room;
+mod upstream;
 mod ws;
 
 use std::future::Future;
@@ -36,13 +43,14 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use primary_picture_service::config::make_store;
-use primary_picture_service::remote::RemotePps;
+use primary_picture_service::remote::{RemoteOptions, RemotePps};
 use primary_picture_service::service::Pps;
 use primary_picture_service::PictureService;
 use tokio::net::TcpListener;
 
 pub use config::Config;
 
+use cluster::{Cluster, Link};
 use registry::Registry;
 use room::RoomSettings;
 
@@ -91,32 +99,54 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    match config.pps_url.clone() {
-        Some(url) => {
-            tracing::info!(%url, "services mode: using a remote picture service");
-            let pps = RemotePps::connect(&url);
-            run_with(config, listener, pps, shutdown).await
-        }
-        None => {
-            let store = make_store(&config.pps)
-                .await
-                .with_context(|| format!("opening store {}", config.pps.store))?;
-            tracing::info!(store = %store.describe(), "embedded mode: picture service in process");
-            let deadline = config.pps.shutdown_timeout;
-            let pps = Pps::new(config.pps.to_config(), store);
-            let result = run_with(config, listener, pps.clone(), shutdown).await;
-            let summary = pps.shutdown(deadline).await;
-            tracing::info!(?summary, "picture service stopped");
-            result
-        }
+    if !config.pps_url.is_empty() {
+        let options = RemoteOptions {
+            max_message_size: config.pps.max_message_size,
+            min_backoff: config.pps.min_backoff,
+            max_backoff: config.pps.max_backoff,
+            event_capacity: config.pps.event_capacity.max(1),
+            ping_interval: config.pps_ping_interval,
+            timeout: config.pps_timeout,
+        };
+        let links: Vec<(String, Arc<dyn PictureService>)> = config
+            .pps_url
+            .iter()
+            .map(|url| {
+                let pps: Arc<dyn PictureService> = RemotePps::connect_with(url, options.clone());
+                (url.clone(), pps)
+            })
+            .collect();
+        tracing::info!(picture_services = ?config.pps_url, "services mode");
+        return run_with(config, listener, links, shutdown).await;
     }
+    let store = make_store(&config.pps)
+        .await
+        .with_context(|| format!("opening store {}", config.pps.store))?;
+    tracing::info!(store = %store.describe(), "embedded mode: picture service in process");
+    let deadline = config.pps.shutdown_timeout;
+    let advertise_url = config.advertise_url(listener.local_addr()?);
+    let pps = Pps::new(
+        primary_picture_service::PpsConfig {
+            // One node: no sequencer elsewhere to wait for.
+            lease_timeout: Duration::ZERO,
+            advertise_url,
+            ..config.pps.to_config()
+        },
+        store,
+    );
+    let links: Vec<(String, Arc<dyn PictureService>)> = vec![("embedded".to_string(), pps.clone())];
+    let result = run_with(config, listener, links, shutdown).await;
+    let summary = pps.shutdown(deadline).await;
+    tracing::info!(?summary, "picture service stopped");
+    result
 }
 
-/// Runs the service with the given picture service until `shutdown` resolves, then drains.
+/// Runs the service with the given picture services (by URL, in `--pps-url` order) until
+/// `shutdown` resolves, then drains.
 pub async fn run_with(
     config: Config,
     listener: TcpListener,
-    pps: Arc<dyn PictureService>,
+    pps: Vec<(String, Arc<dyn PictureService>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -124,8 +154,17 @@ pub async fn run_with(
         "--default-side must be within 1..=--max-side ({})",
         config.pps.max_side
     );
-    let registry = Registry::new(pps.clone(), RoomSettings::from_config(&config));
-    tokio::spawn(registry.clone().route_events(pps.events()));
+    anyhow::ensure!(!pps.is_empty(), "no picture service");
+    let advertise_url = config.advertise_url(listener.local_addr()?);
+    let links = pps
+        .into_iter()
+        .map(|(url, pps)| Link { url, pps })
+        .collect();
+    let cluster = Arc::new(Cluster::new(advertise_url.clone(), links));
+    let registry = Registry::new(cluster.clone(), RoomSettings::from_config(&config));
+    for (link, pps) in cluster.links().iter().enumerate() {
+        tokio::spawn(registry.clone().route_events(link, pps.pps.events()));
+    }
     let state = Arc::new(AppState {
         limits: protocol::Limits::from(&config.limits),
         registry: registry.clone(),
@@ -134,7 +173,7 @@ pub async fn run_with(
         config,
     });
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "broadcast service listening");
+    tracing::info!(%addr, %advertise_url, "broadcast service listening");
     let drain = registry.clone();
     let deadline = state.config.drain_timeout;
     // Updates are small and latency matters: no Nagle delay on client sockets.

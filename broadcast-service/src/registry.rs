@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use primary_picture_service::{PictureService, PpsEvent};
+use primary_picture_service::PpsEvent;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::cluster::{Cluster, LinkId};
 use crate::outbox::Outbox;
-use crate::room::{Ctl, Input, JoinRequest, Room, RoomSettings, Wants};
+use crate::room::{Ctl, Input, JoinRequest, RelayJoin, Room, RoomSettings, Wants};
 
 /// Capacity of a room's input queue: readers wait when it is full (per-client backpressure),
 /// the room never does.
@@ -29,7 +30,7 @@ struct Entry {
 pub(crate) struct Registry {
     /// std Mutex: held for a few lines, never across `.await`.
     rooms: Mutex<HashMap<String, Entry>>,
-    pps: Arc<dyn PictureService>,
+    cluster: Arc<Cluster>,
     settings: Arc<RoomSettings>,
     next_instance: AtomicU64,
     shutting_down: AtomicBool,
@@ -45,11 +46,14 @@ pub(crate) enum JoinError {
     ShuttingDown,
 }
 
+/// Resolves when a relay link is started (`Err`: why not).
+pub(crate) type RelayJoined = oneshot::Receiver<Result<(), String>>;
+
 impl Registry {
-    pub(crate) fn new(pps: Arc<dyn PictureService>, settings: RoomSettings) -> Arc<Registry> {
+    pub(crate) fn new(cluster: Arc<Cluster>, settings: RoomSettings) -> Arc<Registry> {
         Arc::new_cyclic(|me| Registry {
             rooms: Mutex::new(HashMap::new()),
-            pps,
+            cluster,
             settings: Arc::new(settings),
             next_instance: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -57,8 +61,8 @@ impl Registry {
         })
     }
 
-    pub(crate) fn pps(&self) -> &Arc<dyn PictureService> {
-        &self.pps
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -121,7 +125,7 @@ impl Registry {
         Room::spawn(
             id.to_string(),
             instance,
-            self.pps.clone(),
+            self.cluster.clone(),
             self.settings.clone(),
             registry,
             ctl_tx,
@@ -149,8 +153,39 @@ impl Registry {
         true
     }
 
-    /// The last seq of an open picture, `None` when this service does not have it open.
-    pub(crate) async fn last_seq(&self, id: &str) -> Option<u64> {
+    /// A relay of another broadcast service links to picture `id`: only a room that exists
+    /// here can be its sequencer. Returns the room's input queue and a receiver that resolves
+    /// when the link is started.
+    pub(crate) fn join_relay(
+        &self,
+        id: &str,
+        relay: u64,
+        since: Option<u64>,
+        outbox: Outbox,
+    ) -> Result<(mpsc::Sender<Input>, RelayJoined), String> {
+        if self.is_shutting_down() {
+            return Err("this broadcast service is shutting down".to_string());
+        }
+        let (joined, joined_rx) = oneshot::channel();
+        let rooms = self.lock();
+        let entry = rooms
+            .get(id)
+            .ok_or_else(|| "this broadcast service does not sequence the picture".to_string())?;
+        entry
+            .ctl
+            .send(Ctl::RelayJoin(RelayJoin {
+                relay,
+                outbox,
+                since,
+                joined,
+            }))
+            .map_err(|_| "the picture's room has closed".to_string())?;
+        Ok((entry.input.clone(), joined_rx))
+    }
+
+    /// The last seq of an open picture and the picture service its room asks, `None` when
+    /// this service does not have it open.
+    pub(crate) async fn last_seq(&self, id: &str) -> Option<(u64, LinkId)> {
         let (tx, rx) = oneshot::channel();
         {
             let rooms = self.lock();
@@ -160,12 +195,21 @@ impl Registry {
         rx.await.ok()
     }
 
+    /// Whether picture `id` has a room here.
+    pub(crate) fn has_room(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
     pub(crate) fn open_rooms(&self) -> usize {
         self.lock().len()
     }
 
-    /// Routes events of the picture service to the rooms, until the service goes away.
-    pub(crate) async fn route_events(self: Arc<Self>, mut events: broadcast::Receiver<PpsEvent>) {
+    /// Routes events of picture service `link` to the rooms, until the service goes away.
+    pub(crate) async fn route_events(
+        self: Arc<Self>,
+        link: LinkId,
+        mut events: broadcast::Receiver<PpsEvent>,
+    ) {
         loop {
             let event = match events.recv().await {
                 Ok(event) => event,
@@ -184,7 +228,7 @@ impl Registry {
                 }
                 PpsEvent::Reconnected => {
                     for entry in rooms.values() {
-                        let _ = entry.ctl.send(Ctl::PpsReconnected);
+                        let _ = entry.ctl.send(Ctl::PpsReconnected(link));
                     }
                 }
             }

@@ -33,7 +33,7 @@ use primary_picture_service::store::memory::MemoryStore;
 use primary_picture_service::store::{Store, StoredMeta};
 use primary_picture_service::{PictureService, Pps, PpsConfig};
 use protocol::codec::{encode_sequenced, sequenced_vec};
-use protocol::pps::{ApplyBatch, ReleaseRequest, SnapshotRequest};
+use protocol::pps::{AcquireRequest, Acquired, ApplyBatch, Lease, ReleaseRequest, SnapshotRequest};
 use protocol::raster::Raster;
 use protocol::snapshot::{decode_lz4, decode_png, encode_lz4, encode_png, Compression};
 use protocol::{Op, Sequenced};
@@ -152,8 +152,16 @@ fn median_max(mut values: Vec<f64>) -> (f64, f64) {
     (median, max)
 }
 
-/// Pre-encoded batches of consecutive seqs `first..`, as the broadcast service sends them.
-fn batches(picture: &str, side: u32, first: u64, ops: &[Op], per_batch: usize) -> Vec<ApplyBatch> {
+/// Pre-encoded batches of consecutive seqs `first..` under `lease`, as the broadcast service
+/// sends them.
+fn batches(
+    lease: Lease,
+    picture: &str,
+    side: u32,
+    first: u64,
+    ops: &[Op],
+    per_batch: usize,
+) -> Vec<ApplyBatch> {
     let mut seq = first;
     ops.chunks(per_batch.max(1))
         .map(|chunk| {
@@ -173,6 +181,7 @@ fn batches(picture: &str, side: u32, first: u64, ops: &[Op], per_batch: usize) -
                 .collect();
             ApplyBatch {
                 picture: picture.to_string(),
+                lease,
                 width: side,
                 height: side,
                 first_seq,
@@ -202,9 +211,29 @@ async fn snapshot(pps: &Pps, picture: &str, side: u32, min_seq: u64) -> anyhow::
             create: Some((side, side)),
             min_seq,
             lz4: false,
+            latest: false,
+            force: false,
         })
         .await?;
     Ok(snap.seq)
+}
+
+/// Takes `picture`'s sequencer lease (opening or creating it), as the broadcast service does
+/// before it sends batches.
+async fn acquire(pps: &Pps, picture: &str, side: u32) -> anyhow::Result<Lease> {
+    match pps
+        .acquire(AcquireRequest {
+            picture: picture.to_string(),
+            create: Some((side, side)),
+            holder: "pps_bench".to_string(),
+            claim: None,
+            force: false,
+        })
+        .await?
+    {
+        Acquired::Granted { lease, .. } => Ok(lease),
+        Acquired::Held { holder, .. } => anyhow::bail!("lease held by {holder}"),
+    }
 }
 
 /// Opens the picture (a previous release dropped it from memory), makes it dirty with one
@@ -217,14 +246,19 @@ async fn timed_release(
     seq: &mut u64,
     rng: &mut StdRng,
 ) -> anyhow::Result<(f64, usize)> {
-    snapshot(pps, picture, side, *seq).await?;
+    let lease = acquire(pps, picture, side).await?;
     *seq += 1;
-    let last = apply_all(pps, batches(picture, side, *seq, &[stroke(rng, side)], 1)).await?;
+    let last = apply_all(
+        pps,
+        batches(lease, picture, side, *seq, &[stroke(rng, side)], 1),
+    )
+    .await?;
     anyhow::ensure!(last == *seq, "apply ended at {last}, expected {seq}");
     let start = Instant::now();
     let flushed = pps
         .release(ReleaseRequest {
             picture: picture.to_string(),
+            lease,
             last_seq: *seq,
         })
         .await?;
@@ -270,8 +304,8 @@ async fn main() -> anyhow::Result<()> {
     let rasterizer = Throughput::measured("rasterizer", ops.len(), covered, seconds);
 
     // Through the picture service, on a fresh picture.
-    snapshot(&pps, "apply", side, 0).await?;
-    let work = batches("apply", side, 1, &ops, args.batch);
+    let lease = acquire(&pps, "apply", side).await?;
+    let work = batches(lease, "apply", side, 1, &ops, args.batch);
     let start = Instant::now();
     let last = apply_all(&pps, work).await?;
     let applied = snapshot(&pps, "apply", side, last).await?;
@@ -284,6 +318,7 @@ async fn main() -> anyhow::Result<()> {
     let apply = Throughput::measured("pps apply", ops.len(), covered, seconds);
     pps.release(ReleaseRequest {
         picture: "apply".to_string(),
+        lease,
         last_seq: applied,
     })
     .await?;
@@ -375,15 +410,20 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Sparse: drawn through the service. Dense: stored directly, then opened from storage.
-    snapshot(&pps, "sparse", side, 0).await?;
-    let mut sparse_seq =
-        apply_all(&pps, batches("sparse", side, 1, &sparse_ops, args.batch)).await?;
+    let lease = acquire(&pps, "sparse", side).await?;
+    let mut sparse_seq = apply_all(
+        &pps,
+        batches(lease, "sparse", side, 1, &sparse_ops, args.batch),
+    )
+    .await?;
+    pps.release(ReleaseRequest {
+        picture: "sparse".to_string(),
+        lease,
+        last_seq: sparse_seq,
+    })
+    .await?;
     let dense_png = encode_png(&dense, 1, Compression::Fast)?;
-    let meta = StoredMeta {
-        seq: 1,
-        width: side,
-        height: side,
-    };
+    let meta = StoredMeta::new(1, side, side);
     store
         .save("dense", Bytes::from(dense_png), &meta, None)
         .await?;

@@ -2,8 +2,11 @@
 //! process ([`crate::Pps`]) or behind the network ([`crate::remote::RemotePps`]).
 
 use futures::future::BoxFuture;
-use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
+use protocol::pps::{
+    AcquireRequest, Acquired, ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest,
+};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 /// Something the picture service tells every broadcast service, unasked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +26,10 @@ pub enum PpsEvent {
 /// order (batches of a picture stay in seq order) even if their futures are awaited elsewhere,
 /// concurrently or never. None of the methods blocks.
 pub trait PictureService: Send + Sync + 'static {
+    /// Asks for the picture's sequencer lease (docs/scaling.md): `Granted` (sequence it),
+    /// `Held` (relay to the holder), or `PpsError::Moved` (another service owns it).
+    fn acquire(&self, request: AcquireRequest) -> BoxFuture<'static, Result<Acquired, PpsError>>;
+
     /// The picture as a PNG snapshot, opening it (loading from storage, or creating it blank
     /// when `create` is set) as needed. Waits until PPS has applied `min_seq`.
     fn snapshot(&self, request: SnapshotRequest) -> BoxFuture<'static, Result<Snapshot, PpsError>>;
@@ -40,4 +47,13 @@ pub trait PictureService: Send + Sync + 'static {
 
     /// Whether the service is reachable now (readiness).
     fn is_ready(&self) -> bool;
+
+    /// While the service is unreachable: until when a sequencer holding a lease from it may
+    /// still echo updates the service has not accepted (the lease cannot have passed to
+    /// another broadcast service before then). `None`: not at all. In process: forever.
+    fn echo_until(&self) -> Option<Instant>;
+
+    /// The service's id (`protocol::placement::node_id`, how it signs the pictures it owns),
+    /// once known.
+    fn node(&self) -> Option<u64>;
 }

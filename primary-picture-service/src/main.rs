@@ -2,10 +2,11 @@
 //! logs and metrics, serves `GET /bs` until SIGTERM or ctrl-c, then flushes every dirty picture.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use primary_picture_service::config::{make_store, PpsArgs};
+use primary_picture_service::config::{make_store, parse_duration, PpsArgs};
 use primary_picture_service::process::{init_logs, shutdown_signal};
 use primary_picture_service::server::{serve_with, ServeOptions};
 use primary_picture_service::Pps;
@@ -24,6 +25,21 @@ struct Config {
     /// Log as JSON lines (for production log collectors).
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
     log_json: bool,
+    /// How broadcast services reach this service (`ws://pps-0.pps:9090/bs`): it signs the
+    /// pictures it owns with it, and broadcast services follow it to the owner. Default:
+    /// `ws://127.0.0.1:PORT/bs` (a cluster on one machine).
+    #[arg(long, env = "PPS_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// How long a broadcast service whose connection broke keeps its sequencer leases (and may
+    /// echo updates on its own), and how long a picture taken from a picture service that did
+    /// not release it waits for its last sequencer (docs/scaling.md). `0s`: echoes always wait
+    /// for this service, and leases change hands as soon as a connection breaks.
+    #[arg(long, env = "PPS_LEASE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    lease_timeout: Duration,
+    /// A broadcast service's connection that delivers nothing for this long (they ping every
+    /// second) is closed.
+    #[arg(long, env = "PPS_LINK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    link_timeout: Duration,
     #[command(flatten)]
     pps: PpsArgs,
 }
@@ -39,13 +55,28 @@ async fn main() -> anyhow::Result<()> {
     let store = make_store(&config.pps)
         .await
         .context("opening the picture store")?;
-    let pps = Pps::new(config.pps.to_config(), store);
+    let advertise_url = config.advertise_url.clone().unwrap_or_else(|| {
+        let host = match config.listen.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("ws://{host}:{}/bs", config.listen.port())
+    });
+    tracing::info!(%advertise_url, node = %protocol::snapshot::owner_text(protocol::placement::node_id(&advertise_url)), "advertising");
+    let pps_config = primary_picture_service::PpsConfig {
+        advertise_url,
+        lease_timeout: config.lease_timeout,
+        ..config.pps.to_config()
+    };
+    let pps = Pps::new(pps_config, store);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let options = ServeOptions {
         max_message_size: config.pps.max_message_size,
         metrics: Some(metrics),
+        silence_timeout: config.link_timeout,
     };
     serve_with(listener, pps.clone(), options, shutdown_signal()).await?;
     let summary = pps.shutdown(config.pps.shutdown_timeout).await;

@@ -6,6 +6,13 @@
 //! connection is lost every pending request fails with [`PpsError::Unavailable`], new requests
 //! fail fast until it is back, and a background task reconnects with jittered exponential
 //! backoff, announcing [`PpsEvent::Reconnected`] once it succeeds.
+//!
+//! The link explains itself: every failed attempt is logged once, with its cause (an HTTP
+//! status, a refusal, a timeout), and counted in `bs_pps_link_failures_total{url, cause}`;
+//! `bs_pps_link_up{url}` says whether it is up. It pings the service every `ping_interval` and
+//! gives the connection up after `timeout` without a word from it. The send time of the latest
+//! request the service answered bounds how long a sequencer holding a lease from it may go on
+//! alone when it becomes unreachable ([`PictureService::echo_until`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,10 +22,11 @@ use bytes::Bytes;
 use futures::future::{self, BoxFuture, FutureExt};
 use futures::{SinkExt, StreamExt};
 use protocol::pps::{
-    ApplyBatch, FromPps, PpsError, PpsReply, PpsRequest, ReleaseRequest, Snapshot, SnapshotRequest,
-    ToPps,
+    AcquireRequest, Acquired, ApplyBatch, FromPps, PpsError, PpsReply, PpsRequest, ReleaseRequest,
+    Snapshot, SnapshotRequest, ToPps,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -35,9 +43,12 @@ pub struct RemoteOptions {
     pub max_backoff: Duration,
     /// Capacity of the event channel.
     pub event_capacity: usize,
-    /// A ping is sent this often; a connection silent for three times this long is considered
-    /// dead (a peer that vanished without closing TCP would otherwise hang every request).
-    pub keepalive: Duration,
+    /// A ping (a request, answered) is sent this often.
+    pub ping_interval: Duration,
+    /// A connection silent this long is considered dead (a peer that vanished without closing
+    /// TCP, or was paused, would otherwise hang every request), and so is an attempt to
+    /// connect that takes longer.
+    pub timeout: Duration,
 }
 
 impl Default for RemoteOptions {
@@ -47,12 +58,21 @@ impl Default for RemoteOptions {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             event_capacity: 4096,
-            keepalive: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(3),
         }
     }
 }
 
-type Pending = oneshot::Sender<Result<PpsReply, PpsError>>;
+/// A request waiting for its reply, and when it was sent.
+type Pending = (Instant, oneshot::Sender<Result<PpsReply, PpsError>>);
+
+/// What the service said of itself when the connection opened.
+#[derive(Clone, Debug)]
+struct Hello {
+    node: u64,
+    lease_timeout: Duration,
+}
 
 /// A picture service reached over the network.
 pub struct RemotePps {
@@ -75,6 +95,10 @@ struct ClientState {
     pending: HashMap<u64, Pending>,
     /// Id of the next request.
     next_id: u64,
+    /// From the service's `Hello` (kept while disconnected: it is still the same service).
+    hello: Option<Hello>,
+    /// The send time of the latest request the service answered.
+    confirmed_at: Option<Instant>,
 }
 
 impl RemotePps {
@@ -92,6 +116,8 @@ impl RemotePps {
                 writer: None,
                 pending: HashMap::new(),
                 next_id: 1,
+                hello: None,
+                confirmed_at: None,
             }),
         });
         let (stop, stopped) = watch::channel(());
@@ -103,9 +129,15 @@ impl RemotePps {
     }
 
     fn call(&self, request: PpsRequest) -> BoxFuture<'static, Result<PpsReply, PpsError>> {
+        self.shared.call(request)
+    }
+}
+
+impl ClientShared {
+    fn call(&self, request: PpsRequest) -> BoxFuture<'static, Result<PpsReply, PpsError>> {
         let (tx, rx) = oneshot::channel();
         {
-            let mut state = self.shared.lock();
+            let mut state = self.lock();
             let Some(writer) = state.writer.clone() else {
                 return future::ready(Err(not_connected())).boxed();
             };
@@ -115,9 +147,36 @@ impl RemotePps {
             if writer.send(Message::Binary(Bytes::from(bytes))).is_err() {
                 return future::ready(Err(not_connected())).boxed();
             }
-            state.pending.insert(id, tx);
+            state.pending.insert(id, (Instant::now(), tx));
         }
         async move { rx.await.unwrap_or_else(|_| Err(connection_lost())) }.boxed()
+    }
+}
+
+/// Why a WebSocket connection or attempt failed, in words for a log line and as a short label
+/// for a metric: an HTTP status, a refused connection, a timeout, a bad URL, ...
+pub fn describe_ws_error(error: &tokio_tungstenite::tungstenite::Error) -> (String, &'static str) {
+    use std::io::ErrorKind;
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        Error::Http(response) => (
+            format!("answered HTTP {} instead of upgrading", response.status()),
+            "http_status",
+        ),
+        Error::Io(e) if e.kind() == ErrorKind::ConnectionRefused => (
+            "connection refused (nothing listens there)".to_string(),
+            "refused",
+        ),
+        Error::Io(e) if e.kind() == ErrorKind::TimedOut => ("timed out".to_string(), "timeout"),
+        Error::Io(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+            (format!("connection broken: {e}"), "reset")
+        }
+        Error::Io(e) => (format!("network error: {e}"), "io"),
+        Error::Url(e) => (format!("bad URL: {e}"), "url"),
+        Error::ConnectionClosed | Error::AlreadyClosed => {
+            ("connection closed".to_string(), "closed")
+        }
+        other => (other.to_string(), "other"),
     }
 }
 
@@ -148,8 +207,23 @@ impl ClientShared {
             state.writer = None;
             std::mem::take(&mut state.pending)
         };
-        for (_, reply) in pending {
+        for (_, (_, reply)) in pending {
             let _ = reply.send(Err(connection_lost()));
+        }
+    }
+
+    /// The reply to request `id` arrived.
+    fn answered(&self, id: u64, reply: PpsReply) {
+        let pending = {
+            let mut state = self.lock();
+            let pending = state.pending.remove(&id);
+            if let Some((sent_at, _)) = &pending {
+                state.confirmed_at = Some(state.confirmed_at.map_or(*sent_at, |c| c.max(*sent_at)));
+            }
+            pending
+        };
+        if let Some((_, reply_to)) = pending {
+            let _ = reply_to.send(Ok(reply));
         }
     }
 }
@@ -163,29 +237,33 @@ async fn run(
 ) {
     let mut backoff = options.min_backoff;
     let mut connected_before = false;
+    let up = metrics::gauge!("bs_pps_link_up", "url" => url.clone());
+    up.set(0.0);
     loop {
         let config = WebSocketConfig::default()
             .max_message_size(Some(options.max_message_size))
             .max_frame_size(Some(options.max_message_size));
+        let connect =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         let attempt = tokio::select! {
-            attempt = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true) => attempt,
+            attempt = tokio::time::timeout(options.timeout, connect) => attempt,
             _ = stop.changed() => return,
         };
-        match attempt {
-            Ok((socket, _)) => {
+        let failure = match attempt {
+            Ok(Ok((socket, _))) => {
                 backoff = options.min_backoff;
                 let (mut sink, mut stream) = socket.split();
                 let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<Message>();
                 shared.lock().writer = Some(writer_tx);
+                up.set(1.0);
                 tracing::info!(%url, "connected to the picture service");
                 if connected_before {
                     let _ = shared.events.send(PpsEvent::Reconnected);
                 }
                 connected_before = true;
-                let pinger = shared.lock().writer.clone();
-                let mut last_heard = tokio::time::Instant::now();
-                let mut keepalive = tokio::time::interval(options.keepalive);
-                keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut last_heard = Instant::now();
+                let mut pings = tokio::time::interval(options.ping_interval);
+                pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut writer = tokio::spawn(async move {
                     while let Some(msg) = writer_rx.recv().await {
                         if sink.send(msg).await.is_err() {
@@ -193,60 +271,80 @@ async fn run(
                         }
                     }
                 });
-                let stopping = loop {
+                let ended = loop {
                     let msg = tokio::select! {
                         msg = stream.next() => msg,
-                        _ = &mut writer => break false,
-                        _ = stop.changed() => break true,
-                        _ = keepalive.tick() => {
-                            if last_heard.elapsed() > options.keepalive * 3 {
-                                tracing::warn!(%url, "picture service silent; reconnecting");
-                                break false;
+                        _ = &mut writer => break Some(("its connection broke".to_string(), "reset")),
+                        _ = stop.changed() => break None,
+                        _ = pings.tick() => {
+                            if last_heard.elapsed() > options.timeout {
+                                break Some((format!("silent for {:?}", options.timeout), "timeout"));
                             }
-                            if let Some(pinger) = &pinger {
-                                let _ = pinger.send(Message::Ping(Bytes::new()));
-                            }
+                            // Answered or not, it keeps the leases held over this connection
+                            // alive and (answered) confirms them (see the module doc).
+                            drop(shared.call(PpsRequest::Ping));
                             continue;
                         }
                     };
-                    last_heard = tokio::time::Instant::now();
+                    last_heard = Instant::now();
                     let bytes = match msg {
                         Some(Ok(Message::Binary(bytes))) => bytes,
-                        Some(Ok(Message::Close(_))) | None => break false,
+                        Some(Ok(Message::Close(_))) | None => {
+                            break Some(("it closed the connection".to_string(), "closed"))
+                        }
                         Some(Ok(_)) => continue,
                         Some(Err(error)) => {
-                            tracing::debug!(%error, "picture service connection failed");
-                            break false;
+                            let (cause, label) = describe_ws_error(&error);
+                            break Some((cause, label));
                         }
                     };
                     match protocol::codec::decode::<FromPps>(&bytes) {
-                        Ok(FromPps::Reply { id, reply }) => {
-                            if let Some(pending) = shared.lock().pending.remove(&id) {
-                                let _ = pending.send(Ok(reply));
-                            }
-                        }
+                        Ok(FromPps::Reply { id, reply }) => shared.answered(id, reply),
                         Ok(FromPps::Flushed { picture, seq }) => {
                             let _ = shared.events.send(PpsEvent::Flushed { picture, seq });
                         }
+                        Ok(FromPps::Hello {
+                            node,
+                            url: advertised,
+                            lease_timeout_ms,
+                        }) => {
+                            tracing::debug!(%url, %advertised, node = %protocol::snapshot::owner_text(node), lease_timeout_ms, "picture service introduced itself");
+                            shared.lock().hello = Some(Hello {
+                                node,
+                                lease_timeout: Duration::from_millis(lease_timeout_ms),
+                            });
+                        }
                         Err(error) => {
-                            tracing::warn!(%error, "undecodable message from the picture service; reconnecting");
-                            break false;
+                            break Some((
+                                format!("sent an undecodable message: {error}"),
+                                "protocol",
+                            ));
                         }
                     }
                 };
                 writer.abort();
                 shared.disconnected();
-                if stopping {
-                    return;
+                up.set(0.0);
+                match ended {
+                    None => return,
+                    Some(failure) => {
+                        tracing::warn!(%url, cause = %failure.0, "lost the connection to the picture service; reconnecting");
+                        metrics::counter!("bs_pps_link_failures_total", "url" => url.clone(), "cause" => failure.1).increment(1);
+                        // Reconnect at once the first time.
+                        None
+                    }
                 }
-                tracing::warn!(%url, "lost the connection to the picture service; reconnecting");
             }
-            Err(error) => {
-                tracing::debug!(%url, %error, retry_in_ms = backoff.as_millis() as u64, "cannot connect to the picture service");
-            }
-        }
+            Ok(Err(error)) => Some(describe_ws_error(&error)),
+            Err(_) => Some((format!("no answer within {:?}", options.timeout), "timeout")),
+        };
         let delay = jittered(backoff);
-        backoff = (backoff * 2).min(options.max_backoff);
+        if let Some((cause, label)) = failure {
+            tracing::warn!(%url, %cause, retry_in_ms = delay.as_millis() as u64, "cannot connect to the picture service");
+            metrics::counter!("bs_pps_link_failures_total", "url" => url.clone(), "cause" => label)
+                .increment(1);
+            backoff = (backoff * 2).min(options.max_backoff);
+        }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
@@ -262,6 +360,18 @@ fn jittered(base: Duration) -> Duration {
 }
 
 impl PictureService for RemotePps {
+    fn acquire(&self, request: AcquireRequest) -> BoxFuture<'static, Result<Acquired, PpsError>> {
+        let reply = self.call(PpsRequest::Acquire(request));
+        async move {
+            match reply.await? {
+                PpsReply::Acquired(acquired) => Ok(acquired),
+                PpsReply::Error(error) => Err(error),
+                other => Err(unexpected(other)),
+            }
+        }
+        .boxed()
+    }
+
     fn snapshot(&self, request: SnapshotRequest) -> BoxFuture<'static, Result<Snapshot, PpsError>> {
         let reply = self.call(PpsRequest::Snapshot(request));
         async move {
@@ -304,5 +414,19 @@ impl PictureService for RemotePps {
 
     fn is_ready(&self) -> bool {
         self.shared.lock().writer.is_some()
+    }
+
+    fn echo_until(&self) -> Option<Instant> {
+        let state = self.shared.lock();
+        let lease_timeout = state.hello.as_ref()?.lease_timeout;
+        // A fifth of the lease timeout (and a tenth of a second) for clocks that do not run at
+        // quite the same rate.
+        let margin = lease_timeout / 5 + Duration::from_millis(100);
+        let alone = lease_timeout.checked_sub(margin)?;
+        Some(state.confirmed_at? + alone)
+    }
+
+    fn node(&self) -> Option<u64> {
+        self.shared.lock().hello.as_ref().map(|hello| hello.node)
     }
 }

@@ -5,9 +5,15 @@
 //! Requests of one connection are handed to the [`Pps`] in arrival order, in the read loop
 //! itself (enqueueing does not block), so batches of a picture keep their order; each reply is
 //! awaited by its own task and sent back through the connection's writer task.
+//!
+//! Each connection is a [`Session`]: the leases its broadcast service acquires are held over
+//! it. The first message says who this service is (`FromPps::Hello`); a connection silent for
+//! `silence_timeout` (the broadcast service pings every second or so) is closed, and its
+//! leases run out one lease timeout after it was last heard.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -24,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::{PictureService, PpsEvent};
-use crate::service::Pps;
+use crate::service::{Pps, Session};
 
 /// Server settings beyond the listener.
 #[derive(Clone)]
@@ -34,6 +40,8 @@ pub struct ServeOptions {
     /// Renders `GET /metrics`; `None` answers 404 (the binary installs the recorder, not the
     /// library, so tests can run many servers in one process).
     pub metrics: Option<PrometheusHandle>,
+    /// A broadcast service's connection that delivers nothing for this long is closed.
+    pub silence_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -41,6 +49,7 @@ impl Default for ServeOptions {
         Self {
             max_message_size: 64 << 20,
             metrics: None,
+            silence_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -128,8 +137,15 @@ fn frame(msg: &FromPps) -> Message {
 async fn connection(socket: WebSocket, state: AppState) {
     metrics::gauge!("pps_bs_connections").increment(1.0);
     tracing::info!("broadcast service connected");
+    let session = Arc::new(state.pps.session());
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let config = state.pps.config();
+    let _ = out.send(frame(&FromPps::Hello {
+        node: config.node(),
+        url: config.advertise_url.clone(),
+        lease_timeout_ms: config.lease_timeout.as_millis() as u64,
+    }));
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
             if sink.send(msg).await.is_err() {
@@ -140,15 +156,23 @@ async fn connection(socket: WebSocket, state: AppState) {
     });
     let mut events = tokio::spawn(forward_events(state.pps.events(), out.clone()));
     let mut closing = state.closing.clone();
+    let silence = state.options.silence_timeout;
     loop {
         let msg = tokio::select! {
-            msg = stream.next() => msg,
+            msg = tokio::time::timeout(silence, stream.next()) => match msg {
+                Ok(msg) => msg,
+                Err(_) => {
+                    tracing::warn!(silent_ms = silence.as_millis() as u64, "broadcast service silent; closing its connection");
+                    break;
+                }
+            },
             _ = closing.changed() => break,
             _ = &mut events => {
                 tracing::warn!("event forwarding stopped (lagged); closing so the broadcast service resyncs");
                 break;
             }
         };
+        session.heard();
         let bytes = match msg {
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Close(_))) | None => break,
@@ -166,7 +190,7 @@ async fn connection(socket: WebSocket, state: AppState) {
             }
         };
         // Enqueue now (keeps arrival order), await the reply elsewhere.
-        let reply = dispatch(state.pps.as_ref(), request);
+        let reply = dispatch(&session, request);
         let out = out.clone();
         tokio::spawn(async move {
             let reply = reply.await;
@@ -175,6 +199,8 @@ async fn connection(socket: WebSocket, state: AppState) {
     }
     events.abort();
     drop(out);
+    // Its leases start running out (see `Session`).
+    drop(session);
     // Replies still being computed would keep the writer alive; the peer is gone or we are
     // closing, so stop it now.
     writer.abort();
@@ -182,7 +208,7 @@ async fn connection(socket: WebSocket, state: AppState) {
     tracing::info!("broadcast service disconnected");
 }
 
-fn dispatch(pps: &Pps, request: PpsRequest) -> BoxFuture<'static, PpsReply> {
+fn dispatch(pps: &Session, request: PpsRequest) -> BoxFuture<'static, PpsReply> {
     fn or_error<T>(result: Result<T, PpsError>, ok: impl FnOnce(T) -> PpsReply) -> PpsReply {
         match result {
             Ok(value) => ok(value),
@@ -208,6 +234,11 @@ fn dispatch(pps: &Pps, request: PpsRequest) -> BoxFuture<'static, PpsReply> {
                 })
             })
         }
+        PpsRequest::Acquire(request) => {
+            let reply = pps.acquire(request);
+            Box::pin(async move { or_error(reply.await, PpsReply::Acquired) })
+        }
+        PpsRequest::Ping => Box::pin(async { PpsReply::Pong }),
     }
 }
 

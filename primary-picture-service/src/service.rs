@@ -3,14 +3,17 @@
 //! dirty picture to storage on shutdown.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::future::{self, BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
-use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
+use protocol::pps::{
+    AcquireRequest, Acquired, ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::api::{PictureService, PpsEvent};
 use crate::picture::{self, Msg};
@@ -49,6 +52,13 @@ pub struct PpsConfig {
     pub apply_delay: Option<Duration>,
     /// Test knob: sleep this long before decoding a loaded picture, to make a cold load slow.
     pub decode_delay: Option<Duration>,
+    /// How broadcast services reach this service; its hash ([`protocol::placement::node_id`])
+    /// is the owner id written into every picture it owns (docs/scaling.md).
+    pub advertise_url: String,
+    /// How long a sequencer whose connection broke keeps its lease, and how long a picture
+    /// taken from an owner that did not release it waits for its last sequencer's claim.
+    /// Zero in process (embedded mode): there is no other sequencer to wait for.
+    pub lease_timeout: Duration,
 }
 
 impl Default for PpsConfig {
@@ -68,9 +78,22 @@ impl Default for PpsConfig {
             event_capacity: 4096,
             apply_delay: None,
             decode_delay: None,
+            advertise_url: "embedded".to_string(),
+            lease_timeout: Duration::ZERO,
         }
     }
 }
+
+impl PpsConfig {
+    /// This service's owner id ([`protocol::placement::node_id`] of its advertise URL).
+    pub fn node(&self) -> u64 {
+        protocol::placement::node_id(&self.advertise_url)
+    }
+}
+
+/// Identifies one broadcast service's connection: leases are held over it. `0` is the
+/// in-process caller (embedded mode), which never disconnects.
+pub(crate) type ConnId = u64;
 
 /// What [`Pps::shutdown`] managed to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +121,8 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<PpsEvent>,
     /// Cleared by [`Pps::shutdown`]: new requests are refused from then on.
     accepting: AtomicBool,
+    /// Source of [`ConnId`]s for [`Pps::session`].
+    next_conn: AtomicU64,
 }
 
 impl Shared {
@@ -132,8 +157,29 @@ impl Pps {
                 registry: Mutex::new(HashMap::new()),
                 events,
                 accepting: AtomicBool::new(true),
+                next_conn: AtomicU64::new(1),
             }),
         })
+    }
+
+    /// A caller of its own, for one broadcast service's connection: the leases it acquires are
+    /// held over this session, which is told [`Session::heard`] on every message; when the
+    /// session is dropped (the connection is gone), its leases expire one lease timeout after
+    /// it was last heard.
+    pub fn session(self: &Arc<Self>) -> Session {
+        Session {
+            pps: self.clone(),
+            conn: self.shared.next_conn.fetch_add(1, Ordering::Relaxed),
+            last_heard: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Tells every picture that connection `conn` is gone.
+    fn disconnected(&self, conn: ConnId, last_heard: Instant) {
+        let registry = self.shared.registry();
+        for mailbox in registry.values() {
+            let _ = mailbox.send(Msg::Disconnected { conn, last_heard });
+        }
     }
 
     pub fn config(&self) -> &PpsConfig {
@@ -262,17 +308,39 @@ impl Pps {
         runtime.spawn(picture::run(self.shared.clone(), picture.to_string(), rx));
         Ok(())
     }
+
+    fn acquire_on(
+        &self,
+        conn: ConnId,
+        request: AcquireRequest,
+    ) -> BoxFuture<'static, Result<Acquired, PpsError>> {
+        let picture = request.picture.clone();
+        self.call(&picture, |reply| Msg::Acquire(request, conn, reply))
+    }
+
+    fn apply_on(
+        &self,
+        conn: ConnId,
+        batch: ApplyBatch,
+    ) -> BoxFuture<'static, Result<u64, PpsError>> {
+        let picture = batch.picture.clone();
+        self.call(&picture, |reply| Msg::Apply(batch, conn, reply))
+    }
 }
 
+/// The in-process caller (embedded mode, tests): connection 0, which never disconnects.
 impl PictureService for Pps {
+    fn acquire(&self, request: AcquireRequest) -> BoxFuture<'static, Result<Acquired, PpsError>> {
+        self.acquire_on(0, request)
+    }
+
     fn snapshot(&self, request: SnapshotRequest) -> BoxFuture<'static, Result<Snapshot, PpsError>> {
         let picture = request.picture.clone();
         self.call(&picture, |reply| Msg::Snapshot(request, reply))
     }
 
     fn apply(&self, batch: ApplyBatch) -> BoxFuture<'static, Result<u64, PpsError>> {
-        let picture = batch.picture.clone();
-        self.call(&picture, |reply| Msg::Apply(batch, reply))
+        self.apply_on(0, batch)
     }
 
     fn release(&self, request: ReleaseRequest) -> BoxFuture<'static, Result<u64, PpsError>> {
@@ -286,5 +354,58 @@ impl PictureService for Pps {
 
     fn is_ready(&self) -> bool {
         self.shared.accepting.load(Ordering::SeqCst)
+    }
+
+    fn echo_until(&self) -> Option<Instant> {
+        // In process the service cannot be unreachable.
+        Some(Instant::now() + Duration::from_secs(3600))
+    }
+
+    fn node(&self) -> Option<u64> {
+        Some(self.shared.config.node())
+    }
+}
+
+/// One broadcast service's connection to this service (see [`Pps::session`]).
+pub struct Session {
+    pps: Arc<Pps>,
+    conn: ConnId,
+    /// When the connection last delivered a message.
+    last_heard: Mutex<Instant>,
+}
+
+impl Session {
+    /// The connection delivered a message now.
+    pub fn heard(&self) {
+        *self.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub fn acquire(
+        &self,
+        request: AcquireRequest,
+    ) -> BoxFuture<'static, Result<Acquired, PpsError>> {
+        self.pps.acquire_on(self.conn, request)
+    }
+
+    pub fn apply(&self, batch: ApplyBatch) -> BoxFuture<'static, Result<u64, PpsError>> {
+        self.pps.apply_on(self.conn, batch)
+    }
+
+    pub fn snapshot(
+        &self,
+        request: SnapshotRequest,
+    ) -> BoxFuture<'static, Result<Snapshot, PpsError>> {
+        self.pps.snapshot(request)
+    }
+
+    pub fn release(&self, request: ReleaseRequest) -> BoxFuture<'static, Result<u64, PpsError>> {
+        self.pps.release(request)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let last_heard = *self.last_heard.lock().unwrap_or_else(|e| e.into_inner());
+        self.pps.disconnected(self.conn, last_heard);
     }
 }

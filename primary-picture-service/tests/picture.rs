@@ -11,7 +11,7 @@ use common::*;
 use primary_picture_service::store::memory::MemoryStore;
 use primary_picture_service::store::StoredMeta;
 use primary_picture_service::{PictureService, Pps, PpsConfig, PpsEvent};
-use protocol::pps::{PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
+use protocol::pps::{Lease, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
 use tokio::sync::broadcast;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -38,6 +38,8 @@ fn open(picture: &str, min_seq: u64) -> SnapshotRequest {
         create: Some((W, H)),
         min_seq,
         lz4: false,
+        latest: false,
+        force: false,
     }
 }
 
@@ -47,6 +49,8 @@ fn existing(picture: &str, min_seq: u64) -> SnapshotRequest {
         create: None,
         min_seq,
         lz4: false,
+        latest: false,
+        force: false,
     }
 }
 
@@ -68,6 +72,7 @@ async fn flushed_event(events: &mut broadcast::Receiver<PpsEvent>, picture: &str
 #[tokio::test]
 async fn applied_batches_give_the_exact_snapshot() {
     let (pps, _store) = setup(config());
+    acquire(pps.as_ref(), "p").await;
     let blank = pps.snapshot(open("p", 0)).await.unwrap();
     assert_snapshot(&blank, &expected(0), 0);
     assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
@@ -83,6 +88,7 @@ async fn applied_batches_give_the_exact_snapshot() {
 #[tokio::test]
 async fn lz4_form_follows_the_first_asker() {
     let (pps, _store) = setup(config());
+    acquire(pps.as_ref(), "p").await;
     let lz4 = |mut request: SnapshotRequest| {
         request.lz4 = true;
         request
@@ -114,6 +120,7 @@ async fn lz4_form_follows_the_first_asker() {
 #[tokio::test]
 async fn duplicates_and_overlaps_are_applied_once() {
     let (pps, _store) = setup(config());
+    acquire(pps.as_ref(), "p").await;
     pps.snapshot(open("p", 0)).await.unwrap();
     assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
     // Pure duplicate: acknowledged with what PPS has.
@@ -128,6 +135,7 @@ async fn duplicates_and_overlaps_are_applied_once() {
 #[tokio::test]
 async fn a_gap_is_refused() {
     let (pps, _store) = setup(config());
+    acquire(pps.as_ref(), "p").await;
     assert_eq!(pps.apply(batch("p", 1, 2)).await, Ok(2));
     assert_eq!(
         pps.apply(batch("p", 4, 5)).await,
@@ -145,6 +153,7 @@ async fn a_gap_is_refused() {
 #[tokio::test]
 async fn malformed_batches_are_bad_requests() {
     let (pps, _store) = setup(config());
+    acquire(pps.as_ref(), "p").await;
     let mut lying = batch("p", 1, 3);
     lying.last_seq = 4;
     assert!(matches!(
@@ -162,6 +171,8 @@ async fn malformed_batches_are_bad_requests() {
         create: Some((W, H)),
         min_seq: 0,
         lz4: false,
+        latest: false,
+        force: false,
     };
     assert!(matches!(
         pps.snapshot(bad_id).await,
@@ -173,6 +184,8 @@ async fn malformed_batches_are_bad_requests() {
             create: Some((5000, 5)),
             min_seq: 0,
             lz4: false,
+            latest: false,
+            force: false,
         })
         .await,
         Err(PpsError::BadRequest(_))
@@ -182,6 +195,7 @@ async fn malformed_batches_are_bad_requests() {
 #[tokio::test]
 async fn snapshot_waits_for_its_min_seq() {
     let (pps, _store) = setup(config());
+    acquire(pps.as_ref(), "p").await;
     pps.snapshot(open("p", 0)).await.unwrap();
     // Enqueued before the batches exist: it must wait for them rather than answer at seq 0.
     let waiting = pps.snapshot(existing("p", 4));
@@ -219,29 +233,32 @@ async fn missing_picture_without_create_is_not_found_and_not_kept() {
 #[tokio::test]
 async fn release_flushes_exactly_and_unloads() {
     let (pps, store) = setup(config());
+    acquire(pps.as_ref(), "p").await;
     let mut events = pps.events();
     assert_eq!(pps.apply(batch("p", 1, 4)).await, Ok(4));
     let release = ReleaseRequest {
         picture: "p".to_string(),
+        lease: FIRST_LEASE,
         last_seq: 4,
     };
     assert_eq!(pps.release(release).await, Ok(4));
     let stored = store.get("p").expect("stored");
     assert_eq!(
-        stored.meta,
-        StoredMeta {
-            seq: 4,
-            width: W,
-            height: H
-        }
+        (stored.meta.seq, stored.meta.width, stored.meta.height),
+        (4, W, H)
     );
     assert_png(&stored.png, &expected(4), 4);
     flushed_event(&mut events, "p", 4).await;
     eventually("the picture to unload", WAIT, || !pps.is_open("p")).await;
     assert_eq!(pps.open_pictures(), 0);
 
-    // Reopened from storage, exactly as it was, and it continues from there.
-    assert_eq!(pps.apply(batch("p", 3, 6)).await, Ok(6));
+    // Stored as released, so the next lease takes it at once with a new epoch; reopened from
+    // storage, exactly as it was, and it continues from there.
+    assert_eq!(stored.meta.ownership.epoch, 1);
+    assert!(stored.meta.ownership.released);
+    let (lease, seq) = acquire(pps.as_ref(), "p").await;
+    assert_eq!((lease, seq), (Lease { epoch: 2, grant: 1 }, 4));
+    assert_eq!(pps.apply(batch_with(lease, "p", 3, 6)).await, Ok(6));
     let snapshot = pps.snapshot(existing("p", 6)).await.unwrap();
     assert_snapshot(&snapshot, &expected(6), 6);
     assert_eq!(store.loads(), 2);
@@ -250,9 +267,11 @@ async fn release_flushes_exactly_and_unloads() {
 #[tokio::test]
 async fn release_ahead_of_the_batches_is_a_gap() {
     let (pps, _store) = setup(config());
+    acquire(pps.as_ref(), "p").await;
     assert_eq!(pps.apply(batch("p", 1, 2)).await, Ok(2));
     let release = ReleaseRequest {
         picture: "p".to_string(),
+        lease: FIRST_LEASE,
         last_seq: 5,
     };
     assert_eq!(
@@ -268,15 +287,7 @@ async fn release_ahead_of_the_batches_is_a_gap() {
 async fn failing_store_never_opens_blank_and_heals() {
     let (pps, store) = setup(config());
     let stored = expected(7);
-    store.put(
-        "p",
-        png_of(&stored, 7),
-        StoredMeta {
-            seq: 7,
-            width: W,
-            height: H,
-        },
-    );
+    store.put("p", png_of(&stored, 7), StoredMeta::new(7, W, H));
     store.set_failing(true);
     let result = pps.snapshot(open("p", 0)).await;
     assert!(matches!(result, Err(PpsError::Storage(_))), "{result:?}");
@@ -285,25 +296,20 @@ async fn failing_store_never_opens_blank_and_heals() {
     assert_snapshot(&snapshot, &stored, 7);
 }
 
+/// A picture whose load fails is never opened blank: a lease request is refused (the broadcast
+/// service asks again), a batch waits for the load and is then checked against the stored seq.
 #[tokio::test]
-async fn batches_wait_for_a_failing_load() {
+async fn a_failing_load_refuses_the_lease_and_heals() {
     let (pps, store) = setup(config());
     let stored = expected(5);
-    store.put(
-        "p",
-        png_of(&stored, 5),
-        StoredMeta {
-            seq: 5,
-            width: W,
-            height: H,
-        },
-    );
+    store.put("p", png_of(&stored, 5), StoredMeta::new(5, W, H));
     store.set_failing(true);
-    // Overlaps the stored seq: only 6..=8 are new.
-    let accepted = pps.apply(batch("p", 4, 8));
-    eventually("load retries", WAIT, || store.loads() >= 2).await;
+    let refused = acquire_as(pps.as_ref(), "p", "http://test-sequencer").await;
+    assert!(matches!(refused, Err(PpsError::Storage(_))), "{refused:?}");
     store.set_failing(false);
-    assert_eq!(accepted.await, Ok(8));
+    assert_eq!(acquire(pps.as_ref(), "p").await, (FIRST_LEASE, 5));
+    // Overlaps the stored seq: only 6..=8 are new.
+    assert_eq!(pps.apply(batch("p", 4, 8)).await, Ok(8));
     let snapshot = pps.snapshot(existing("p", 8)).await.unwrap();
     assert_snapshot(&snapshot, &expected_from(stored, 6, 8), 8);
 }
@@ -314,11 +320,13 @@ async fn flush_retries_until_the_store_heals() {
         flush_interval: Duration::from_millis(20),
         ..config()
     });
+    acquire(pps.as_ref(), "p").await;
     let mut events = pps.events();
     assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
     store.set_failing(true);
-    eventually("failed flush attempts", WAIT, || store.save_attempts() >= 3).await;
-    assert!(store.get("p").is_none());
+    eventually("failed flush attempts", WAIT, || store.save_attempts() >= 4).await;
+    // Only the blank picture the lease's takeover wrote.
+    assert_eq!(store.get("p").map(|s| s.meta.seq), Some(0));
     store.set_failing(false);
     flushed_event(&mut events, "p", 3).await;
     let stored = store.get("p").expect("stored");
@@ -330,15 +338,7 @@ async fn flush_retries_until_the_store_heals() {
 async fn fifty_concurrent_snapshots_load_once() {
     let (pps, store) = setup(config());
     let stored = expected(9);
-    store.put(
-        "p",
-        png_of(&stored, 9),
-        StoredMeta {
-            seq: 9,
-            width: W,
-            height: H,
-        },
-    );
+    store.put("p", png_of(&stored, 9), StoredMeta::new(9, W, H));
     store.set_delay(Some(Duration::from_millis(50)));
     let requests: Vec<_> = (0..50).map(|_| pps.snapshot(existing("p", 0))).collect();
     let snapshots = futures::future::join_all(requests).await;
@@ -354,6 +354,7 @@ async fn periodic_flush_happens() {
         flush_interval: Duration::from_millis(50),
         ..config()
     });
+    acquire(pps.as_ref(), "p").await;
     let mut events = pps.events();
     assert_eq!(pps.apply(batch("p", 1, 2)).await, Ok(2));
     flushed_event(&mut events, "p", 2).await;
@@ -362,26 +363,39 @@ async fn periodic_flush_happens() {
     assert_eq!(pps.apply(batch("p", 3, 5)).await, Ok(5));
     flushed_event(&mut events, "p", 5).await;
     assert_png(&store.get("p").unwrap().png, &expected(5), 5);
-    assert_eq!(store.saves(), 2);
+    // The takeover (the blank picture, ours) and the two flushes.
+    assert_eq!(store.saves(), 3);
 }
 
+/// A picture opened only to be read (no sequencer holds its lease) is dropped from memory once
+/// idle; one with a sequencer is in use however quiet (the sequencer releases it).
 #[tokio::test]
-async fn idle_clean_pictures_are_unloaded() {
-    let (pps, _store) = setup(PpsConfig {
+async fn idle_pictures_without_a_sequencer_are_unloaded() {
+    let (pps, store) = setup(PpsConfig {
         flush_interval: Duration::from_millis(10),
         idle_unload: Duration::from_millis(100),
         ..config()
     });
-    assert_eq!(pps.apply(batch("p", 1, 2)).await, Ok(2));
-    assert!(pps.is_open("p"));
-    eventually("idle unload", WAIT, || !pps.is_open("p")).await;
-    let snapshot = pps.snapshot(existing("p", 0)).await.unwrap();
+    store.put("read", png_of(&expected(2), 2), StoredMeta::new(2, W, H));
+    let snapshot = pps.snapshot(existing("read", 0)).await.unwrap();
+    assert_snapshot(&snapshot, &expected(2), 2);
+    acquire(pps.as_ref(), "used").await;
+    assert_eq!(pps.apply(batch("used", 1, 2)).await, Ok(2));
+    eventually("idle unload", WAIT, || !pps.is_open("read")).await;
+    assert!(
+        pps.is_open("used"),
+        "a picture with a sequencer was unloaded"
+    );
+    let snapshot = pps.snapshot(existing("read", 0)).await.unwrap();
     assert_snapshot(&snapshot, &expected(2), 2);
 }
 
 #[tokio::test]
 async fn shutdown_flushes_every_dirty_picture() {
     let (pps, store) = setup(config());
+    for picture in ["a", "b", "c"] {
+        acquire(pps.as_ref(), picture).await;
+    }
     let pictures = ["a", "b", "c"];
     for (i, picture) in pictures.iter().enumerate() {
         let last = 2 + i as u64;
@@ -407,56 +421,42 @@ async fn shutdown_flushes_every_dirty_picture() {
     assert!(!pps.is_ready());
 }
 
+/// Storage is the last fence (docs/scaling.md): once someone else has written the picture, our
+/// write is refused and our copy dropped, whatever its seq; the stored picture is never
+/// replaced by ours (the sequencer still holds what we had not stored, and resends it to the
+/// new owner).
 #[tokio::test]
-async fn a_conflicting_writer_behind_us_is_overwritten() {
-    let (pps, store) = setup(config());
-    assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
-    // Someone wrote an older state behind our back: our acknowledged updates must win.
-    store.put(
-        "p",
-        png_of(&expected(1), 1),
-        StoredMeta {
-            seq: 1,
-            width: W,
-            height: H,
-        },
-    );
-    let release = ReleaseRequest {
-        picture: "p".to_string(),
-        last_seq: 3,
-    };
-    assert_eq!(pps.release(release).await, Ok(3));
-    let stored = store.get("p").unwrap();
-    assert_eq!(stored.meta.seq, 3);
-    assert_png(&stored.png, &expected(3), 3);
-}
-
-#[tokio::test]
-async fn a_writer_ahead_of_us_takes_ownership() {
-    let (pps, store) = setup(config());
-    assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
-    store.put(
-        "p",
-        png_of(&expected(10), 10),
-        StoredMeta {
-            seq: 10,
-            width: W,
-            height: H,
-        },
-    );
-    let release = ReleaseRequest {
-        picture: "p".to_string(),
-        last_seq: 3,
-    };
-    let result = pps.release(release).await;
-    assert_eq!(
-        result,
-        Err(PpsError::Unavailable("ownership lost".to_string()))
-    );
-    // Their copy stands, and is what PPS serves from now on.
-    assert_eq!(store.get("p").unwrap().meta.seq, 10);
-    let snapshot = pps.snapshot(existing("p", 0)).await.unwrap();
-    assert_snapshot(&snapshot, &expected(10), 10);
+async fn a_write_refused_by_storage_drops_our_copy() {
+    for their_seq in [1, 10] {
+        let (pps, store) = setup(config());
+        acquire(pps.as_ref(), "p").await;
+        assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
+        store.put(
+            "p",
+            png_of(&expected(their_seq), their_seq),
+            StoredMeta::new(their_seq, W, H),
+        );
+        let release = ReleaseRequest {
+            picture: "p".to_string(),
+            lease: FIRST_LEASE,
+            last_seq: 3,
+        };
+        assert_eq!(
+            pps.release(release).await,
+            Err(PpsError::Unavailable(
+                "the picture moved to another picture service".to_string()
+            ))
+        );
+        // Their copy stands, and is what PPS serves from now on.
+        assert_eq!(store.get("p").unwrap().meta.seq, their_seq);
+        let snapshot = pps.snapshot(existing("p", 0)).await.unwrap();
+        assert_snapshot(&snapshot, &expected(their_seq), their_seq);
+        // The old lease is worth nothing now.
+        assert!(matches!(
+            pps.apply(batch("p", 4, 4)).await,
+            Err(PpsError::NotHolder { .. })
+        ));
+    }
 }
 
 #[tokio::test]
@@ -465,6 +465,7 @@ async fn slow_apply_knob_makes_pps_lag_but_stay_exact() {
         apply_delay: Some(Duration::from_millis(20)),
         ..config()
     });
+    acquire(pps.as_ref(), "p").await;
     for first in (1..=20).step_by(2) {
         assert_eq!(pps.apply(batch("p", first, first + 1)).await, Ok(first + 1));
     }
@@ -478,6 +479,7 @@ async fn a_recent_encoding_is_reused_unless_min_seq_demands_more() {
         snapshot_reuse: Duration::from_secs(3600),
         ..config()
     });
+    acquire(pps.as_ref(), "p").await;
     let blank = pps.snapshot(open("p", 0)).await.unwrap();
     assert_snapshot(&blank, &expected(0), 0);
     assert_eq!(pps.apply(batch("p", 1, 3)).await, Ok(3));
@@ -498,6 +500,7 @@ async fn a_joiner_is_served_before_a_long_apply_queue() {
         snapshot_reuse: Duration::ZERO,
         ..config()
     });
+    acquire(pps.as_ref(), "p").await;
     pps.snapshot(open("p", 0)).await.unwrap();
     // Acknowledged as they are queued, even while earlier ones are being applied.
     for seq in 1..=30 {
@@ -519,11 +522,7 @@ async fn a_cold_joiner_gets_the_stored_bytes_without_waiting_for_the_decode() {
         ..config()
     });
     let stored_png = png_of(&expected(7), 7);
-    let meta = StoredMeta {
-        seq: 7,
-        width: W,
-        height: H,
-    };
+    let meta = StoredMeta::new(7, W, H);
     store.put("p", stored_png.clone(), meta);
     let started = std::time::Instant::now();
     let (first, second) = tokio::join!(pps.snapshot(open("p", 0)), pps.snapshot(existing("p", 7)));
@@ -536,6 +535,7 @@ async fn a_cold_joiner_gets_the_stored_bytes_without_waiting_for_the_decode() {
         assert_snapshot(&snapshot, &expected(7), 7);
     }
     // Drawing goes on from the stored seq once the picture is decoded.
+    assert_eq!(acquire(pps.as_ref(), "p").await, (FIRST_LEASE, 7));
     assert_eq!(pps.apply(batch("p", 8, 9)).await, Ok(9));
     let after = pps.snapshot(existing("p", 9)).await.unwrap();
     assert_snapshot(&after, &expected(9), 9);
@@ -548,15 +548,7 @@ async fn a_stored_picture_with_a_bad_crc_is_never_served() {
     let mut png = png_of(&expected(7), 7).to_vec();
     let last_idat_byte = png.len() - 12 - 5;
     png[last_idat_byte] ^= 1;
-    store.put(
-        "p",
-        png.into(),
-        StoredMeta {
-            seq: 7,
-            width: W,
-            height: H,
-        },
-    );
+    store.put("p", png.into(), StoredMeta::new(7, W, H));
     let result = pps.snapshot(existing("p", 0)).await;
     match result {
         Err(PpsError::Storage(message)) => assert!(message.contains("CRC"), "{message}"),

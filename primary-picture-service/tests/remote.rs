@@ -108,10 +108,13 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
             create: Some((W, H)),
             min_seq: 0,
             lz4: false,
+            latest: false,
+            force: false,
         })
         .await
         .unwrap();
     assert_snapshot(&blank, &expected(0), 0);
+    assert_eq!(acquire(remote.as_ref(), "p").await, (FIRST_LEASE, 0));
     // Sent back to back without awaiting: order is kept over the connection.
     let first = remote.apply(batch("p", 1, 3));
     let second = remote.apply(batch("p", 4, 6));
@@ -130,6 +133,8 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
             create: None,
             min_seq: 6,
             lz4: false,
+            latest: false,
+            force: false,
         })
         .await
         .unwrap();
@@ -141,6 +146,8 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
         create: None,
         min_seq: 6,
         lz4: true,
+        latest: false,
+        force: false,
     };
     assert_snapshot(&remote.snapshot(ask_lz4()).await.unwrap(), &expected(6), 6);
     let lz4 = remote.snapshot(ask_lz4()).await.unwrap();
@@ -150,6 +157,7 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
     assert_eq!(raster.pixels(), expected(6).pixels());
     let release = ReleaseRequest {
         picture: "p".to_string(),
+        lease: FIRST_LEASE,
         last_seq: 6,
     };
     assert_eq!(remote.release(release).await, Ok(6));
@@ -172,6 +180,8 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
             create: None,
             min_seq: 0,
             lz4: false,
+            latest: false,
+            force: false,
         })
         .await;
     assert!(
@@ -190,17 +200,24 @@ async fn round_trip_and_reconnect_after_a_server_restart() {
             create: None,
             min_seq: 0,
             lz4: false,
+            latest: false,
+            force: false,
         })
         .await
         .unwrap();
     assert_snapshot(&snapshot, &expected(6), 6);
-    assert_eq!(remote.apply(batch("p", 5, 8)).await, Ok(8));
+    // Released before: taken again with a new epoch.
+    let (lease, seq) = acquire(remote.as_ref(), "p").await;
+    assert_eq!((lease.epoch, seq), (2, 6));
+    assert_eq!(remote.apply(batch_with(lease, "p", 5, 8)).await, Ok(8));
     let snapshot = remote
         .snapshot(SnapshotRequest {
             picture: "p".to_string(),
             create: None,
             min_seq: 8,
             lz4: false,
+            latest: false,
+            force: false,
         })
         .await
         .unwrap();
@@ -222,6 +239,7 @@ async fn a_client_started_before_the_server_connects_later() {
     let store = Arc::new(MemoryStore::new());
     let server = Server::start(TcpListener::bind(addr).await.unwrap(), store).await;
     eventually("the client to connect", WAIT, || remote.is_ready()).await;
+    acquire(remote.as_ref(), "q").await;
     assert_eq!(remote.apply(batch("q", 1, 1)).await, Ok(1));
     server.stop().await;
 }
@@ -253,7 +271,8 @@ async fn a_silent_server_is_detected_by_keepalive() {
     let remote = RemotePps::connect_with(
         &format!("ws://{addr}/bs"),
         primary_picture_service::remote::RemoteOptions {
-            keepalive: Duration::from_millis(50),
+            ping_interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(150),
             ..Default::default()
         },
     );

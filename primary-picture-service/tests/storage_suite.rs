@@ -55,7 +55,7 @@ fn picture(seq: u64, width: u32, height: u32) -> (Bytes, StoredMeta) {
         color: [(seq % 251) as u8, 7, 9, 255],
     });
     let png = encode_png(&raster, seq, Compression::Fast).unwrap();
-    (Bytes::from(png), StoredMeta { seq, width, height })
+    (Bytes::from(png), StoredMeta::new(seq, width, height))
 }
 
 fn is_conflict(result: &Result<Version, StoreError>) -> bool {
@@ -121,14 +121,7 @@ mod cases {
         for store in [&f.store, &f.other] {
             let loaded = store.load("exact").await.unwrap().unwrap();
             assert_eq!(loaded.png, png);
-            assert_eq!(
-                loaded.meta,
-                StoredMeta {
-                    seq: 12_345_678_901,
-                    width: 33,
-                    height: 17
-                }
-            );
+            assert_eq!(loaded.meta, StoredMeta::new(12_345_678_901, 33, 17));
             assert_eq!(loaded.version, version);
         }
     }
@@ -399,14 +392,7 @@ mod s3_only {
             .unwrap();
         let loaded = store.load("bare").await.unwrap().unwrap();
         assert_eq!(loaded.png, png);
-        assert_eq!(
-            loaded.meta,
-            StoredMeta {
-                seq: 9,
-                width: 6,
-                height: 3
-            }
-        );
+        assert_eq!(loaded.meta, StoredMeta::new(9, 6, 3));
         client
             .put_object()
             .bucket(&bucket)

@@ -177,6 +177,8 @@ pub struct UpdateHeader {
     pub client_seq: u64,
     /// Where the update's encoded op lies in the frame.
     pub op: (usize, usize),
+    /// Where the whole encoded update (as [`encode_sequenced`] makes it) lies in the frame.
+    pub entry: (usize, usize),
 }
 
 /// Walks a `ServerMsg::Updates` frame without decoding the ops: for readers that need only who
@@ -192,6 +194,7 @@ pub fn scan_updates(frame: &[u8]) -> Result<Option<Vec<UpdateHeader>>, DecodeErr
     let count = r.u64()?;
     let mut out = Vec::new();
     for _ in 0..count {
+        let entry_start = r.at;
         let (seq, client_id, client_seq) = (r.u64()?, r.u64()?, r.u64()?);
         let start = r.at;
         match r.u32()? {
@@ -219,6 +222,7 @@ pub fn scan_updates(frame: &[u8]) -> Result<Option<Vec<UpdateHeader>>, DecodeErr
             client_id,
             client_seq,
             op: (start, r.at),
+            entry: (entry_start, r.at),
         });
     }
     if r.at != frame.len() {
@@ -465,6 +469,7 @@ mod tests {
                 (u.seq, u.client_id, u.client_seq)
             );
             assert_eq!(decode::<Op>(&frame[h.op.0..h.op.1]).unwrap(), u.op);
+            assert_eq!(&frame[h.entry.0..h.entry.1], &encode_sequenced(u)[..]);
         }
         for cut in 0..frame.len() {
             assert!(scan_updates(&frame[..cut]).is_err(), "cut at {cut}");

@@ -20,10 +20,11 @@ pub fn rendezvous<S: AsRef<str>>(picture: &str, urls: &[S]) -> Vec<usize> {
     scored.into_iter().map(|(_, i)| i).collect()
 }
 
-/// The id a picture service writes as the `owner` of the pictures it owns: 16 hex digits of the
-/// hash of its advertise URL, so that stored objects name no internal host.
-pub fn node_id(url: &str) -> String {
-    format!("{:016x}", mix(fnv1a(url.as_bytes(), FNV_OFFSET)))
+/// The id a picture service writes as the `owner` of the pictures it owns (as 16 hex digits,
+/// `snapshot::owner_text`): the hash of its advertise URL, so that stored objects name no
+/// internal host. Never 0 (0 means "nobody").
+pub fn node_id(url: &str) -> u64 {
+    mix(fnv1a(url.as_bytes(), FNV_OFFSET)).max(1)
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -56,7 +57,9 @@ mod tests {
     use super::*;
 
     fn urls(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("ws://pps-{i}.pps:9090/bs")).collect()
+        (0..n)
+            .map(|i| format!("ws://pps-{i}.pps:9090/bs"))
+            .collect()
     }
 
     #[test]
@@ -69,9 +72,11 @@ mod tests {
         // Fixed forever: a node of any version computes the same order and ids (these values
         // were computed once and pinned; changing them strands every stored picture's owner).
         assert_eq!(order, vec![4, 0, 2, 1, 3]);
-        assert_eq!(node_id("ws://pps-0.pps:9090/bs"), "1fa541e333990d3e");
-        assert_ne!(node_id("ws://pps-0.pps:9090/bs"), node_id("ws://pps-1.pps:9090/bs"));
-        assert_eq!(node_id("").len(), 16);
+        assert_eq!(node_id("ws://pps-0.pps:9090/bs"), 0x1fa5_41e3_3399_0d3e);
+        assert_ne!(
+            node_id("ws://pps-0.pps:9090/bs"),
+            node_id("ws://pps-1.pps:9090/bs")
+        );
     }
 
     #[test]

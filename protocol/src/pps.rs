@@ -4,6 +4,9 @@
 //! binary WebSocket messages over one multiplexed connection: [`ToPps`] from BS, [`FromPps`]
 //! back, every request carrying an id that its reply repeats. `FromPps::Flushed` is pushed to
 //! every connected BS whenever a picture reaches storage, so that BS can trim its pending log.
+//!
+//! A picture is sequenced by the one BS that holds its [`Lease`], granted by the PPS that owns
+//! the picture ([`AcquireRequest`]); every batch and release carries it (docs/scaling.md).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -23,6 +26,12 @@ pub struct SnapshotRequest {
     /// PPS never delays the reply for it: it answers with the PNG and encodes the LZ4 form
     /// afterwards, for the next joiners.
     pub lz4: bool,
+    /// Include at least every update PPS has accepted when the request arrives, whatever
+    /// `min_seq` says (`snapshot.png` asked on a BS that has no room for the picture).
+    pub latest: bool,
+    /// The picture's owner is unreachable from the asker: a PPS that does not own the picture
+    /// answers with what storage holds rather than `Moved`.
+    pub force: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,10 +72,64 @@ impl SnapshotImage {
     }
 }
 
+/// The right to sequence one picture, granted by its owner to one BS at a time. Ordered: the
+/// ownership epoch (bumped by every takeover of the picture in storage), then the owner's
+/// count of grants.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Lease {
+    pub epoch: u64,
+    pub grant: u64,
+}
+
+/// "Let me sequence this picture": answered [`Acquired::Granted`] or [`Acquired::Held`] (by
+/// whom), or `PpsError::Moved` when another PPS owns the picture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcquireRequest {
+    pub picture: String,
+    /// Create the picture blank at this size if it exists nowhere.
+    pub create: Option<(u32, u32)>,
+    /// How other broadcast services reach the asker (its advertise URL), told to relays.
+    pub holder: String,
+    /// The asker held the lease before and its log still holds updates storage may lack.
+    pub claim: Option<Claim>,
+    /// The picture's stored owner is unreachable from the asker: take the picture anyway.
+    pub force: bool,
+}
+
+/// What a former sequencer still holds: its log `first ..= last` (not yet known durable),
+/// sequenced under `lease`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub lease: Lease,
+    pub first: u64,
+    pub last: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Acquired {
+    /// The asker is the sequencer: seqs continue after `seq`, which PPS holds (a claimant
+    /// resends its log after it).
+    Granted {
+        lease: Lease,
+        seq: u64,
+        width: u32,
+        height: u32,
+        /// How long PPS keeps the lease of a sequencer whose connection broke, in
+        /// milliseconds: the sequencer may echo on its own for less than that.
+        lease_timeout_ms: u64,
+    },
+    /// Another BS sequences the picture: relay to it (`holder` is its advertise URL).
+    Held { holder: String, lease: Lease },
+}
+
 /// A batch of consecutive sequenced updates `first_seq ..= last_seq`, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyBatch {
     pub picture: String,
+    /// The sender's lease: a batch from anyone but the holder is refused.
+    pub lease: Lease,
     /// The picture's size as BS knows it: lets PPS recreate a picture that has never reached
     /// storage (after a PPS restart) without a separate open.
     pub width: u32,
@@ -80,6 +143,8 @@ pub struct ApplyBatch {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseRequest {
     pub picture: String,
+    /// The sender's lease, which the release gives back.
+    pub lease: Lease,
     /// The last seq BS sequenced; PPS applies everything up to it before the flush.
     pub last_seq: u64,
 }
@@ -89,6 +154,9 @@ pub enum PpsRequest {
     Snapshot(SnapshotRequest),
     Apply(ApplyBatch),
     Release(ReleaseRequest),
+    Acquire(AcquireRequest),
+    /// Keeps the connection (and the leases held over it) alive; answered `Pong`.
+    Ping,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +171,8 @@ pub enum PpsReply {
         flushed_seq: u64,
     },
     Error(PpsError),
+    Acquired(Acquired),
+    Pong,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -121,6 +191,12 @@ pub enum PpsError {
     Unavailable(String),
     #[error("picture service is shutting down")]
     ShuttingDown,
+    /// Another picture service owns the picture (`owner` is its id, `placement::node_id`).
+    #[error("the picture is owned by picture service {owner:016x}")]
+    Moved { owner: u64 },
+    /// The request's lease is not the picture's current one (`holder`: who has it, if anyone).
+    #[error("not the holder of the picture's lease (held by {holder:?})")]
+    NotHolder { holder: Option<String> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,5 +214,14 @@ pub enum FromPps {
     Flushed {
         picture: String,
         seq: u64,
+    },
+    /// The first message on a connection: who the picture service is.
+    Hello {
+        /// Its id (`placement::node_id` of `url`), as it signs the pictures it owns.
+        node: u64,
+        /// Its advertise URL.
+        url: String,
+        /// Its lease timeout, in milliseconds.
+        lease_timeout_ms: u64,
     },
 }

@@ -1,5 +1,7 @@
 //! The PNG form of a picture (PROTOCOL.md §6): RGBA8, with a `tEXt` chunk `seq` holding the
-//! decimal last included sequence number, so that the file alone is self-describing.
+//! decimal last included sequence number, so that the file alone is self-describing. A stored
+//! picture also names its owner in `tEXt` chunks ([`Ownership`], docs/scaling.md), so that the
+//! bytes, and with them a store's version of the object, change with every change of owner.
 //!
 //! And the LZ4 form that joiners may ask for instead (the project's PROTOCOL.md §8): one LZ4
 //! block of the raw RGBA8 bytes, which decodes in about a third of the PNG's time.
@@ -55,6 +57,35 @@ pub struct PngHeader {
     pub height: u32,
     /// From the `tEXt` `seq` chunk, when there is one before the image data.
     pub seq: Option<u64>,
+    /// From the `tEXt` chunks `epoch`, `owner` and `released`, when `epoch` is there.
+    pub ownership: Option<Ownership>,
+}
+
+/// Who owns a stored picture (docs/scaling.md): written by the owning picture service with
+/// every write, in `tEXt` chunks `epoch` (decimal), `owner` (16 hex digits) and `released`
+/// (`0` or `1`), before the image data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ownership {
+    /// Bumped by every takeover: strictly increasing per picture.
+    pub epoch: u64,
+    /// The owner's id (`placement::node_id` of its advertise URL).
+    pub owner: u64,
+    /// The owner let the picture go cleanly: the next one takes it without waiting.
+    pub released: bool,
+}
+
+impl Ownership {
+    /// A picture stored before owners existed, or never stored: free to take.
+    pub const NONE: Ownership = Ownership {
+        epoch: 0,
+        owner: 0,
+        released: true,
+    };
+}
+
+/// The text of the `owner` chunk (and metadata) for an owner id.
+pub fn owner_text(owner: u64) -> String {
+    format!("{owner:016x}")
 }
 
 /// How far [`walk_chunks`] looks.
@@ -131,6 +162,7 @@ fn walk_chunks(png: &[u8], walk: Walk) -> Result<PngHeader, PngError> {
                     width,
                     height,
                     seq: None,
+                    ownership: None,
                 });
             }
             (_, None) => return Err(bad("does not start with IHDR")),
@@ -141,6 +173,8 @@ fn walk_chunks(png: &[u8], walk: Walk) -> Result<PngHeader, PngError> {
                         text.parse::<u64>()
                             .map_err(|_| PngError::BadSeq(text.into_owned()))?,
                     );
+                } else {
+                    read_ownership(data, header)?;
                 }
             }
             (b"IDAT", Some(_)) if walk == Walk::Header => break,
@@ -156,6 +190,97 @@ fn walk_chunks(png: &[u8], walk: Walk) -> Result<PngHeader, PngError> {
         rest = &rest[8 + len + 4..];
     }
     header.ok_or_else(|| bad("no IHDR"))
+}
+
+/// Reads one `tEXt` chunk of [`Ownership`] into `header` (other chunks are left alone): a
+/// picture with none of them has no owner.
+fn read_ownership(data: &[u8], header: &mut PngHeader) -> Result<(), PngError> {
+    let Some(split) = data.iter().position(|&b| b == 0) else {
+        return Ok(());
+    };
+    let (keyword, text) = (&data[..split], &data[split + 1..]);
+    if ![&b"epoch"[..], b"owner", b"released"].contains(&keyword) {
+        return Ok(());
+    }
+    let text = std::str::from_utf8(text).unwrap_or("");
+    let bad = || {
+        PngError::Malformed(format!(
+            "png tEXt {} {text:?}",
+            String::from_utf8_lossy(keyword)
+        ))
+    };
+    let record = header.ownership.get_or_insert(Ownership {
+        epoch: 0,
+        owner: 0,
+        released: false,
+    });
+    match keyword {
+        b"epoch" => record.epoch = text.parse().map_err(|_| bad())?,
+        b"owner" => record.owner = u64::from_str_radix(text, 16).map_err(|_| bad())?,
+        _ => {
+            record.released = match text {
+                "1" => true,
+                "0" => false,
+                _ => return Err(bad()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `png` with its [`Ownership`] chunks replaced by `ownership` (right after IHDR), every other
+/// chunk unchanged: what an owner writes, without encoding the pixels again.
+pub fn with_ownership(png: &[u8], ownership: &Ownership) -> Result<Vec<u8>, PngError> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let bad = |reason: &str| PngError::Malformed(reason.to_string());
+    let mut rest = png
+        .strip_prefix(SIGNATURE)
+        .ok_or_else(|| bad("bad signature"))?;
+    let mut out = Vec::with_capacity(png.len() + 128);
+    out.extend_from_slice(SIGNATURE);
+    let mut first = true;
+    while !rest.is_empty() {
+        if rest.len() < 12 {
+            return Err(bad("ends inside a chunk"));
+        }
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let whole = rest
+            .get(..len.saturating_add(12))
+            .ok_or_else(|| bad("a chunk runs past the end"))?;
+        let (kind, data) = (&whole[4..8], &whole[8..8 + len]);
+        let ours = kind == b"tEXt"
+            && [&b"epoch\0"[..], b"owner\0", b"released\0"]
+                .iter()
+                .any(|k| data.starts_with(k));
+        if !ours {
+            out.extend_from_slice(whole);
+        }
+        if first {
+            if kind != b"IHDR" {
+                return Err(bad("does not start with IHDR"));
+            }
+            first = false;
+            for (keyword, text) in [
+                ("epoch", ownership.epoch.to_string()),
+                ("owner", owner_text(ownership.owner)),
+                (
+                    "released",
+                    if ownership.released { "1" } else { "0" }.to_string(),
+                ),
+            ] {
+                let mut chunk = Vec::with_capacity(4 + keyword.len() + 1 + text.len());
+                chunk.extend_from_slice(b"tEXt");
+                chunk.extend_from_slice(keyword.as_bytes());
+                chunk.push(0);
+                chunk.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(&((chunk.len() - 4) as u32).to_be_bytes());
+                out.extend_from_slice(&chunk);
+                out.extend_from_slice(&crc32fast::hash(&chunk).to_be_bytes());
+            }
+        }
+        rest = &rest[whole.len()..];
+    }
+    Ok(out)
 }
 
 /// A decoded picture and the `seq` its `tEXt` chunk names, if any.
@@ -483,11 +608,51 @@ mod tests {
             width: 7,
             height: 3,
             seq: Some(42),
+            ownership: None,
         };
         assert_eq!(png_header(&png).unwrap(), want);
         assert_eq!(check_png(&png, 7).unwrap(), want);
         assert!(png_header(b"garbage").is_err());
         assert!(png_header(&png[..20]).is_err());
+    }
+
+    #[test]
+    fn ownership_is_written_into_the_png_and_read_back() {
+        let raster = noise(9, 5);
+        let png = encode_png(&raster, 42, Compression::Fast).unwrap();
+        let owned = Ownership {
+            epoch: 7,
+            owner: 0x1fa5_41e3_3399_0d3e,
+            released: false,
+        };
+        let first = with_ownership(&png, &owned).unwrap();
+        let header = check_png(&first, 9).unwrap();
+        assert_eq!(header.seq, Some(42));
+        assert_eq!(header.ownership, Some(owned));
+        // Replacing the record keeps one of each chunk and every other byte of the picture.
+        let released = Ownership {
+            epoch: 8,
+            released: true,
+            ..owned
+        };
+        let second = with_ownership(&first, &released).unwrap();
+        assert_eq!(png_header(&second).unwrap().ownership, Some(released));
+        assert_eq!(second.len(), first.len());
+        assert_ne!(second, first, "a new owner record changes the bytes");
+        let decoded = decode_png(&second, 9).unwrap();
+        assert!(decoded.raster == raster);
+        assert_eq!(decoded.seq, Some(42));
+        assert_eq!(
+            with_ownership(&with_ownership(&png, &released).unwrap(), &released).unwrap(),
+            second
+        );
+        // Damaged records are errors, not silently someone else's picture.
+        let mut bad = first.clone();
+        let at = bad.windows(6).position(|w| w == b"epoch\0").unwrap() + 6;
+        bad[at] = b'x';
+        assert!(png_header(&bad).is_err());
+        assert!(with_ownership(b"not a png", &owned).is_err());
+        assert!(with_ownership(&png[..png.len() - 3], &owned).is_err());
     }
 
     #[test]

@@ -138,7 +138,12 @@ impl Server {
     ) -> Server {
         let config = config(data_dir, args);
         Self::spawn(data_dir, |listener, shutdown| {
-            broadcast_service::run_with(config, listener, pps, shutdown)
+            broadcast_service::run_with(
+                config,
+                listener,
+                vec![("injected".to_string(), pps)],
+                shutdown,
+            )
         })
         .await
     }

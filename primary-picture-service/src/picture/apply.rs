@@ -5,12 +5,13 @@
 //! Touches the queue, `received_seq`, `applied_seq` and `dirty_since` of the [`Loaded`] state,
 //! and the raster through a job.
 
-use protocol::pps::{ApplyBatch, PpsError};
+use protocol::pps::{ApplyBatch, Lease, PpsError};
 use protocol::Sequenced;
 use tokio::time::Instant;
 
 use super::{Actor, Loaded, Mailbox, Reply};
 use crate::scheduler::Priority;
+use crate::service::ConnId;
 
 /// Consecutive sequenced updates, `first_seq..=last_seq`. Validated, `updates` holds exactly
 /// those seqs; queued, `first_seq` is the first seq not held before it (the overlap with what
@@ -22,6 +23,8 @@ pub(super) struct Batch {
     /// BS's idea of the picture's size (width, height): the size to create it at if storage
     /// has none.
     pub(super) size: (u32, u32),
+    /// The lease it was sequenced under: only the holder's batches are accepted.
+    pub(super) lease: Lease,
 }
 
 impl Actor {
@@ -49,6 +52,7 @@ impl Actor {
             last_seq: batch.last_seq,
             updates,
             size: (batch.width, batch.height),
+            lease: batch.lease,
         })
     }
 
@@ -99,8 +103,23 @@ impl Actor {
 }
 
 impl Loaded {
+    /// Queues a batch that came over connection `conn` if its lease is the current one (a
+    /// holder that reconnected carries on over its new connection), or replies why not.
+    pub(super) fn accept_from(&mut self, conn: ConnId, batch: Batch, reply: Reply<u64>) {
+        if !self.holds(&batch.lease) {
+            metrics::counter!("pps_batches_refused_total", "reason" => "not_holder").increment(1);
+            let _ = reply.send(Err(self.not_holder()));
+            return;
+        }
+        if let Some(holder) = self.lease.holder.as_mut().filter(|h| h.conn != conn) {
+            holder.conn = conn;
+            holder.expires = None;
+        }
+        self.accept(batch, reply);
+    }
+
     /// Queues a batch after everything PPS holds, or replies why not.
-    pub(super) fn accept(&mut self, batch: Batch, reply: Reply<u64>) {
+    fn accept(&mut self, batch: Batch, reply: Reply<u64>) {
         if batch.first_seq > self.received_seq + 1 {
             let _ = reply.send(Err(PpsError::Gap {
                 have: self.received_seq,

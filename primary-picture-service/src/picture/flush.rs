@@ -1,16 +1,23 @@
-//! Writing the picture to storage: starting the one write in flight, what its result changes
-//! (the stored version, `flushed_seq`, the `Flushed` event, retries with backoff), conflicts
-//! with another writer, and answering the releases and shutdown flushes that waited for
-//! storage.
+//! Writing the picture to storage: starting the one write in flight (a flush, a release, or a
+//! takeover that makes the picture ours), what its result changes (the stored version,
+//! `flushed_seq`, whose the picture is, the `Flushed` event, retries with backoff), and
+//! answering the releases and shutdown flushes that waited for storage.
 //!
-//! Touches the write, `version`, `flushed_seq`, `dirty_since` and `flush_retry_at` of the
-//! [`Loaded`](super::Loaded) state, the actor's `flush_backoff`, the durable waiters (and
-//! `unload_wanted` when a release completes), storage and the `Flushed` event; a conflict with
-//! an owner ahead of us loses the picture.
+//! Every write is conditional on the version this copy read or last wrote, and names its owner
+//! (docs/scaling.md). A write refused because someone else wrote the picture means it is not
+//! ours any more: the copy is lost at once and the write never retried, so a stored picture is
+//! never replaced by an older owner's.
+//!
+//! Touches the write, `version`, `flushed_seq`, `dirty_since`, `flush_retry_at` and the
+//! ownership of the [`Loaded`](super::Loaded) state, the actor's `flush_backoff`, the durable
+//! waiters (and `unload_wanted` when a release completes), storage and the `Flushed` event.
 
+use bytes::Bytes;
+use protocol::snapshot::{with_ownership, Ownership};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::lease::Owning;
 use super::{retry_after, Actor, Mailbox};
 use crate::api::PpsEvent;
 use crate::scheduler::Priority;
@@ -39,12 +46,70 @@ pub(super) struct DurableWaiter {
 pub(super) struct Write {
     seq: u64,
     started: Instant,
+    /// The owner record it writes.
+    record: Ownership,
+    kind: WriteKind,
     pub(super) handle: JoinHandle<Result<Version, StoreError>>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteKind {
+    /// Our picture, as it is now (`record.released`: let go).
+    Flush,
+    /// Makes the picture ours; `wait_claims`: the record replaced was not released.
+    Takeover { wait_claims: bool, claim_floor: u64 },
+}
+
 impl Actor {
-    /// Encodes (unless the last encoding is already at `applied_seq`) and starts the write.
-    pub(super) async fn start_flush(&mut self, priority: Priority, mailbox: &mut Mailbox) {
+    /// Writes the picture as ours with a new epoch (see `lease.rs`): what a copy that was only
+    /// read must do before it grants a lease or accepts a batch.
+    pub(super) async fn start_takeover(&mut self, mailbox: &mut Mailbox) {
+        let Some(loaded) = self.picture.loaded() else {
+            return;
+        };
+        let (record, wait_claims, claim_floor) = self.takeover_record(loaded);
+        tracing::info!(picture = %self.id, epoch = record.epoch, wait_claims, "taking the picture");
+        self.start_write(
+            Priority::High,
+            record,
+            WriteKind::Takeover {
+                wait_claims,
+                claim_floor,
+            },
+            mailbox,
+        )
+        .await;
+    }
+
+    /// Flushes the picture, ours, as it is now; `release`: as let go.
+    pub(super) async fn start_flush(
+        &mut self,
+        priority: Priority,
+        release: bool,
+        mailbox: &mut Mailbox,
+    ) {
+        let Some(Owning::Owner { epoch, .. }) = self.picture.loaded().map(|l| l.owning) else {
+            // Not ours: nothing of it may be written (a copy that is only read is clean).
+            return;
+        };
+        let record = Ownership {
+            epoch,
+            owner: self.shared.config.node(),
+            released: release,
+        };
+        self.start_write(priority, record, WriteKind::Flush, mailbox)
+            .await;
+    }
+
+    /// Encodes (unless the last encoding is already at `applied_seq`) and starts the write of
+    /// `record` with the picture.
+    async fn start_write(
+        &mut self,
+        priority: Priority,
+        record: Ownership,
+        kind: WriteKind,
+        mailbox: &mut Mailbox,
+    ) {
         let current = self.picture.loaded().is_some_and(|loaded| {
             loaded
                 .last_encoding
@@ -67,15 +132,27 @@ impl Actor {
             seq: encoding.seq,
             width: raster.width(),
             height: raster.height(),
+            ownership: record,
         };
-        let png = encoding.png.clone();
+        // The owner record goes into the PNG's chunks (so the bytes, and with them the stored
+        // version, change with the owner): a copy of the encoding, not a new encoding.
+        let png = match with_ownership(&encoding.png, &record) {
+            Ok(png) => Bytes::from(png),
+            Err(error) => {
+                tracing::error!(picture = %self.id, %error, "cannot write the owner record into the png");
+                self.schedule_flush_retry();
+                return;
+            }
+        };
         let store = self.shared.store.clone();
         let id = self.id.clone();
         let expected = loaded.version.clone();
-        tracing::debug!(picture = %self.id, seq = meta.seq, ?priority, "flush started");
+        tracing::debug!(picture = %self.id, seq = meta.seq, ?priority, ?kind, released = record.released, "write started");
         loaded.write = Some(Write {
             seq: meta.seq,
             started: Instant::now(),
+            record,
+            kind,
             handle: tokio::spawn(
                 async move { store.save(&id, png, &meta, expected.as_ref()).await },
             ),
@@ -108,15 +185,50 @@ impl Actor {
                 } else {
                     loaded.dirty_since = Some(Instant::now());
                 }
-                let _ = self.shared.events.send(PpsEvent::Flushed {
-                    picture: self.id.clone(),
-                    seq: write.seq,
-                });
+                // A write of ours went through: nobody took the picture before it.
+                loaded.lease.confirmed = true;
+                match write.kind {
+                    WriteKind::Takeover {
+                        wait_claims,
+                        claim_floor,
+                    } => {
+                        let lease_timeout = self.shared.config.lease_timeout;
+                        let claims_until = (wait_claims && !lease_timeout.is_zero())
+                            .then(|| Instant::now() + lease_timeout);
+                        loaded.owning = Owning::Owner {
+                            epoch: write.record.epoch,
+                            claims_until,
+                            claim_floor,
+                        };
+                        metrics::counter!("pps_takeovers_total").increment(1);
+                        tracing::info!(picture = %self.id, epoch = write.record.epoch, waits_for_claims_ms = claims_until.map(|_| lease_timeout.as_millis() as u64), "picture taken");
+                    }
+                    WriteKind::Flush if write.record.released => {
+                        // Let go: the next lease request takes it again, with a new epoch.
+                        loaded.owning = Owning::Reader {
+                            stored: write.record,
+                        };
+                        loaded.lease.confirmed = false;
+                        tracing::debug!(picture = %self.id, seq = write.seq, "picture stored as released");
+                    }
+                    WriteKind::Flush => {}
+                }
+                if write.kind == WriteKind::Flush {
+                    // (A takeover writes what storage held already.)
+                    let _ = self.shared.events.send(PpsEvent::Flushed {
+                        picture: self.id.clone(),
+                        seq: write.seq,
+                    });
+                }
             }
             Err(StoreError::Conflict { .. }) => {
+                // Someone else wrote the picture: it is theirs now. Our copy (and the batches
+                // accepted since our last write, which the sequencer still holds) is dropped,
+                // never written over theirs.
                 metrics::counter!("pps_flush_conflicts").increment(1);
-                tracing::error!(picture = %self.id, seq = write.seq, "flush conflict: the stored picture was changed by another writer");
-                self.resolve_conflict().await;
+                metrics::counter!("pps_fenced_total").increment(1);
+                tracing::warn!(picture = %self.id, seq = write.seq, epoch = write.record.epoch, "write refused: another picture service owns the picture now; dropping our copy");
+                self.lose("the picture moved to another picture service");
             }
             Err(error) => {
                 metrics::counter!("pps_flush_failures").increment(1);
@@ -135,42 +247,19 @@ impl Actor {
         }
     }
 
-    /// Someone else wrote the picture. Acknowledged updates must not be lost: when the stored
-    /// copy is not ahead of ours, overwrite it (expecting its new version); when it is ahead,
-    /// another owner has taken over and our copy is dropped.
-    async fn resolve_conflict(&mut self) {
-        let Some(applied) = self.picture.loaded().map(|loaded| loaded.applied_seq) else {
-            return;
-        };
-        match self.shared.store.load(&self.id).await {
-            Ok(Some(stored)) if stored.meta.seq > applied => {
-                tracing::error!(picture = %self.id, stored_seq = stored.meta.seq, applied, "another owner is ahead; dropping our copy");
-                self.lose("ownership lost");
-            }
-            Ok(stored) => {
-                tracing::warn!(picture = %self.id, stored_seq = stored.as_ref().map(|s| s.meta.seq), applied, "stored picture is not ahead; overwriting it");
-                if let Some(loaded) = self.picture.loaded_mut() {
-                    loaded.version = stored.map(|s| s.version);
-                    loaded.dirty_since.get_or_insert_with(Instant::now);
-                    loaded.flush_retry_at = None;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(picture = %self.id, %error, "reloading after a conflict failed; will retry");
-                self.schedule_flush_retry();
-            }
-        }
-    }
-
     /// Replies to releases and flushes that storage now satisfies.
     pub(super) fn settle_durable_waiters(&mut self) {
         let Some(loaded) = self.picture.loaded() else {
             return;
         };
         let (flushed, received) = (loaded.flushed_seq, loaded.received_seq);
+        // Ours and let go: not settled before it is stored as released.
+        let release_due = matches!(loaded.owning, Owning::Owner { .. })
+            && loaded.holder().is_none()
+            && self.acquirers.is_empty();
         let (id, activity, unload_wanted) = (&self.id, self.activity, &mut self.unload_wanted);
         self.durable_waiters.reply_where(
-            |w| w.target <= flushed,
+            |w| w.target <= flushed && !release_due,
             |w| {
                 if let DurableKind::Release {
                     activity_at_request,

@@ -10,6 +10,7 @@ use protocol::snapshot::{check_png, decode_png, PngError};
 use protocol::Raster;
 use tokio::time::Instant;
 
+use super::lease::Owning;
 use super::{retry_after, Actor, Loaded, Mailbox, Picture, Unloaded};
 use crate::scheduler::Priority;
 use crate::store::{StoreError, StoredPicture};
@@ -108,6 +109,15 @@ impl Actor {
     /// they would get after the decode: nothing can be applied before it, so the picture is
     /// exactly at the stored seq either way.
     fn serve_while_decoding(&mut self, stored: &StoredPicture) {
+        // A picture another service owns is asked of that service, unless the asker cannot
+        // reach it.
+        let record = Owning::Reader {
+            stored: stored.meta.ownership,
+        };
+        if let Some(owner) = record.moved_to(self.shared.config.node()) {
+            self.snapshot_waiters
+                .reply_where(|w| !w.force, |_| Err(PpsError::Moved { owner }));
+        }
         let snapshot = Snapshot {
             width: stored.meta.width,
             height: stored.meta.height,
@@ -134,6 +144,8 @@ impl Actor {
         self.snapshot_waiters
             .reply_all(|_| Err(PpsError::Storage(message.clone())));
         self.durable_waiters
+            .reply_all(|_| Err(PpsError::Storage(message.clone())));
+        self.acquirers
             .reply_all(|_| Err(PpsError::Storage(message.clone())));
         let Picture::Unloaded(Unloaded {
             unchecked,

@@ -41,6 +41,7 @@
 mod apply;
 mod flush;
 mod jobs;
+mod lease;
 mod load;
 mod snapshot;
 mod waiters;
@@ -49,17 +50,21 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::pps::{ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
+use protocol::pps::{
+    AcquireRequest, Acquired, ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest,
+};
+use protocol::snapshot::Ownership;
 use protocol::Raster;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::scheduler::Priority;
-use crate::service::Shared;
+use crate::service::{ConnId, Shared};
 use crate::store::{StoredPicture, Version};
 
 use self::apply::Batch;
 use self::flush::{DurableKind, DurableWaiter, Write, WriteResult};
+use self::lease::{Acquirer, LeaseNeed, LeaseState, Owning};
 use self::snapshot::{Encoding, SnapshotWaiter};
 use self::waiters::Waiters;
 
@@ -71,9 +76,16 @@ type Mailbox = mpsc::UnboundedReceiver<Msg>;
 /// A request to a picture actor.
 pub(crate) enum Msg {
     Snapshot(SnapshotRequest, Reply<Snapshot>),
-    Apply(ApplyBatch, Reply<u64>),
+    Apply(ApplyBatch, ConnId, Reply<u64>),
     Release(ReleaseRequest, Reply<u64>),
-    /// Shutdown: flush everything received so far at high priority; replies the flushed seq.
+    Acquire(AcquireRequest, ConnId, Reply<Acquired>),
+    /// A broadcast service's connection is gone (it was last heard at `last_heard`).
+    Disconnected {
+        conn: ConnId,
+        last_heard: Instant,
+    },
+    /// Shutdown: flush everything received so far at high priority, as released (the next
+    /// owner takes the picture without waiting); replies the flushed seq.
     Flush(Reply<u64>),
 }
 
@@ -82,7 +94,7 @@ enum Picture {
     /// Not in memory: not loaded yet, its load failed, or it was lost.
     Unloaded(Unloaded),
     /// In memory: loaded from storage or created blank.
-    Loaded(Loaded),
+    Loaded(Box<Loaded>),
 }
 
 /// What waits for the picture to load, and how loading it goes.
@@ -124,6 +136,11 @@ struct Loaded {
     write: Option<Write>,
     /// A failed write is retried not before this.
     flush_retry_at: Option<Instant>,
+    /// Whose the picture is: ours (we may write it, grant its lease, accept batches) or only
+    /// read.
+    owning: Owning,
+    /// The sequencer lease, while ours.
+    lease: LeaseState,
 }
 
 impl Unloaded {
@@ -142,6 +159,9 @@ impl Loaded {
     /// A picture just opened: exactly what storage holds (`stored`), or blank and never stored.
     /// The one place its seqs start; they go with it in [`Actor::lose`].
     fn new(raster: Raster, stored: Option<StoredPicture>) -> Self {
+        let record = stored
+            .as_ref()
+            .map_or(Ownership::NONE, |s| s.meta.ownership);
         let (seq, version, last_encoding) = match stored {
             Some(stored) => (
                 stored.meta.seq,
@@ -166,6 +186,8 @@ impl Loaded {
             dirty_since: None,
             write: None,
             flush_retry_at: None,
+            owning: Owning::Reader { stored: record },
+            lease: LeaseState::default(),
         }
     }
 }
@@ -209,7 +231,15 @@ enum Step {
         priority: Priority,
     },
     ServeSnapshots,
-    Flush(Priority),
+    /// Write the picture: `release` says it is let go (no holder, nobody waiting for the lease).
+    Flush {
+        priority: Priority,
+        release: bool,
+    },
+    /// Take the picture in storage (write it as ours, with a new epoch).
+    Take,
+    /// Check with storage that the picture is still ours.
+    Verify,
     /// Nothing to do before `wake` (or a message, or the write finishing).
     Idle {
         wake: Option<Instant>,
@@ -227,6 +257,8 @@ struct Actor {
     snapshot_waiters: Waiters<SnapshotWaiter, Snapshot>,
     /// Releases and shutdown flushes, waiting for storage to hold their seq.
     durable_waiters: Waiters<DurableWaiter, u64>,
+    /// Lease requests, waiting for the picture to load, be taken, be handed over.
+    acquirers: Waiters<Acquirer, Acquired>,
     /// Delay before retrying the next failed write: doubles with every failure, back to
     /// `min_backoff` after a success only (a lost and reloaded copy carries on from it).
     flush_backoff: Duration,
@@ -251,6 +283,7 @@ pub(crate) async fn run(
         picture: Picture::Unloaded(Unloaded::new(min_backoff)),
         snapshot_waiters: Waiters::default(),
         durable_waiters: Waiters::default(),
+        acquirers: Waiters::default(),
         flush_backoff: min_backoff,
         activity: 0,
         last_activity: Instant::now(),
@@ -278,11 +311,16 @@ impl Actor {
             }
             self.expire_snapshot_waiters();
             self.settle_durable_waiters();
+            self.settle_acquirers();
             match self.next_step() {
                 Step::Load(priority) => self.load(priority, mailbox).await,
                 Step::Apply { target, priority } => self.apply(target, priority, mailbox).await,
                 Step::ServeSnapshots => self.serve_snapshots(mailbox).await,
-                Step::Flush(priority) => self.start_flush(priority, mailbox).await,
+                Step::Flush { priority, release } => {
+                    self.start_flush(priority, release, mailbox).await
+                }
+                Step::Take => self.start_takeover(mailbox).await,
+                Step::Verify => self.verify(mailbox).await,
                 Step::Idle { wake } => {
                     let sleep = async {
                         match wake {
@@ -329,7 +367,10 @@ impl Actor {
             Picture::Unloaded(unloaded) => !unloaded.unchecked.is_empty(),
             Picture::Loaded(_) => false,
         };
-        unchecked || !self.snapshot_waiters.is_empty() || !self.durable_waiters.is_empty()
+        unchecked
+            || !self.snapshot_waiters.is_empty()
+            || !self.durable_waiters.is_empty()
+            || !self.acquirers.is_empty()
     }
 
     fn next_step(&self) -> Step {
@@ -342,7 +383,9 @@ impl Actor {
                 if let Some(at) = unloaded.load_retry_at.filter(|at| *at > now) {
                     return Step::Idle { wake: Some(at) };
                 }
-                let urgent = !self.snapshot_waiters.is_empty() || !self.durable_waiters.is_empty();
+                let urgent = !self.snapshot_waiters.is_empty()
+                    || !self.durable_waiters.is_empty()
+                    || !self.acquirers.is_empty();
                 return Step::Load(if urgent {
                     Priority::High
                 } else {
@@ -369,16 +412,48 @@ impl Actor {
             return Step::ServeSnapshots;
         }
 
-        // Releases and shutdown flushes.
         let mut wake: Option<Instant> = None;
         let mut wake_at = |at: Instant| {
             wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
         };
+        // Writes wait for the one in flight and for the backoff of a failed one.
+        let may_write = loaded.write.is_none() && loaded.flush_retry_at.is_none_or(|at| at <= now);
+        if let Some(at) = loaded.flush_retry_at.filter(|at| *at > now) {
+            wake_at(at);
+        }
+        // A picture let go (no holder, nobody asking for the lease) is written as released.
+        let let_go = loaded.holder().is_none() && self.acquirers.is_empty();
+
+        // Lease requests: the picture taken, a handover flush, a check with storage.
+        match self.lease_need(loaded, now) {
+            Some(LeaseNeed::Take) if may_write => return Step::Take,
+            Some(LeaseNeed::Handover) => {
+                if loaded.applied_seq < loaded.received_seq {
+                    return Step::Apply {
+                        target: loaded.received_seq,
+                        priority: Priority::High,
+                    };
+                }
+                if may_write {
+                    return Step::Flush {
+                        priority: Priority::High,
+                        release: false,
+                    };
+                }
+            }
+            Some(LeaseNeed::Verify) if may_write => return Step::Verify,
+            Some(LeaseNeed::Wait(at)) => wake_at(at),
+            _ => {}
+        }
+
+        // Releases and shutdown flushes: storage must hold their seq, and a picture of ours
+        // that is let go must be stored as released.
+        let owner = matches!(loaded.owning, Owning::Owner { .. });
         if let Some(target) = self
             .durable_waiters
             .iter()
             .map(|w| w.target)
-            .filter(|t| *t > loaded.flushed_seq)
+            .filter(|t| *t > loaded.flushed_seq || (owner && let_go))
             .max()
         {
             if loaded.applied_seq < target {
@@ -387,11 +462,13 @@ impl Actor {
                     priority: Priority::High,
                 };
             }
-            match loaded.flush_retry_at {
-                Some(at) if at > now => wake_at(at),
-                _ if loaded.write.is_none() => return Step::Flush(Priority::High),
-                // Wait for the write in flight; another flush follows if it was not enough.
-                _ => {}
+            // Otherwise wait for the write in flight; another flush follows if it was not
+            // enough.
+            if may_write {
+                return Step::Flush {
+                    priority: Priority::High,
+                    release: let_go,
+                };
             }
         }
 
@@ -407,7 +484,10 @@ impl Actor {
                 let due = dirty_since + self.shared.config.flush_interval;
                 let due = loaded.flush_retry_at.map_or(due, |at| at.max(due));
                 if due <= now {
-                    return Step::Flush(Priority::Low);
+                    return Step::Flush {
+                        priority: Priority::Low,
+                        release: false,
+                    };
                 }
                 wake_at(due);
             }
@@ -417,17 +497,28 @@ impl Actor {
             wake_at(waiter.deadline);
         }
 
-        let clean =
-            loaded.dirty_since.is_none() && loaded.write.is_none() && !self.has_requesters();
+        // A picture with a sequencer is in use however long it has been quiet.
+        let clean = loaded.dirty_since.is_none()
+            && loaded.write.is_none()
+            && loaded.holder().is_none()
+            && !self.has_requesters();
         if clean {
-            if self.unload_wanted {
-                return Step::Exit;
-            }
             let idle_until = self.last_activity + self.shared.config.idle_unload;
-            if idle_until <= now {
-                return Step::Exit;
+            if self.unload_wanted || idle_until <= now {
+                // Ours: stored as released first, so the next owner need not wait.
+                if owner {
+                    if may_write {
+                        return Step::Flush {
+                            priority: Priority::Low,
+                            release: true,
+                        };
+                    }
+                } else {
+                    return Step::Exit;
+                }
+            } else {
+                wake_at(idle_until);
             }
-            wake_at(idle_until);
         }
         Step::Idle { wake }
     }
@@ -463,6 +554,13 @@ impl Actor {
                         return;
                     }
                 }
+                let me = self.shared.config.node();
+                if let Picture::Loaded(loaded) = &self.picture {
+                    if let Some(owner) = loaded.owning.moved_to(me).filter(|_| !request.force) {
+                        let _ = reply.send(Err(PpsError::Moved { owner }));
+                        return;
+                    }
+                }
                 if let Picture::Unloaded(unloaded) = &mut self.picture {
                     // A joiner should not wait for the backoff of a load retried for batches.
                     unloaded.load_retry_at = None;
@@ -477,14 +575,37 @@ impl Actor {
                         unloaded.create_size.get_or_insert(size);
                     }
                 }
+                let latest = match &self.picture {
+                    Picture::Loaded(loaded) if request.latest => loaded.received_seq,
+                    _ => 0,
+                };
                 let waiter = SnapshotWaiter {
-                    min_seq: request.min_seq,
+                    min_seq: request.min_seq.max(latest),
                     lz4: request.lz4,
+                    force: request.force,
                     deadline: Instant::now() + self.shared.config.snapshot_wait,
                 };
                 self.snapshot_waiters.push(waiter, reply);
             }
-            Msg::Apply(batch, reply) => {
+            Msg::Acquire(request, conn, reply) => {
+                self.activity += 1;
+                self.unload_wanted = false;
+                if let Some((width, height)) = request.create {
+                    if let Err(error) = self.check_size(width, height) {
+                        let _ = reply.send(Err(error));
+                        return;
+                    }
+                }
+                if let Picture::Unloaded(unloaded) = &mut self.picture {
+                    unloaded.load_retry_at = None;
+                    if let Some(size) = request.create {
+                        unloaded.create_size.get_or_insert(size);
+                    }
+                }
+                self.acquirers.push(Acquirer { request, conn }, reply);
+            }
+            Msg::Disconnected { conn, last_heard } => self.on_disconnected(conn, last_heard),
+            Msg::Apply(batch, conn, reply) => {
                 self.activity += 1;
                 self.unload_wanted = false;
                 let batch = match self.validate(batch) {
@@ -495,7 +616,7 @@ impl Actor {
                     }
                 };
                 match &mut self.picture {
-                    Picture::Loaded(loaded) => loaded.accept(batch, reply),
+                    Picture::Loaded(loaded) => loaded.accept_from(conn, batch, reply),
                     Picture::Unloaded(unloaded) => {
                         unloaded.create_size.get_or_insert(batch.size);
                         unloaded.unchecked.push(batch, reply);
@@ -503,7 +624,13 @@ impl Actor {
                 }
             }
             Msg::Release(request, reply) => {
-                if let Some(loaded) = self.picture.loaded() {
+                if let Some(loaded) = self.picture.loaded_mut() {
+                    if !loaded.holds(&request.lease) {
+                        let _ = reply.send(Err(loaded.not_holder()));
+                        return;
+                    }
+                    // The sequencer gives the lease back: no batch of it is accepted any more.
+                    loaded.vacate();
                     if request.last_seq > loaded.received_seq {
                         let _ = reply.send(Err(PpsError::Gap {
                             have: loaded.received_seq,
@@ -521,12 +648,14 @@ impl Actor {
                 self.durable_waiters.push(waiter, reply);
             }
             Msg::Flush(reply) => {
-                let Some(loaded) = self.picture.loaded() else {
+                let Some(loaded) = self.picture.loaded_mut() else {
                     // Nothing accepted, nothing to flush (and nothing flushed: the flushed seq
                     // of a picture not in memory is 0).
                     let _ = reply.send(Ok(0));
                     return;
                 };
+                // The service is going away: its lease goes with it.
+                loaded.vacate();
                 let waiter = DurableWaiter {
                     target: loaded.received_seq,
                     kind: DurableKind::Flush,
@@ -550,12 +679,14 @@ impl Actor {
     /// (one beyond what it holds now is a gap).
     fn open(&mut self, mut loaded: Loaded) {
         if let Picture::Unloaded(unloaded) = &mut self.picture {
+            // Batches that came before the load were sent under a lease granted before it:
+            // refused (`NotHolder`), their sender acquires again.
             for (batch, reply) in unloaded.unchecked.take_all() {
-                loaded.accept(batch, reply);
+                loaded.accept_from(0, batch, reply);
             }
         }
         let received = loaded.received_seq;
-        self.picture = Picture::Loaded(loaded);
+        self.picture = Picture::Loaded(Box::new(loaded));
         self.durable_waiters.reply_where(
             |w| matches!(w.kind, DurableKind::Release { .. }) && w.target > received,
             |w| {
@@ -572,6 +703,7 @@ impl Actor {
         let error = PpsError::Unavailable(reason.to_string());
         self.snapshot_waiters.reply_all(|_| Err(error.clone()));
         self.durable_waiters.reply_all(|_| Err(error.clone()));
+        self.acquirers.reply_all(|_| Err(error.clone()));
         // The seqs, the queue, the encoding and the version go with the loaded state. A write
         // in flight finishes on its own; its result no longer concerns this copy.
         let unloaded = Unloaded::new(self.shared.config.min_backoff);

@@ -19,6 +19,8 @@ pub(super) struct SnapshotWaiter {
     pub(super) min_seq: u64,
     /// Would rather have the LZ4 form (given when at hand, never waited for).
     pub(super) lz4: bool,
+    /// Takes what storage holds even when another service owns the picture.
+    pub(super) force: bool,
     /// When waiting for `min_seq` to arrive stops.
     pub(super) deadline: Instant,
 }

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, StoredMeta, StoredPicture, Version};
+use protocol::snapshot::png_header;
+
+use super::{Ownership, Store, StoreError, StoredMeta, StoredPicture, Version};
 
 pub struct FsStore {
     /// Root of the data directory; pictures live in its `pictures/` subdirectory, the lock
@@ -56,31 +58,22 @@ fn version_of(bytes: &[u8]) -> Version {
     Version(format!("{:x}", Sha256::digest(bytes)))
 }
 
-/// Reads seq, width and height from the PNG header and its `tEXt` chunks, without decoding the
-/// pixels.
+/// Reads seq, width, height and the owner from the PNG header and its `tEXt` chunks, without
+/// decoding the pixels.
 pub fn read_meta(picture: &str, png_bytes: &[u8]) -> Result<StoredMeta, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         picture: picture.to_string(),
         reason,
     };
-    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
-    let reader = decoder
-        .read_info()
-        .map_err(|e| corrupt(format!("not a png: {e}")))?;
-    let info = reader.info();
-    let seq_text = info
-        .uncompressed_latin1_text
-        .iter()
-        .find(|chunk| chunk.keyword == "seq")
+    let header = png_header(png_bytes).map_err(|e| corrupt(e.to_string()))?;
+    let seq = header
+        .seq
         .ok_or_else(|| corrupt("no tEXt seq chunk".to_string()))?;
-    let seq = seq_text
-        .text
-        .parse::<u64>()
-        .map_err(|_| corrupt(format!("tEXt seq {:?} is not a u64", seq_text.text)))?;
     Ok(StoredMeta {
         seq,
-        width: info.width,
-        height: info.height,
+        width: header.width,
+        height: header.height,
+        ownership: header.ownership.unwrap_or(Ownership::NONE),
     })
 }
 
@@ -217,7 +210,7 @@ mod tests {
     }
 
     fn meta(seq: u64, width: u32, height: u32) -> StoredMeta {
-        StoredMeta { seq, width, height }
+        StoredMeta::new(seq, width, height)
     }
 
     #[tokio::test]

@@ -80,6 +80,17 @@ impl MemoryStore {
         version
     }
 
+    /// Replaces a stored picture's owner record as another owner would (bypassing the version
+    /// check; the version changes, as a real write's would). Returns the new version.
+    pub fn set_ownership(&self, picture: &str, ownership: super::Ownership) -> Option<Version> {
+        let version = self.new_version();
+        let mut pictures = self.lock();
+        let stored = pictures.get_mut(picture)?;
+        stored.meta.ownership = ownership;
+        stored.version = version.clone();
+        Some(version)
+    }
+
     fn new_version(&self) -> Version {
         Version(format!(
             "m{}",

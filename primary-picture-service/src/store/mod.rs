@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+pub use protocol::snapshot::Ownership;
 
 pub mod fs;
 pub mod memory;
@@ -20,6 +21,29 @@ pub struct StoredMeta {
     pub seq: u64,
     pub width: u32,
     pub height: u32,
+    /// Who owns the picture (docs/scaling.md). Every store keeps it in the PNG's `tEXt` chunks
+    /// (the bytes the owner hands over, [`protocol::snapshot::with_ownership`]); the S3 store
+    /// repeats it in the object metadata.
+    pub ownership: Ownership,
+}
+
+impl StoredMeta {
+    /// A picture nobody owns (as pictures stored before owners existed).
+    pub fn new(seq: u64, width: u32, height: u32) -> StoredMeta {
+        StoredMeta {
+            seq,
+            width,
+            height,
+            ownership: Ownership::NONE,
+        }
+    }
+}
+
+/// What a conditional write needs to know of a stored picture, read without its pixels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredHead {
+    pub meta: StoredMeta,
+    pub version: Version,
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +74,15 @@ pub enum StoreError {
 pub trait Store: Send + Sync + 'static {
     /// The stored picture, or `None` when it has never been stored.
     async fn load(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError>;
+
+    /// The stored picture's metadata and version, or `None` when it has never been stored:
+    /// cheaper than [`Store::load`] where the store can (S3 `HeadObject`).
+    async fn head(&self, picture: &str) -> Result<Option<StoredHead>, StoreError> {
+        Ok(self.load(picture).await?.map(|stored| StoredHead {
+            meta: stored.meta,
+            version: stored.version,
+        }))
+    }
 
     /// Replaces the stored picture atomically if its current version is `expected` (`None`:
     /// only if it does not exist). Returns the new version.

@@ -25,9 +25,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::{Bytes, BytesMut};
 
-use protocol::snapshot::png_header;
+use protocol::snapshot::{owner_text, png_header};
 
-use super::{Store, StoreError, StoredMeta, StoredPicture, Version};
+use super::{Ownership, Store, StoreError, StoredHead, StoredMeta, StoredPicture, Version};
 
 /// The key prefix used when the URL names only a bucket (`s3://bucket`).
 pub const DEFAULT_PREFIX: &str = "pictures/";
@@ -207,6 +207,35 @@ impl S3Store {
         Ok(Some(StoredPicture { png, meta, version }))
     }
 
+    async fn head_object(&self, picture: &str) -> Result<Option<StoredHead>, StoreError> {
+        let key = self.key(picture);
+        let response = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                return match classify(&err) {
+                    Failure::NotFound => Ok(None),
+                    failure => Err(failure.into_error(picture, &err)),
+                };
+            }
+        };
+        let version = Version(
+            response
+                .e_tag()
+                .ok_or_else(|| StoreError::Refused(format!("HeadObject {key}: no ETag")))?
+                .to_string(),
+        );
+        let declared = response.metadata().cloned().unwrap_or_default();
+        let meta = declared_meta(&declared).map_err(|reason| corrupt(picture, reason))?;
+        Ok(Some(StoredHead { meta, version }))
+    }
+
     async fn put(
         &self,
         picture: &str,
@@ -224,6 +253,9 @@ impl S3Store {
             .metadata("seq", meta.seq.to_string())
             .metadata("width", meta.width.to_string())
             .metadata("height", meta.height.to_string())
+            .metadata("epoch", meta.ownership.epoch.to_string())
+            .metadata("owner", owner_text(meta.ownership.owner))
+            .metadata("released", if meta.ownership.released { "1" } else { "0" })
             .body(ByteStream::from(png));
         request = match expected {
             None => request.if_none_match("*"),
@@ -259,6 +291,18 @@ impl Store for S3Store {
         if let Err(err) = &result {
             tracing::warn!(picture, bucket = %self.bucket, error = %err, "s3 load failed");
         }
+        result
+    }
+
+    async fn head(&self, picture: &str) -> Result<Option<StoredHead>, StoreError> {
+        check_id(picture)?;
+        let result = self.head_object(picture).await;
+        let outcome = match &result {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "not_found",
+            Err(err) => outcome(err),
+        };
+        metrics::counter!("s3_requests", "op" => "head", "outcome" => outcome).increment(1);
         result
     }
 
@@ -494,6 +538,37 @@ async fn read_bounded(mut body: ByteStream, max: u64) -> Result<Bytes, ReadError
 /// The picture's meta: the object metadata when present, checked against the PNG's own
 /// header and `tEXt` `seq` (PROTOCOL.md §6 makes the PNG self-describing, so a disagreement
 /// means the object was not written by us).
+/// The metadata of an object written by [`S3Store::save`], without reading the PNG: every field
+/// must be there (an object without them was written by something else: load it instead).
+fn declared_meta(declared: &HashMap<String, String>) -> Result<StoredMeta, String> {
+    let field = |name: &str| -> Result<&str, String> {
+        declared
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| format!("metadata {name} is missing"))
+    };
+    let number = |name: &str| -> Result<u64, String> {
+        let text = field(name)?;
+        text.parse::<u64>()
+            .map_err(|_| format!("metadata {name}={text:?} is not a decimal number"))
+    };
+    let side = |name: &str| -> Result<u32, String> {
+        u32::try_from(number(name)?).map_err(|_| format!("metadata {name} is out of range"))
+    };
+    let owner = field("owner")?;
+    Ok(StoredMeta {
+        seq: number("seq")?,
+        width: side("width")?,
+        height: side("height")?,
+        ownership: Ownership {
+            epoch: number("epoch")?,
+            owner: u64::from_str_radix(owner, 16)
+                .map_err(|_| format!("metadata owner={owner:?} is not 16 hex digits"))?,
+            released: field("released")? == "1",
+        },
+    })
+}
+
 fn stored_meta(png: &[u8], declared: &HashMap<String, String>) -> Result<StoredMeta, String> {
     let header = png_header(png).map_err(|e| e.to_string())?;
     let field = |name: &str| -> Result<Option<u64>, String> {
@@ -521,10 +596,22 @@ fn stored_meta(png: &[u8], declared: &HashMap<String, String>) -> Result<StoredM
             }
         }
     }
+    // The owner record lives in the PNG (the bytes every store keeps); the metadata repeats it
+    // for tools, and must agree.
+    let ownership = header.ownership.unwrap_or(Ownership::NONE);
+    if let Some(epoch) = field("epoch")? {
+        if epoch != ownership.epoch {
+            return Err(format!(
+                "metadata epoch {epoch} but the png says {}",
+                ownership.epoch
+            ));
+        }
+    }
     Ok(StoredMeta {
         seq,
         width: header.width,
         height: header.height,
+        ownership,
     })
 }
 
@@ -575,11 +662,7 @@ mod tests {
     #[test]
     fn meta_comes_from_metadata_checked_against_the_png() {
         let png = encode_png(&Raster::new(7, 3), 42, Compression::Fast).unwrap();
-        let want = StoredMeta {
-            seq: 42,
-            width: 7,
-            height: 3,
-        };
+        let want = StoredMeta::new(42, 7, 3);
         let full = meta_map(&[("seq", "42"), ("width", "7"), ("height", "3")]);
         assert_eq!(stored_meta(&png, &full).unwrap(), want);
         assert_eq!(stored_meta(&png, &HashMap::new()).unwrap(), want);

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::pps::{ApplyBatch, Snapshot};
+use primary_picture_service::PictureService;
+use protocol::pps::{AcquireRequest, Acquired, ApplyBatch, Lease, Snapshot};
 use protocol::snapshot::{decode_png, encode_png, Compression};
 use protocol::{Op, Raster, Sequenced};
 
@@ -34,11 +35,50 @@ pub fn update(seq: u64) -> Sequenced {
     }
 }
 
-/// The batch of updates `first..=last`.
+/// The lease a picture service grants first for a picture that nobody owned (its takeover
+/// writes epoch 1; the first grant of an epoch is 1).
+pub const FIRST_LEASE: Lease = Lease { epoch: 1, grant: 1 };
+
+/// Asks `pps` for `picture`'s sequencer lease as the broadcast service at `holder`, creating
+/// the picture at W×H if it exists nowhere.
+pub async fn acquire_as(
+    pps: &dyn PictureService,
+    picture: &str,
+    holder: &str,
+) -> Result<Acquired, protocol::pps::PpsError> {
+    pps.acquire(AcquireRequest {
+        picture: picture.to_string(),
+        create: Some((W, H)),
+        holder: holder.to_string(),
+        claim: None,
+        force: false,
+    })
+    .await
+}
+
+/// The lease of `picture` for the test's sequencer (which must get it), and the seq it
+/// continues after.
+pub async fn acquire(pps: &dyn PictureService, picture: &str) -> (Lease, u64) {
+    match acquire_as(pps, picture, "http://test-sequencer")
+        .await
+        .unwrap()
+    {
+        Acquired::Granted { lease, seq, .. } => (lease, seq),
+        held => panic!("lease not granted: {held:?}"),
+    }
+}
+
+/// The batch of updates `first..=last`, under the first lease ([`FIRST_LEASE`]).
 pub fn batch(picture: &str, first: u64, last: u64) -> ApplyBatch {
+    batch_with(FIRST_LEASE, picture, first, last)
+}
+
+/// The batch of updates `first..=last` under `lease`.
+pub fn batch_with(lease: Lease, picture: &str, first: u64, last: u64) -> ApplyBatch {
     let updates: Vec<Sequenced> = (first..=last).map(update).collect();
     ApplyBatch {
         picture: picture.to_string(),
+        lease,
         width: W,
         height: H,
         first_seq: first,
