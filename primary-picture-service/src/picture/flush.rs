@@ -200,7 +200,12 @@ impl Actor {
                             claims_until,
                             claim_floor,
                         };
-                        metrics::counter!("pps_takeovers_total").increment(1);
+                        let from = if wait_claims {
+                            "unreleased"
+                        } else {
+                            "released"
+                        };
+                        metrics::counter!("pps_takeovers_total", "from" => from).increment(1);
                         tracing::info!(picture = %self.id, epoch = write.record.epoch, waits_for_claims_ms = claims_until.map(|_| lease_timeout.as_millis() as u64), "picture taken");
                     }
                     WriteKind::Flush if write.record.released => {

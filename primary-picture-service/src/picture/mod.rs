@@ -479,6 +479,15 @@ impl Actor {
             };
         }
 
+        // Ours, dirty, and its sequencer gone (its lease ran out): store it now, as released,
+        // rather than at the next periodic flush; the next sequencer then takes it at once.
+        if owner && let_go && loaded.dirty_since.is_some() && may_write {
+            return Step::Flush {
+                priority: Priority::High,
+                release: true,
+            };
+        }
+
         if let Some(dirty_since) = loaded.dirty_since {
             if loaded.write.is_none() {
                 let due = dirty_since + self.shared.config.flush_interval;
