@@ -251,3 +251,57 @@ async fn broadcast_service_sigterm_stores_every_update() {
     assert_eq!(decoded.seq, Some(last));
     assert!(decoded.raster == expected);
 }
+
+/// A broadcast service pointed at a wrong picture-service URL (here without its `/bs` path)
+/// says why it is not ready: `/readyz` names the link and its state, and `/metrics` counts the
+/// failed attempts by cause (each attempt is also logged, once per backoff step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_picture_service_url_explains_itself() {
+    let bs_dir = tempfile::tempdir().unwrap();
+    let pps_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut pps = start_pps(port, pps_dir.path(), &[]);
+    wait_healthy(&format!("http://127.0.0.1:{port}")).await;
+    let wrong = format!("ws://127.0.0.1:{port}");
+    let server = Server::start(bs_dir.path(), &["--pps-url", &wrong]).await;
+    let http = reqwest::Client::new();
+    let deadline = deadline();
+    loop {
+        let metrics = http
+            .get(format!("{}/metrics", server.http))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let counted = metrics.lines().any(|line| {
+            line.starts_with("bs_pps_link_failures_total{")
+                && line.contains(&format!("url=\"{wrong}\""))
+                && line.contains("cause=\"http_status\"")
+        });
+        if counted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failed attempts not counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = http
+        .get(format!("{}/readyz", server.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("no picture service reachable"), "{body}");
+    assert!(
+        body.contains(&format!("picture service {wrong} (unknown): unreachable")),
+        "{body}"
+    );
+    server.stop().await;
+    pps.signal("-TERM");
+    assert!(pps.wait().await);
+}

@@ -27,6 +27,8 @@ pub struct MemoryStore {
     saves: AtomicU64,
     /// How many saves were attempted (including failed ones).
     save_attempts: AtomicU64,
+    /// Every successful save, in order: (picture, what was stored).
+    history: Mutex<Vec<(String, StoredMeta)>>,
 }
 
 impl MemoryStore {
@@ -58,6 +60,14 @@ impl MemoryStore {
     /// Saves attempted so far (including failed ones).
     pub fn save_attempts(&self) -> u64 {
         self.save_attempts.load(Ordering::SeqCst)
+    }
+
+    /// Every successful save so far, in order (for tests of who wrote what when).
+    pub fn history(&self) -> Vec<(String, StoredMeta)> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The stored picture without going through the fault switches (for assertions).
@@ -149,6 +159,10 @@ impl Store for MemoryStore {
                 version: version.clone(),
             },
         );
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((picture.to_string(), meta.clone()));
         drop(pictures);
         self.saves.fetch_add(1, Ordering::SeqCst);
         Ok(version)
