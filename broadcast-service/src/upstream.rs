@@ -35,14 +35,13 @@ pub(crate) enum UpstreamEvent {
         /// The seq the `Welcome` starts after (the `since` asked for, or the sequencer's
         /// current seq when its log no longer holds `since + 1`).
         since: u64,
-        /// Encoded updates `since + 1 ..`, with their seqs.
-        pending: Vec<(u64, Bytes)>,
+        /// The updates `since + 1 ..`.
+        pending: Vec<Relayed>,
     },
-    /// An `Updates` frame: its payload, to forward, and its updates (with their seqs), for the
-    /// log.
+    /// An `Updates` frame: its payload, to forward, and its updates.
     Updates {
         payload: Bytes,
-        entries: Vec<(u64, Bytes)>,
+        entries: Vec<Relayed>,
     },
     /// Any other frame for the clients (`Presence`).
     Frame(Bytes),
@@ -50,7 +49,18 @@ pub(crate) enum UpstreamEvent {
     Lost(String),
 }
 
-/// A relay link; dropping it closes the socket.
+/// One update of an `Updates` frame, for the relay's log and its clients' echoes.
+#[derive(Debug)]
+pub(crate) struct Relayed {
+    pub seq: u64,
+    pub client_id: u64,
+    pub client_seq: u64,
+    /// Its encoding (a slice of the frame).
+    pub entry: Bytes,
+}
+
+/// A relay link (counted in `bs_relays_upstream` while it lives); dropping it closes the
+/// socket.
 pub(crate) struct Upstream {
     up: mpsc::Sender<Bytes>,
     task: JoinHandle<()>,
@@ -59,6 +69,7 @@ pub(crate) struct Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
+        metrics::gauge!("bs_relays_upstream").decrement(1.0);
     }
 }
 
@@ -80,6 +91,7 @@ impl Upstream {
         post: impl Fn(UpstreamEvent) + Send + Sync + 'static,
     ) -> Upstream {
         let (up, up_rx) = mpsc::channel(UP_QUEUE);
+        metrics::gauge!("bs_relays_upstream").increment(1.0);
         let task = tokio::spawn(async move {
             let reason = run(&url, max_message_size, connect_timeout, up_rx, &post).await;
             post(UpstreamEvent::Lost(reason));
@@ -169,7 +181,12 @@ fn parse_start(payload: &[u8]) -> Result<UpstreamEvent, String> {
             since: snapshot_seq,
             pending: pending
                 .iter()
-                .map(|update| (update.seq, codec::encode_sequenced(update)))
+                .map(|update| Relayed {
+                    seq: update.seq,
+                    client_id: update.client_id,
+                    client_seq: update.client_seq,
+                    entry: codec::encode_sequenced(update),
+                })
                 .collect(),
         }),
         Ok(ServerMsg::Error { code, message }) => {
@@ -190,7 +207,12 @@ fn parse_frame(payload: Bytes) -> Result<UpstreamEvent, String> {
             // An update's encoding is its three u64 fields, then its op.
             let entries = headers
                 .iter()
-                .map(|h| (h.seq, payload.slice(h.entry.0..h.entry.1)))
+                .map(|h| Relayed {
+                    seq: h.seq,
+                    client_id: h.client_id,
+                    client_seq: h.client_seq,
+                    entry: payload.slice(h.entry.0..h.entry.1),
+                })
                 .collect();
             Ok(UpstreamEvent::Updates { payload, entries })
         }

@@ -307,7 +307,18 @@ async fn a_paused_owner_is_fenced_by_storage() {
                 if let Ok(png) = std::fs::read(&file) {
                     let header = protocol::snapshot::png_header(&png).unwrap();
                     let now = (header.seq.unwrap(), header.ownership.unwrap().epoch);
-                    assert!(now.0 >= seq && now.1 >= epoch, "storage went back: {now:?}");
+                    if now != (seq, epoch) {
+                        eprintln!(
+                            "WATCH {:?} {now:?} {:?}",
+                            std::time::Instant::now(),
+                            header.ownership
+                        );
+                    }
+                    assert!(
+                        now.0 >= seq && now.1 >= epoch,
+                        "storage went back: {now:?} after {:?}",
+                        (seq, epoch)
+                    );
                     (seq, epoch) = now;
                     epochs.insert(epoch);
                 }
@@ -317,8 +328,10 @@ async fn a_paused_owner_is_fenced_by_storage() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!("WATCH {:?} STOP {paused}", std::time::Instant::now());
     cluster.pps[paused].signal("-STOP");
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    eprintln!("WATCH {:?} CONT {paused}", std::time::Instant::now());
     cluster.pps[paused].signal("-CONT");
     let mut drawn = join_all(handles).await;
     assert_converged(&cluster, picture, &mut drawn).await;

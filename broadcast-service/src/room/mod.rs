@@ -274,6 +274,9 @@ pub(crate) struct Room {
     clients: BTreeMap<u64, Client>,
     /// Relays subscribed to this room (sequencer only).
     relays: BTreeMap<u64, Downstream>,
+    /// This room's clients whose draws went up the relay link without their echo yet: the
+    /// last `client_seq` forwarded of each.
+    forwarded: HashMap<u64, u64>,
     /// Joins waiting for their snapshot, by join id (the log's pins have the same keys).
     joining: HashMap<u64, Joining>,
     next_join: u64,
@@ -320,6 +323,7 @@ impl Room {
             backoff: MIN_BACKOFF,
             clients: BTreeMap::new(),
             relays: BTreeMap::new(),
+            forwarded: HashMap::new(),
             joining: HashMap::new(),
             next_join: 0,
             publish_at: None,
@@ -512,6 +516,7 @@ impl Room {
                         "the picture's sequencer is not reachable right now",
                     );
                 } else {
+                    self.forwarded.insert(client_id, client_seq);
                     metrics::counter!("bs_draws_relayed_total").increment(1);
                 }
             }

@@ -9,37 +9,31 @@
 use protocol::codec;
 
 use super::{Opened, Role, Room, MIN_BACKOFF};
-use crate::upstream::{Upstream, UpstreamEvent};
+use crate::upstream::{Relayed, Upstream, UpstreamEvent};
 use crate::ws;
 
 impl Room {
     /// Another broadcast service (`holder`, its advertise URL) sequences the picture: link to
-    /// it. If this room sequenced before, what it sequenced alone is settled first: updates the
-    /// owner accepted are the picture's history (the new sequencer continues after them);
-    /// the ones after are not: their drawers are told, and if some were echoed (published
-    /// while the owner was unreachable), every client is resynced.
+    /// it. If this room sequenced before, what it sequenced alone is settled first: the updates
+    /// the owner confirmed are the picture's history (the new sequencer continues after them);
+    /// of the others, some may be in it too (their confirmation was lost) and some not: their
+    /// drawers cannot be told which, so every client is resynced (a fresh `Welcome` says what
+    /// is in the picture). Updates echoed here and lost are counted.
     pub(super) fn relay_to(&mut self, holder: String) {
         if self.claim_lease.take().is_some() {
             let (published, accepted) = (self.log.published(), self.log.acked());
-            for entry in self.log.after(published.max(accepted)) {
-                if let Ok(update) = codec::decode::<protocol::Sequenced>(entry) {
-                    self.reject(
-                        update.client_id,
-                        update.client_seq,
-                        "the picture moved to another broadcast service",
-                    );
-                }
-            }
             if published > accepted {
                 let lost = published - accepted;
-                tracing::error!(picture = %self.id, lost, "updates echoed while the picture service was unreachable were never accepted: they are lost");
+                tracing::error!(picture = %self.id, lost, "updates echoed while the picture service was unreachable were never confirmed: they may be lost");
                 metrics::counter!("bs_echoed_updates_lost_total").increment(lost);
-                self.log.open_at(accepted);
-                self.resync_all("echoed updates were lost with the lease");
-            } else {
-                self.log.open_at(published);
+            }
+            let unconfirmed = self.log.last() > accepted;
+            self.log.open_at(published.min(accepted));
+            if unconfirmed {
+                self.resync_all("this room's updates went to another sequencer unconfirmed");
             }
         }
+        self.forwarded.clear();
         self.generations += 1;
         let generation = self.generations;
         let since = self.opened.map(|_| self.log.published());
@@ -54,7 +48,6 @@ impl Room {
                 let _ = mailbox.send(super::Ctl::Upstream { generation, event });
             },
         );
-        metrics::gauge!("bs_relays_upstream").increment(1.0);
         self.role = Role::Relay {
             holder,
             upstream,
@@ -93,8 +86,9 @@ impl Room {
                     self.log.open_at(since);
                     self.resync_all("the sequencer changed");
                 }
-                for (seq, entry) in pending {
-                    if !self.log.push_relayed(seq, entry) {
+                for update in pending {
+                    self.echoed(&update);
+                    if !self.log.push_relayed(update.seq, update.entry) {
                         return self.relay_broken("the relay link's start skipped seqs");
                     }
                 }
@@ -111,8 +105,9 @@ impl Room {
                 self.welcome_ready_joins();
             }
             UpstreamEvent::Updates { payload, entries } => {
-                for (seq, entry) in entries {
-                    if !self.log.push_relayed(seq, entry) {
+                for update in entries {
+                    self.echoed(&update);
+                    if !self.log.push_relayed(update.seq, update.entry) {
                         return self.relay_broken("the sequencer sent a gap");
                     }
                 }
@@ -124,15 +119,29 @@ impl Room {
         }
     }
 
+    /// A relayed update: if it is the echo of a draw this room forwarded, that draw is settled.
+    fn echoed(&mut self, update: &Relayed) {
+        if let Some(&last) = self.forwarded.get(&update.client_id) {
+            if update.client_seq >= last {
+                self.forwarded.remove(&update.client_id);
+            }
+        }
+    }
+
     /// The link to the sequencer is gone: ask for the lease again (this room may become the
-    /// sequencer, or relink to whoever is).
+    /// sequencer, or relink to whoever is). Clients whose forwarded draws were not echoed
+    /// cannot know whether they were sequenced: they are resynced (a fresh `Welcome` says).
     fn relay_broken(&mut self, reason: &str) {
         if let Role::Relay { holder, .. } = &self.role {
             tracing::warn!(picture = %self.id, %holder, reason, "relay link lost");
             metrics::counter!("bs_relay_links_lost_total").increment(1);
         }
-        metrics::gauge!("bs_relays_upstream").decrement(1.0);
         self.role = Role::Acquiring { in_flight: None };
+        for client_id in std::mem::take(&mut self.forwarded).into_keys() {
+            if let Some(client) = self.clients.remove(&client_id) {
+                self.resync(client_id, client);
+            }
+        }
         if self.nobody() {
             return;
         }

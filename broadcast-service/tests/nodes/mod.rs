@@ -148,7 +148,10 @@ impl Cluster {
             .iter()
             .map(|port| format!("ws://127.0.0.1:{port}/bs"))
             .collect();
-        let mut env = vec![("RUST_LOG".to_string(), "warn".to_string())];
+        let mut env = vec![(
+            "RUST_LOG".to_string(),
+            std::env::var("CLUSTER_LOG").unwrap_or_else(|_| "warn".to_string()),
+        )];
         let store_args: Vec<String> = match &storage {
             Storage::Dir(dir) => vec!["--data-dir".into(), dir.display().to_string()],
             Storage::S3 { s3, prefix } => {

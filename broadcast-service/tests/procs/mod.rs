@@ -47,7 +47,12 @@ impl Process {
             .args(args)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            // Logs go to stdout: shown when CLUSTER_LOG (a RUST_LOG filter) asks for them.
+            .stdout(if std::env::var_os("CLUSTER_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();

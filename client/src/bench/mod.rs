@@ -67,9 +67,20 @@ pub struct CommonArgs {
         default_value_t = 32
     )]
     pub connect_concurrency: usize,
-    /// Pid of the server, to report its CPU use and peak memory from /proc.
-    #[arg(long, global = true, env = "RASTER_BENCH_SERVER_PID")]
-    pub server_pid: Option<u32>,
+    /// Pid of the server, to report its CPU use and peak memory from /proc (comma-separated
+    /// for several processes: each is reported; the first is `server` in the JSON report).
+    #[arg(
+        long,
+        global = true,
+        env = "RASTER_BENCH_SERVER_PID",
+        value_delimiter = ','
+    )]
+    pub server_pid: Vec<u32>,
+    /// Before the measured clients connect, one idle client joins every picture at this URL
+    /// and stays until the end: the broadcast service there sequences the pictures, so the
+    /// measured clients (on `--url`) go through it as relays (docs/scaling.md).
+    #[arg(long, global = true, env = "RASTER_BENCH_ANCHOR_URL")]
+    pub anchor_url: Option<String>,
     /// Print the report as JSON on stdout (progress stays on stderr).
     #[arg(long, global = true, env = "RASTER_BENCH_JSON")]
     pub json: bool,
@@ -88,6 +99,9 @@ pub enum Workload {
         /// Ops per second per client.
         #[arg(long, env = "RASTER_BENCH_RATE", default_value_t = 20.0, value_parser = rate_arg)]
         rate: f64,
+        /// Only the first DRAWERS clients draw; the others watch (a hot picture). Default: all.
+        #[arg(long, env = "RASTER_BENCH_DRAWERS")]
+        drawers: Option<usize>,
     },
     /// N clients each keeping WINDOW ops in flight.
     W2 {
@@ -179,11 +193,16 @@ pub fn size_arg(text: &str) -> Result<(u32, u32), String> {
 /// Runs one workload and prints its report.
 pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::Result<()> {
     let report = match workload {
-        Workload::W1 { clients, rate } => {
+        Workload::W1 {
+            clients,
+            rate,
+            drawers,
+        } => {
             let plan = Plan {
                 name: "w1",
                 pictures: 1,
                 clients,
+                drawers: drawers.unwrap_or(clients).min(clients),
                 mode: Mode::Rate(rate),
             };
             serde_json::to_value(run_load(url, &common, &plan).await?)?
@@ -197,6 +216,7 @@ pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::R
                 name: "pictures",
                 pictures,
                 clients,
+                drawers: clients,
                 mode: Mode::Rate(rate),
             };
             serde_json::to_value(run_load(url, &common, &plan).await?)?
@@ -222,6 +242,7 @@ pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::R
                     name: "w2",
                     pictures: 1,
                     clients,
+                    drawers: clients,
                     mode: Mode::Window {
                         window,
                         per_write: ops_per_write.max(1),
@@ -287,6 +308,8 @@ struct Plan {
     pictures: usize,
     /// Clients per picture.
     clients: usize,
+    /// Clients per picture that draw (the first ones); the others only watch.
+    drawers: usize,
     /// How each client paces its drawing.
     mode: Mode,
 }
@@ -355,8 +378,10 @@ pub struct LoadReport {
     pub ideal_delivered_per_s: Option<f64>,
     /// Send-to-receive latency over every (receiver, update) pair.
     pub latency_ms: Latency,
-    /// CPU and memory of `--server-pid`, when given.
+    /// CPU and memory of the first `--server-pid`, when given.
     pub server: Option<ServerStats>,
+    /// CPU and memory of every `--server-pid`, in their order.
+    pub servers: Vec<ServerStats>,
 }
 
 /// Counters every task updates, read by the progress line.
@@ -436,11 +461,26 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
         read_buffer_size: 4 * 1024,
         ..ConnectOptions::default()
     };
+    // Anchors first: the broadcast service at the anchor URL sequences every picture.
+    let mut anchors = Vec::new();
+    if let Some(anchor) = &common.anchor_url {
+        for picture in 0..plan.pictures {
+            let picture = picture_id(&common.picture, run_id, picture);
+            let client = Client::connect_with(anchor, &picture, options.clone())
+                .await
+                .context("connecting an anchor client")?;
+            anchors.push(client);
+        }
+    }
+    // `--url` may list several broadcast services: clients take them in turn, each picture's
+    // first client on the next one (so that the pictures' sequencers spread too).
+    let urls: Vec<&str> = url.split(',').map(str::trim).collect();
     let connect_start = Instant::now();
     let clients: Vec<Client> = futures::stream::iter(0..total)
         .map(|i| {
             let picture = picture_id(&common.picture, run_id, i / plan.clients);
             let options = options.clone();
+            let url = urls[(i + i / plan.clients) % urls.len()];
             async move { Client::connect_with(url, &picture, options).await }
         })
         .buffered(common.connect_concurrency.max(1))
@@ -471,7 +511,11 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
         ..Counters::default()
     });
     let latencies = Arc::new(Mutex::new(new_histogram()));
-    let mut sampler = common.server_pid.map(ProcSampler::start).transpose()?;
+    let mut samplers = common
+        .server_pid
+        .iter()
+        .map(|&pid| ProcSampler::start(pid))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let epoch = Instant::now();
     let send_end = epoch + Duration::from_secs_f64(common.duration);
@@ -502,8 +546,14 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
         receivers.push(tokio::spawn(receive_loop(receiver, rx_ctx, ids, stop)));
         let seed = common.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
         let (width, height) = common.size;
+        // Watchers draw nothing (rate 0).
+        let mode = if i % plan.clients < plan.drawers {
+            plan.mode
+        } else {
+            Mode::Rate(0.0)
+        };
         senders.push(tokio::spawn(send_loop(
-            sender, ctx, plan.mode, seed, width, height,
+            sender, ctx, mode, seed, width, height,
         )));
     }
 
@@ -511,7 +561,7 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
     let mut live_senders = Vec::new();
     while Instant::now() < send_end {
         tokio::time::sleep_until((Instant::now() + Duration::from_secs(1)).min(send_end)).await;
-        if let Some(s) = sampler.as_mut() {
+        for s in samplers.iter_mut() {
             s.sample();
         }
     }
@@ -542,7 +592,11 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
     for mut sender in live_senders {
         let _ = tokio::time::timeout_at(deadline, sender.close()).await;
     }
-    let server = sampler.map(ProcSampler::finish).transpose()?;
+    let servers = samplers
+        .into_iter()
+        .map(ProcSampler::finish)
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(anchors);
 
     let c = &counters;
     let delivered_in_window = c.delivered_in_window.load(Ordering::Relaxed);
@@ -569,11 +623,12 @@ async fn run_load(url: &str, common: &CommonArgs, plan: &Plan) -> anyhow::Result
         expected_deliveries: accepted_total(c),
         delivered_per_s: delivered_in_window as f64 / common.duration.max(1e-9),
         ideal_delivered_per_s: match plan.mode {
-            Mode::Rate(r) => Some((plan.pictures * plan.clients * plan.clients) as f64 * r),
+            Mode::Rate(r) => Some((plan.pictures * plan.drawers * plan.clients) as f64 * r),
             Mode::Window { .. } => None,
         },
         latency_ms: Latency::from_micros(&histogram),
-        server,
+        server: servers.first().cloned(),
+        servers,
     };
     if !common.json {
         print_load(&report);
@@ -605,9 +660,10 @@ fn print_load(r: &LoadReport) {
         "  latency ms   p50 {:.2}  p99 {:.2}  p999 {:.2}  max {:.2}  ({} samples)",
         l.p50, l.p99, l.p999, l.max, l.count
     );
-    if let Some(s) = &r.server {
+    for s in &r.servers {
         println!(
-            "  server       cpu {:.0}%  peak rss {} MiB  (max sampled {} MiB)",
+            "  server {:>6} cpu {:.0}%  peak rss {} MiB  (max sampled {} MiB)",
+            s.pid,
             s.cpu_percent,
             s.peak_rss_kib / 1024,
             s.max_sampled_rss_kib / 1024
@@ -919,7 +975,11 @@ async fn run_w3(
     let side = join.side;
     let run_id: u32 = rand::thread_rng().gen();
     let picture = picture_id(&common.picture, run_id, 0);
-    let sampler = common.server_pid.map(ProcSampler::start).transpose()?;
+    let sampler = common
+        .server_pid
+        .first()
+        .map(|&pid| ProcSampler::start(pid))
+        .transpose()?;
     let options = ConnectOptions {
         size: Some((side, side)),
         keep_raster: false,

@@ -147,7 +147,7 @@ impl Actor {
         let store = self.shared.store.clone();
         let id = self.id.clone();
         let expected = loaded.version.clone();
-        tracing::debug!(picture = %self.id, seq = meta.seq, ?priority, ?kind, released = record.released, "write started");
+        tracing::debug!(picture = %self.id, seq = meta.seq, ?priority, ?kind, ?record, ?expected, "write started");
         loaded.write = Some(Write {
             seq: meta.seq,
             started: Instant::now(),
