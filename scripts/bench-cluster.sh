@@ -14,9 +14,10 @@
 #             alternated twice (A, B, A, B): what a relay adds to p99.
 #   hot       one picture, 16 drawers: K viewers on one broadcast service, then 3K viewers
 #             over three (the first is the sequencer): the sequencer's CPU per delivered update.
-#   pictures  2000 pictures x 4 clients over 2 broadcast + 2 picture services, clients taking
-#             the broadcast services in turn (each picture: a sequencer and a relay): memory per
-#             open picture and per client, delivered updates/s, p99.
+#   pictures  2000 pictures (256x256) x 4 clients over 2 broadcast + 2 picture services,
+#             clients taking the broadcast services in turn (each picture: a sequencer and a
+#             relay), 1 stroke/s each (BENCH_PICTURES_RATE): memory per open picture,
+#             delivered updates/s, p99.
 #
 # Method: servers pinned to core 0 (BENCH_SERVER_CPU), the load generator to core 1
 # (BENCH_CLIENT_CPU). Rate limits raised as in scripts/bench.sh. Every group starts a fresh
@@ -154,7 +155,7 @@ if want pictures; then
   all="$(IFS=,; echo "${BS_URLS[*]}")"
   bench pictures --url "$all" --connect-concurrency 64 \
     --server-pid "${BS_PIDS[0]},${BS_PIDS[1]},${PPS_PIDS[0]},${PPS_PIDS[1]}" \
-    pictures --pictures 2000 --clients 4 --rate 1
+    --size 256x256 pictures --pictures 2000 --clients 4 --rate "${BENCH_PICTURES_RATE:-1}"
   stop_all
 fi
 
@@ -205,18 +206,17 @@ if j:
     names = ["broadcast service 1", "broadcast service 2", "picture service 1", "picture service 2"]
     clients = j["pictures"] * j["clients_per_picture"]
     l = j["latency_ms"]
-    lines += ["## Many pictures: 2000 pictures x 4 clients (1 stroke/s each), 2 broadcast + 2 picture services", "",
+    lines += [f"## Many pictures: {j['pictures']} pictures (256x256) x {j['clients_per_picture']} clients ({j['rate_per_client']} strokes/s each), 2 broadcast + 2 picture services", "",
               f"delivered/s {j['delivered_per_s']:.0f} (ideal {j['ideal_delivered_per_s']:.0f}); "
               f"deliveries {j['delivered_total']} of {j['expected_deliveries']}; latency ms p50 {l['p50']:.2f}, "
               f"p99 {l['p99']:.2f}, max {l['max']:.2f}; connect {j['connect_s']:.1f} s", "",
-              "| process | CPU % | RSS max MiB | RSS growth MiB | per open picture KiB | per client KiB |",
-              "|---|---|---|---|---|---|"]
+              "| process | CPU % | RSS max MiB | RSS growth MiB | growth per open picture KiB (with its clients there) |",
+              "|---|---|---|---|---|"]
     for name, s, base in zip(names, servers, idle):
         growth = s["max_sampled_rss_kib"] - base
         per_picture = growth / j["pictures"]
-        per_client = growth / (clients / 2) if name.startswith("broadcast") else float("nan")
         lines.append(f"| {name} | {s['cpu_percent']:.0f} | {s['max_sampled_rss_kib']/1024:.1f} | {growth/1024:.1f} | "
-                     f"{per_picture:.1f} | {per_client:.1f} |")
+                     f"{per_picture:.1f} |")
     lines.append("")
 (out.parent / "cluster.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -7,14 +7,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 use protocol::{codec, ClientMsg, Limits, ServerMsg};
-use tokio_tungstenite::WebSocketStream;
-use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::Message;
 
-use crate::outbox::Outbox;
 use crate::registry::JoinError;
 use crate::room::{Input, Wants};
-use crate::ws::{Reading, Socket};
+use crate::ws::{self, Socket};
 use crate::AppState;
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
@@ -50,18 +47,7 @@ impl Bucket {
 }
 
 pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String, wants: Wants) {
-    let (read_half, write_half) = tokio::io::split(socket);
-    let outbox = Outbox::spawn(write_half);
-    let max = state.config.max_message_bytes;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-        .read_buffer_size(4 * 1024);
-    let reading = Reading {
-        socket: read_half,
-        outbox: outbox.clone(),
-    };
-    let mut stream = WebSocketStream::from_raw_socket(reading, Role::Server, Some(config)).await;
+    let (outbox, mut stream) = ws::server_stream(socket, state.config.max_message_bytes).await;
     let client_id = state.next_client_id();
     let (input, joined) = match state
         .registry

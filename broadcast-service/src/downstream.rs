@@ -10,13 +10,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use protocol::codec;
 use protocol::relay::RelayUp;
-use tokio_tungstenite::WebSocketStream;
-use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::Message;
 
-use crate::outbox::Outbox;
 use crate::room::Input;
-use crate::ws::{Reading, Socket};
+use crate::ws::{self, Socket};
 use crate::AppState;
 
 /// Serves one relay link until it closes.
@@ -26,18 +23,8 @@ pub(crate) async fn serve(
     picture: String,
     since: Option<u64>,
 ) {
-    let (read_half, write_half) = tokio::io::split(socket);
-    let outbox = Outbox::spawn(write_half);
     // A relayed draw is a client's draw with 16 bytes more.
-    let max = state.config.max_message_bytes + 64;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
-    let reading = Reading {
-        socket: read_half,
-        outbox: outbox.clone(),
-    };
-    let mut stream = WebSocketStream::from_raw_socket(reading, Role::Server, Some(config)).await;
+    let (outbox, mut stream) = ws::server_stream(socket, state.config.max_message_bytes + 64).await;
     let relay = state.next_client_id();
     let (input, joined) = match state
         .registry

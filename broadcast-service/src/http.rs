@@ -83,21 +83,28 @@ async fn ws(
     if state.registry.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    let response = match crate::ws::accept(&request) {
+    upgrade(&mut request, move |socket| {
+        crate::connection::serve(socket, state, id, wants)
+    })
+}
+
+/// Answers a WebSocket upgrade request (`101`, or why not) and, once upgraded, hands the
+/// socket to `serve` on a task of its own.
+fn upgrade<F, Fut>(request: &mut Request, serve: F) -> Response
+where
+    F: FnOnce(crate::ws::Socket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let response = match crate::ws::accept(request) {
         Ok(response) => response,
         Err(refusal) => return refusal.into_response(),
     };
-    let upgrade = hyper::upgrade::on(&mut request);
+    let upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(%error, "websocket upgrade failed");
-                return;
-            }
-        };
-        let socket = hyper_util::rt::TokioIo::new(upgraded);
-        crate::connection::serve(socket, state, id, wants).await;
+        match upgrade.await {
+            Ok(upgraded) => serve(hyper_util::rt::TokioIo::new(upgraded)).await,
+            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
+        }
     });
     response
 }
@@ -125,23 +132,9 @@ async fn relay(
         )
             .into_response();
     }
-    let response = match crate::ws::accept(&request) {
-        Ok(response) => response,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(%error, "relay upgrade failed");
-                return;
-            }
-        };
-        let socket = hyper_util::rt::TokioIo::new(upgraded);
-        crate::downstream::serve(socket, state, id, since).await;
-    });
-    response
+    upgrade(&mut request, move |socket| {
+        crate::downstream::serve(socket, state, id, since)
+    })
 }
 
 async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {

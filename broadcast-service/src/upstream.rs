@@ -116,9 +116,12 @@ async fn run(
     mut up: mpsc::Receiver<Bytes>,
     post: &impl Fn(UpstreamEvent),
 ) -> String {
+    // Frames are a few KB; tungstenite's default read buffer (128 KiB, allocated up front)
+    // would be most of what a relayed picture costs here.
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size));
+        .max_frame_size(Some(max_message_size))
+        .read_buffer_size(16 * 1024);
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let socket = match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok((socket, _))) => socket,

@@ -107,6 +107,33 @@ fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool 
 /// An upgraded connection.
 pub(crate) type Socket = TokioIo<hyper::upgrade::Upgraded>;
 
+/// Splits an upgraded connection into our writer (the [`Outbox`], which also carries the frames
+/// tungstenite writes) and tungstenite's reader, which takes messages of at most `max_message`
+/// bytes. Reads are small: frames from clients and relays are a few KB, and tungstenite
+/// zero-fills its whole read buffer before every read.
+pub(crate) async fn server_stream(
+    socket: Socket,
+    max_message: usize,
+) -> (Outbox, tokio_tungstenite::WebSocketStream<Reading>) {
+    let (read_half, write_half) = tokio::io::split(socket);
+    let outbox = Outbox::spawn(write_half);
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+        .read_buffer_size(4 * 1024);
+    let reading = Reading {
+        socket: read_half,
+        outbox: outbox.clone(),
+    };
+    let stream = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        reading,
+        tungstenite::protocol::Role::Server,
+        Some(config),
+    )
+    .await;
+    (outbox, stream)
+}
+
 /// Frames `payload` as one unmasked binary message (FIN set).
 pub(crate) fn binary_frame(payload: &[u8]) -> Bytes {
     frame(0x2, payload)

@@ -532,21 +532,14 @@ impl Room {
     fn reject(&self, client_id: u64, client_seq: u64, reason: &str) {
         if let Some(client) = self.clients.get(&client_id) {
             metrics::counter!("bs_rejected").increment(1);
-            let rejected = ServerMsg::Rejected {
-                client_seq,
-                reason: format!("not applied: {reason}"),
-            };
-            client.outbox.send_direct(&codec::encode(&rejected));
+            send_rejected(&client.outbox, client_seq, reason);
         }
     }
 
+    /// [`Room::reject`] for a client being resynced.
     fn reject_joining(&self, client_id: u64, client_seq: u64, reason: &str) {
         if let Some(joining) = self.joining.values().find(|j| j.client_id == client_id) {
-            let rejected = ServerMsg::Rejected {
-                client_seq,
-                reason: format!("not applied: {reason}"),
-            };
-            joining.outbox.send_direct(&codec::encode(&rejected));
+            send_rejected(&joining.outbox, client_seq, reason);
         }
     }
 
@@ -720,6 +713,14 @@ impl Room {
             self.role = Role::Acquiring { in_flight: None };
         }
     }
+}
+
+fn send_rejected(outbox: &Outbox, client_seq: u64, reason: &str) {
+    let rejected = ServerMsg::Rejected {
+        client_seq,
+        reason: format!("not applied: {reason}"),
+    };
+    outbox.send_direct(&codec::encode(&rejected));
 }
 
 /// `base` give or take a quarter, so that many rooms failing together do not retry in

@@ -134,6 +134,17 @@ impl Loaded {
         }
     }
 
+    /// Whether the lease may go to `holder` only once storage has everything accepted: it was
+    /// last held by another broadcast service, and storage lacks some of what it sent.
+    fn handover_pending(&self, holder: &str) -> bool {
+        let other = self
+            .lease
+            .last
+            .as_ref()
+            .is_some_and(|(_, url)| url != holder);
+        other && self.flushed_seq < self.received_seq
+    }
+
     /// Whether `request`'s claim makes it the sequencer that must continue: it sequenced
     /// under a lease no older than any this owner knows of, and its log joins what we hold.
     fn valid_claim(&self, request: &AcquireRequest, claim_floor: u64) -> bool {
@@ -260,12 +271,7 @@ impl Actor {
                 need = Some(LeaseNeed::Wait(until));
                 continue;
             }
-            let handover = loaded
-                .lease
-                .last
-                .as_ref()
-                .is_some_and(|(_, url)| *url != acquirer.request.holder);
-            if handover && loaded.flushed_seq < loaded.received_seq {
+            if loaded.handover_pending(&acquirer.request.holder) {
                 return Some(LeaseNeed::Handover);
             }
             if !loaded.lease.confirmed {
@@ -376,12 +382,7 @@ fn decide(
         if claims_until.is_some_and(|until| until > now) {
             return Decision::Wait;
         }
-        let handover = loaded
-            .lease
-            .last
-            .as_ref()
-            .is_some_and(|(_, url)| *url != acquirer.request.holder);
-        if handover && loaded.flushed_seq < loaded.received_seq {
+        if loaded.handover_pending(&acquirer.request.holder) {
             return Decision::Wait;
         }
     }

@@ -555,13 +555,9 @@ impl Actor {
         self.last_activity = Instant::now();
         match msg {
             Msg::Snapshot(request, reply) => {
-                self.activity += 1;
-                self.unload_wanted = false;
-                if let Some((width, height)) = request.create {
-                    if let Err(error) = self.check_size(width, height) {
-                        let _ = reply.send(Err(error));
-                        return;
-                    }
+                if let Err(error) = self.asked(request.create) {
+                    let _ = reply.send(Err(error));
+                    return;
                 }
                 let me = self.shared.config.node();
                 if let Picture::Loaded(loaded) = &self.picture {
@@ -571,17 +567,12 @@ impl Actor {
                     }
                 }
                 if let Picture::Unloaded(unloaded) = &mut self.picture {
-                    // A joiner should not wait for the backoff of a load retried for batches.
-                    unloaded.load_retry_at = None;
                     if let Some(snapshot) = &unloaded.loading_snapshot {
                         if request.min_seq <= snapshot.seq {
                             metrics::counter!("pps_snapshots_before_decode").increment(1);
                             let _ = reply.send(Ok(snapshot.clone()));
                             return;
                         }
-                    }
-                    if let Some(size) = request.create {
-                        unloaded.create_size.get_or_insert(size);
                     }
                 }
                 let latest = match &self.picture {
@@ -597,19 +588,9 @@ impl Actor {
                 self.snapshot_waiters.push(waiter, reply);
             }
             Msg::Acquire(request, conn, reply) => {
-                self.activity += 1;
-                self.unload_wanted = false;
-                if let Some((width, height)) = request.create {
-                    if let Err(error) = self.check_size(width, height) {
-                        let _ = reply.send(Err(error));
-                        return;
-                    }
-                }
-                if let Picture::Unloaded(unloaded) = &mut self.picture {
-                    unloaded.load_retry_at = None;
-                    if let Some(size) = request.create {
-                        unloaded.create_size.get_or_insert(size);
-                    }
+                if let Err(error) = self.asked(request.create) {
+                    let _ = reply.send(Err(error));
+                    return;
                 }
                 self.acquirers.push(Acquirer { request, conn }, reply);
             }
@@ -672,6 +653,24 @@ impl Actor {
                 self.durable_waiters.push(waiter, reply);
             }
         }
+    }
+
+    /// A joiner or a sequencer asked for the picture (creating it at `create` if it exists
+    /// nowhere): it is in use, and if it is not loaded, the load should not wait for the backoff
+    /// of one retried for batches. `Err` when the size is out of bounds.
+    fn asked(&mut self, create: Option<(u32, u32)>) -> Result<(), PpsError> {
+        if let Some((width, height)) = create {
+            self.check_size(width, height)?;
+        }
+        self.activity += 1;
+        self.unload_wanted = false;
+        if let Picture::Unloaded(unloaded) = &mut self.picture {
+            unloaded.load_retry_at = None;
+            if let Some(size) = create {
+                unloaded.create_size.get_or_insert(size);
+            }
+        }
+        Ok(())
     }
 
     fn check_size(&self, width: u32, height: u32) -> Result<(), PpsError> {

@@ -158,28 +158,17 @@ impl S3Store {
 
     async fn get(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError> {
         let key = self.key(picture);
-        let response = match self
+        let sent = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&key)
             .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(err) => {
-                return match classify(&err) {
-                    Failure::NotFound => Ok(None),
-                    failure => Err(failure.into_error(picture, &err)),
-                };
-            }
+            .await;
+        let Some(response) = found(picture, sent)? else {
+            return Ok(None);
         };
-        let version = Version(
-            response
-                .e_tag()
-                .ok_or_else(|| StoreError::Refused(format!("GetObject {key}: no ETag")))?
-                .to_string(),
-        );
+        let version = etag(&key, "GetObject", response.e_tag())?;
         let length = response.content_length().unwrap_or(0);
         if u64::try_from(length).unwrap_or(0) > self.max_object_bytes {
             return Err(corrupt(
@@ -209,28 +198,17 @@ impl S3Store {
 
     async fn head_object(&self, picture: &str) -> Result<Option<StoredHead>, StoreError> {
         let key = self.key(picture);
-        let response = match self
+        let sent = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(&key)
             .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(err) => {
-                return match classify(&err) {
-                    Failure::NotFound => Ok(None),
-                    failure => Err(failure.into_error(picture, &err)),
-                };
-            }
+            .await;
+        let Some(response) = found(picture, sent)? else {
+            return Ok(None);
         };
-        let version = Version(
-            response
-                .e_tag()
-                .ok_or_else(|| StoreError::Refused(format!("HeadObject {key}: no ETag")))?
-                .to_string(),
-        );
+        let version = etag(&key, "HeadObject", response.e_tag())?;
         let declared = response.metadata().cloned().unwrap_or_default();
         let meta = declared_meta(&declared).map_err(|reason| corrupt(picture, reason))?;
         Ok(Some(StoredHead { meta, version }))
@@ -396,6 +374,29 @@ fn check_id(picture: &str) -> Result<(), StoreError> {
             "invalid picture id {picture:?}"
         )))
     }
+}
+
+/// A read's response, `None` when the object does not exist, or the store's error.
+fn found<T, E>(
+    picture: &str,
+    sent: Result<T, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> Result<Option<T>, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match sent {
+        Ok(response) => Ok(Some(response)),
+        Err(err) => match classify(&err) {
+            Failure::NotFound => Ok(None),
+            failure => Err(failure.into_error(picture, &err)),
+        },
+    }
+}
+
+/// The object's version from a response's ETag (every S3 response to a read has one).
+fn etag(key: &str, operation: &str, etag: Option<&str>) -> Result<Version, StoreError> {
+    etag.map(|etag| Version(etag.to_string()))
+        .ok_or_else(|| StoreError::Refused(format!("{operation} {key}: no ETag")))
 }
 
 fn corrupt(picture: &str, reason: String) -> StoreError {
