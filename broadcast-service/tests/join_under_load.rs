@@ -75,6 +75,14 @@ async fn join_later(
 }
 
 async fn round(server: &Server, picture: &str, seed: u64) -> Round {
+    round_on(server, server, picture, seed).await
+}
+
+/// A round with the drawers on `sequencer` and the joiners on `joining` (another broadcast
+/// service of the cluster, relaying to the first: the joins through a relay must be just as
+/// exact).
+async fn round_on(sequencer: &Server, joining: &Server, picture: &str, seed: u64) -> Round {
+    let server = sequencer;
     let mut drawers = Vec::new();
     for _ in 0..DRAWERS {
         drawers.push(logged_client(server, picture, Some(SIZE)).await);
@@ -88,11 +96,18 @@ async fn round(server: &Server, picture: &str, seed: u64) -> Round {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let last = base + DRAWERS as u64 * OPS;
     // Each joiner joins at a random point of the drawing (as seen by the first drawer).
+    // Through a relay, the first joiner comes before any drawing: the relay is linked by the
+    // time the others join.
+    let relayed = !std::ptr::eq(sequencer, joining);
     let joiners: Vec<_> = (0..JOINERS)
-        .map(|_| {
-            let at = rng.gen_range(base..last);
+        .map(|i| {
+            let at = if relayed && i == 0 {
+                base
+            } else {
+                rng.gen_range(base..last)
+            };
             tokio::spawn(join_later(
-                server.url.clone(),
+                joining.url.clone(),
                 picture.to_string(),
                 at,
                 progress_rx.clone(),
@@ -147,12 +162,14 @@ async fn round(server: &Server, picture: &str, seed: u64) -> Round {
         let seqs: Vec<u64> = client.log().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (first..=last).collect::<Vec<_>>(), "client {i}");
     }
-    let (seq, snap) = snapshot(server, picture).await;
-    assert_eq!(seq, last);
-    assert!(
-        snap == reference,
-        "snapshot.png differs from the clients' picture"
-    );
+    for server in [sequencer, joining] {
+        let (seq, snap) = snapshot(server, picture).await;
+        assert_eq!(seq, last);
+        assert!(
+            snap == reference,
+            "snapshot.png differs from the clients' picture"
+        );
+    }
     for client in everyone {
         client.close(deadline()).await.unwrap();
     }
@@ -237,4 +254,35 @@ async fn joiners_under_load_converge_with_fresh_snapshots() {
     );
     server.stop().await;
     pps.shutdown(common::PATIENCE).await;
+}
+
+/// Joiners on a relay (another broadcast service than the drawers', which sequences the
+/// picture), with the picture service lagging: every joiner still gets its snapshot plus exactly
+/// the updates after it, from the relay's own copy of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiners_through_a_relay_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let pps_config = PpsConfig {
+        apply_delay: Some(Duration::from_millis(10)),
+        ..PpsConfig::default()
+    };
+    let pps = PpsServer::start(dir.path(), pps_config).await;
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sequencer = Server::start(a_dir.path(), &["--pps-url", &pps.url]).await;
+    let relay = Server::start(b_dir.path(), &["--pps-url", &pps.url]).await;
+    let mut max_pending = 0;
+    for r in 0..3 {
+        let picture = format!("join-relay-{r}");
+        let round = round_on(&sequencer, &relay, &picture, 40 + r).await;
+        eprintln!(
+            "relay round {r}: (snapshot, pending up to) {:?}",
+            round.joins
+        );
+        let most = round.joins.iter().map(|(s, k)| k - s).max().unwrap_or(0);
+        max_pending = max_pending.max(most);
+    }
+    assert!(max_pending > 0, "no joiner needed pending updates");
+    sequencer.stop().await;
+    relay.stop().await;
+    pps.stop().await;
 }
