@@ -16,7 +16,7 @@
 #             over three (the first is the sequencer): the sequencer's CPU per delivered update.
 #   pictures  2000 pictures (256x256) x 4 clients over 2 broadcast + 2 picture services,
 #             clients taking the broadcast services in turn (each picture: a sequencer and a
-#             relay), 1 stroke/s each (BENCH_PICTURES_RATE): memory per open picture,
+#             relay), 0.25 strokes/s each (BENCH_PICTURES_RATE): memory per open picture,
 #             delivered updates/s, p99.
 #
 # Method: servers pinned to core 0 (BENCH_SERVER_CPU), the load generator to core 1
@@ -87,7 +87,7 @@ cluster() {
     local port
     port="$(free_port)"
     taskset -c "$SERVER_CPU" "$PPS" --listen "127.0.0.1:$port" --data-dir "$data" \
-      >"$OUT/$name.pps$i.log" 2>&1 &
+      >"$WORK/$name.pps$i.log" 2>&1 &
     PIDS+=($!)
     PPS_PIDS+=($!)
     urls+=("ws://127.0.0.1:$port/bs")
@@ -99,7 +99,7 @@ cluster() {
     local port
     port="$(free_port)"
     taskset -c "$SERVER_CPU" "$BS" --listen "127.0.0.1:$port" --pps-url "$list" "${RATE_ARGS[@]}" \
-      >"$OUT/$name.bs$i.log" 2>&1 &
+      >"$WORK/$name.bs$i.log" 2>&1 &
     PIDS+=($!)
     BS_PIDS+=($!)
     BS_URLS+=("ws://127.0.0.1:$port")
@@ -123,7 +123,7 @@ fi
 ulimit -n "$(ulimit -Hn)"
 
 if want relay; then
-  for round in 1 2; do
+  for round in $(seq 1 "${BENCH_RELAY_ROUNDS:-2}"); do
     cluster "relay$round" 1 2
     pids="${BS_PIDS[0]},${BS_PIDS[1]},${PPS_PIDS[0]}"
     bench "relay-owner-$round" --url "${BS_URLS[0]}" --server-pid "$pids" w1 --clients 64
@@ -155,7 +155,7 @@ if want pictures; then
   all="$(IFS=,; echo "${BS_URLS[*]}")"
   bench pictures --url "$all" --connect-concurrency 64 \
     --server-pid "${BS_PIDS[0]},${BS_PIDS[1]},${PPS_PIDS[0]},${PPS_PIDS[1]}" \
-    --size 256x256 pictures --pictures 2000 --clients 4 --rate "${BENCH_PICTURES_RATE:-1}"
+    --size 256x256 pictures --pictures 2000 --clients 4 --rate "${BENCH_PICTURES_RATE:-0.25}"
   stop_all
 fi
 
@@ -170,7 +170,7 @@ def load(name):
         return None
 lines = ["# Cluster benchmarks (scripts/bench-cluster.sh)", ""]
 rows = []
-for r in (1, 2):
+for r in range(1, 10):
     for kind in ("owner", "relay"):
         j = load(f"relay-{kind}-{r}")
         if not j:
@@ -204,19 +204,20 @@ if j:
     idle = [int(x) for x in (out / "pictures.idle-rss-kib").read_text().split()]
     servers = j["servers"]
     names = ["broadcast service 1", "broadcast service 2", "picture service 1", "picture service 2"]
-    clients = j["pictures"] * j["clients_per_picture"]
     l = j["latency_ms"]
     lines += [f"## Many pictures: {j['pictures']} pictures (256x256) x {j['clients_per_picture']} clients ({j['rate_per_client']} strokes/s each), 2 broadcast + 2 picture services", "",
               f"delivered/s {j['delivered_per_s']:.0f} (ideal {j['ideal_delivered_per_s']:.0f}); "
               f"deliveries {j['delivered_total']} of {j['expected_deliveries']}; latency ms p50 {l['p50']:.2f}, "
               f"p99 {l['p99']:.2f}, max {l['max']:.2f}; connect {j['connect_s']:.1f} s", "",
-              "| process | CPU % | RSS max MiB | RSS growth MiB | growth per open picture KiB (with its clients there) |",
-              "|---|---|---|---|---|"]
+              "| process | CPU % | RSS max MiB | RSS growth MiB | pictures held | growth per picture held KiB |",
+              "|---|---|---|---|---|---|"]
     for name, s, base in zip(names, servers, idle):
         growth = s["max_sampled_rss_kib"] - base
-        per_picture = growth / j["pictures"]
+        # A broadcast service holds every picture (as sequencer or relay, with its 2 clients
+        # there); a picture service the half it owns (rendezvous hashing over two).
+        held = j["pictures"] if name.startswith("broadcast") else j["pictures"] / 2
         lines.append(f"| {name} | {s['cpu_percent']:.0f} | {s['max_sampled_rss_kib']/1024:.1f} | {growth/1024:.1f} | "
-                     f"{per_picture:.1f} |")
+                     f"{held:.0f} | {growth / held:.1f} |")
     lines.append("")
 (out.parent / "cluster.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))

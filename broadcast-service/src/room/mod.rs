@@ -280,8 +280,11 @@ pub(crate) struct Room {
     /// Joins waiting for their snapshot, by join id (the log's pins have the same keys).
     joining: HashMap<u64, Joining>,
     next_join: u64,
-    /// When the current tick's updates are published.
+    /// When the current tick ends.
     publish_at: Option<Instant>,
+    /// Every seq up to this one was sequenced in a tick that has ended: it goes out as soon as
+    /// the owner has confirmed it (one frame per tick, at most one tick after its draw).
+    tick_end: u64,
     shutting_down: bool,
 }
 
@@ -327,6 +330,7 @@ impl Room {
             joining: HashMap::new(),
             next_join: 0,
             publish_at: None,
+            tick_end: 0,
             shutting_down: false,
         };
         metrics::gauge!("bs_rooms").increment(1.0);
@@ -547,6 +551,7 @@ impl Room {
     fn after_turn(&mut self) {
         if self.publish_at.is_some_and(|at| at <= Instant::now()) {
             self.publish_at = None;
+            self.tick_end = self.log.last();
             self.publish();
         }
         if let Role::Sequencer { .. } = self.role {
@@ -693,6 +698,7 @@ impl Room {
 
     fn on_shutdown(&mut self) {
         self.shutting_down = true;
+        self.tick_end = self.log.last();
         self.publish();
         for (_, client) in std::mem::take(&mut self.clients) {
             client.outbox.close(1012, "service restart");

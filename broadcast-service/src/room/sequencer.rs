@@ -183,9 +183,12 @@ impl Room {
         }
     }
 
-    /// Sends the updates the frontier allows to every subscribed client as one shared frame.
+    /// Sends the updates of ended ticks that the frontier allows to every subscribed client as
+    /// one shared frame.
     pub(super) fn publish(&mut self) {
-        let frontier = self.publish_frontier();
+        let frontier = self
+            .publish_frontier()
+            .min(self.tick_end.max(self.log.published()));
         if frontier > self.log.published() {
             let frame = ws::binary_frame_in(codec::updates_frame_after(
                 ws::HEADROOM,
@@ -252,9 +255,8 @@ impl Room {
             Ok(have) => {
                 self.log.accepted(have);
                 self.backoff = MIN_BACKOFF;
-                if self.publish_at.is_none() {
-                    self.publish();
-                }
+                // The ended ticks' updates it confirmed go out now, not a tick later.
+                self.publish();
             }
             Err(PpsError::Gap { have, first_seq }) => {
                 if have < self.log.trimmed() {
