@@ -71,6 +71,12 @@ impl Node {
         self.process = Some(Process::spawn_with_env(&self.bin, &self.args, &env));
     }
 
+    /// The URL under which a picture service advertises itself (and is listed in
+    /// `--pps-url`).
+    pub fn pps_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/bs", self.port)
+    }
+
     pub fn http(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -214,6 +220,13 @@ impl Cluster {
             node.healthy().await;
         }
         Cluster { pps, bs, storage }
+    }
+
+    /// Which picture service `picture` is placed on first (index into `pps`), as the
+    /// broadcast services compute it from their `--pps-url` list.
+    pub fn placed_on(&self, picture: &str) -> usize {
+        let urls: Vec<String> = self.pps.iter().map(Node::pps_url).collect();
+        protocol::placement::rendezvous(picture, &urls)[0]
     }
 
     /// The broadcast services' WebSocket URLs, starting at `first` (round robin).
