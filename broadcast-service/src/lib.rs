@@ -125,7 +125,7 @@ pub async fn run(
     tracing::info!(store = %store.describe(), "embedded mode: picture service in process");
     let deadline = config.pps.shutdown_timeout;
     let advertise_url = config.advertise_url(listener.local_addr()?);
-    let pps = Pps::new(
+    let pps = Pps::open(
         primary_picture_service::PpsConfig {
             // One node: no sequencer elsewhere to wait for.
             lease_timeout: Duration::ZERO,
@@ -133,7 +133,8 @@ pub async fn run(
             ..config.pps.to_config()
         },
         store,
-    );
+    )
+    .context("opening the write-ahead log")?;
     let links: Vec<(String, Arc<dyn PictureService>)> = vec![("embedded".to_string(), pps.clone())];
     let result = run_with(config, listener, links, shutdown).await;
     let summary = pps.shutdown(deadline).await;

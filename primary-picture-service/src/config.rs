@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::service::PpsConfig;
 use crate::store::fs::FsStore;
 use crate::store::{Store, StoreError};
+use crate::wal::WalConfig;
 
 /// Picture service flags (see [`PpsConfig`] for what each one tunes).
 #[derive(Clone, Debug, clap::Args)]
@@ -72,6 +73,28 @@ pub struct PpsArgs {
     /// Largest WebSocket message between BS and PPS, in bytes (services mode).
     #[arg(long = "max-message-size", env = "PPS_MAX_MESSAGE_SIZE", default_value_t = 64 << 20)]
     pub max_message_size: usize,
+    /// The write-ahead log: `on` (every accepted update is on disk before anyone sees it echoed,
+    /// so a crash loses none) or `off` (a little less latency; a crash loses what storage
+    /// lacked, up to `--flush-interval` of drawing). See docs/durability.md.
+    #[arg(long = "wal", env = "PPS_WAL", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub wal: bool,
+    /// Where the write-ahead log lives (default `{data_dir}/wal`). It must survive the process:
+    /// with `--store s3://...`, put it on a persistent volume. One process per directory (it
+    /// is locked).
+    #[arg(long = "wal-dir", env = "PPS_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// The most the log may hold of updates storage does not have yet, in bytes; beyond it,
+    /// batches are refused (the broadcast service retries) until flushes free it.
+    #[arg(long = "wal-max-bytes", env = "PPS_WAL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub wal_max_bytes: u64,
+    /// The log is written in segment files of about this size; a segment is deleted once
+    /// storage holds every update in it.
+    #[arg(
+        long = "wal-segment-bytes",
+        env = "PPS_WAL_SEGMENT_BYTES",
+        default_value_t = 16 << 20
+    )]
+    pub wal_segment_bytes: u64,
     /// How long SIGTERM waits for dirty pictures to reach storage.
     #[arg(long = "shutdown-timeout", env = "PPS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -93,6 +116,14 @@ impl PpsArgs {
             min_backoff: self.min_backoff,
             event_capacity: self.event_capacity.max(1),
             apply_chunk: self.apply_chunk.max(1),
+            wal: self.wal.then(|| WalConfig {
+                dir: self
+                    .wal_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("wal")),
+                segment_bytes: self.wal_segment_bytes.max(1),
+                max_bytes: self.wal_max_bytes,
+            }),
             ..defaults
         }
     }
@@ -118,6 +149,15 @@ async fn open_s3(
 ) -> Result<Arc<dyn Store>, StoreError> {
     let store = crate::store::s3::S3Store::from_url_with(url, options).await?;
     Ok(Arc::new(store))
+}
+
+/// Parses `on`/`off` (also `true`/`false`, `1`/`0`).
+pub fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        other => Err(format!("expected `on` or `off`, not {other:?}")),
+    }
 }
 
 /// Parses `40us`, `500ms`, `5s`, `2m`, `1h` or a plain number of seconds (`1.5`).
@@ -179,6 +219,30 @@ mod tests {
         let config = cli.pps.to_config();
         assert_eq!(config.flush_interval, Duration::from_millis(250));
         assert_eq!(config.workers, 3);
+    }
+
+    #[test]
+    fn the_write_ahead_log_is_on_by_default_under_the_data_dir() {
+        let cli = Cli::try_parse_from(["pps", "--data-dir", "/srv/raster"]).unwrap();
+        let wal = cli.pps.to_config().wal.unwrap();
+        assert_eq!(wal.dir, std::path::Path::new("/srv/raster/wal"));
+        assert_eq!((wal.max_bytes, wal.segment_bytes), (1 << 30, 16 << 20));
+        let cli = Cli::try_parse_from(["pps", "--wal", "off"]).unwrap();
+        assert!(cli.pps.to_config().wal.is_none());
+        let cli =
+            Cli::try_parse_from(["pps", "--wal-dir", "/wal", "--wal-max-bytes", "1000"]).unwrap();
+        let wal = cli.pps.to_config().wal.unwrap();
+        assert_eq!(
+            (wal.dir.as_path(), wal.max_bytes),
+            (std::path::Path::new("/wal"), 1000)
+        );
+        let error = Cli::try_parse_from(["pps", "--wal", "maybe"])
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("expected `on` or `off`"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 //! - [`config`]: command-line/environment configuration shared with the broadcast service's
 //!   embedded mode, and [`config::make_store`].
 //! - [`process`]: logs and signal handling shared by both service binaries.
+//! - [`wal`]: the write-ahead log: accepted batches on disk before they are confirmed.
 //! - [`server`]: the services-mode server (`GET /bs` WebSocket, probes, metrics).
 //! - [`remote`]: [`RemotePps`](remote::RemotePps), the client the broadcast service uses in
 //!   services mode.
@@ -25,6 +26,7 @@ pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod wal;
 
 pub use api::{PictureService, PpsEvent};
 pub use service::{Pps, PpsConfig, ShutdownSummary};

@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
         lease_timeout: config.lease_timeout,
         ..config.pps.to_config()
     };
-    let pps = Pps::new(pps_config, store);
+    let pps = Pps::open(pps_config, store).context("opening the write-ahead log")?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -19,6 +19,7 @@ use crate::api::{PictureService, PpsEvent};
 use crate::picture::{self, Msg};
 use crate::scheduler::Scheduler;
 use crate::store::Store;
+use crate::wal::{Record, Wal, WalConfig, WalError};
 
 /// Tuning of the picture service. Every field is a flag of [`crate::config::PpsArgs`].
 #[derive(Clone, Debug)]
@@ -59,6 +60,9 @@ pub struct PpsConfig {
     /// taken from an owner that did not release it waits for its last sequencer's claim.
     /// Zero in process (embedded mode): there is no other sequencer to wait for.
     pub lease_timeout: Duration,
+    /// The write-ahead log ([`crate::wal`]): every accepted batch is on disk before it is
+    /// confirmed. `None`: confirmed as soon as queued (a crash loses what storage lacks).
+    pub wal: Option<WalConfig>,
 }
 
 impl Default for PpsConfig {
@@ -80,6 +84,7 @@ impl Default for PpsConfig {
             decode_delay: None,
             advertise_url: "embedded".to_string(),
             lease_timeout: Duration::ZERO,
+            wal: None,
         }
     }
 }
@@ -123,6 +128,8 @@ pub(crate) struct Shared {
     accepting: AtomicBool,
     /// Source of [`ConnId`]s for [`Pps::session`].
     next_conn: AtomicU64,
+    /// The write-ahead log, when [`PpsConfig::wal`] asks for one.
+    pub(crate) wal: Option<Wal>,
 }
 
 impl Shared {
@@ -140,7 +147,37 @@ pub struct Pps {
 }
 
 impl Pps {
+    /// A picture service without a write-ahead log (whatever `config.wal` says: see
+    /// [`Pps::open`]).
     pub fn new(config: PpsConfig, store: Arc<dyn Store>) -> Arc<Pps> {
+        Self::with_wal(config, store, None)
+    }
+
+    /// A picture service with the write-ahead log `config.wal` names, if any: the log is opened,
+    /// and the updates it holds from before (a crash) are applied again to their pictures, which
+    /// are then stored. Needs a tokio runtime.
+    pub fn open(config: PpsConfig, store: Arc<dyn Store>) -> Result<Arc<Pps>, WalError> {
+        let Some(wal_config) = config.wal.clone() else {
+            return Ok(Self::new(config, store));
+        };
+        let (wal, recovered) = Wal::open(wal_config)?;
+        let pps = Self::with_wal(config, store, Some(wal));
+        let mut by_picture: HashMap<String, Vec<Record>> = HashMap::new();
+        for record in recovered {
+            by_picture
+                .entry(record.picture.clone())
+                .or_default()
+                .push(record);
+        }
+        for (picture, records) in by_picture {
+            if let Err(error) = pps.send(&picture, Msg::Recover(records)) {
+                tracing::error!(%picture, %error, "cannot recover the picture's logged updates");
+            }
+        }
+        Ok(pps)
+    }
+
+    fn with_wal(config: PpsConfig, store: Arc<dyn Store>, wal: Option<Wal>) -> Arc<Pps> {
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let scheduler = Scheduler::new(config.workers, config.aging);
         tracing::info!(
@@ -158,6 +195,7 @@ impl Pps {
                 events,
                 accepting: AtomicBool::new(true),
                 next_conn: AtomicU64::new(1),
+                wal,
             }),
         })
     }
@@ -248,6 +286,11 @@ impl Pps {
                 }
             }
         }
+        if let Some(wal) = self.shared.wal.clone() {
+            // Flushed or not, what was logged stays logged; the directory is let go for the
+            // next service (picture actors may outlive this call, holding the handle).
+            let _ = tokio::task::spawn_blocking(move || wal.close()).await;
+        }
         tracing::info!(
             pictures = summary.pictures,
             flushed = summary.flushed,
@@ -303,9 +346,15 @@ impl Pps {
         let (tx, rx) = mpsc::unbounded_channel();
         // The receiver exists, so this cannot fail.
         let _ = tx.send(msg);
+        let me = tx.downgrade();
         registry.insert(picture.to_string(), tx);
         metrics::gauge!("pps_open_pictures").set(registry.len() as f64);
-        runtime.spawn(picture::run(self.shared.clone(), picture.to_string(), rx));
+        runtime.spawn(picture::run(
+            self.shared.clone(),
+            picture.to_string(),
+            rx,
+            me,
+        ));
         Ok(())
     }
 

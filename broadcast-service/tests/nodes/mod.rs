@@ -39,6 +39,28 @@ pub enum Storage {
     S3 { s3: crate::s3::S3, prefix: String },
 }
 
+impl Storage {
+    /// The picture service's arguments naming this store, and the environment it needs (a
+    /// `RUST_LOG` of `CLUSTER_LOG`, default `warn`; S3 credentials and endpoint).
+    pub fn args_env(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let mut env = vec![(
+            "RUST_LOG".to_string(),
+            std::env::var("CLUSTER_LOG").unwrap_or_else(|_| "warn".to_string()),
+        )];
+        let args = match self {
+            Storage::Dir(dir) => vec!["--data-dir".into(), dir.display().to_string()],
+            Storage::S3 { s3, prefix } => {
+                env.push(("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()));
+                env.push(("AWS_REGION".into(), "us-east-1".into()));
+                env.push(("AWS_ACCESS_KEY_ID".into(), "test".into()));
+                env.push(("AWS_SECRET_ACCESS_KEY".into(), "test".into()));
+                vec!["--store".into(), format!("s3://{}/{prefix}", s3.bucket)]
+            }
+        };
+        (args, env)
+    }
+}
+
 /// One node: its process and how to start it again.
 pub struct Node {
     pub port: u16,
@@ -49,7 +71,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn start(bin: PathBuf, port: u16, args: Vec<String>, env: Vec<(String, String)>) -> Node {
+    pub fn start(bin: PathBuf, port: u16, args: Vec<String>, env: Vec<(String, String)>) -> Node {
         let mut node = Node {
             port,
             bin,
@@ -136,6 +158,8 @@ pub struct Cluster {
     pub pps: Vec<Node>,
     pub bs: Vec<Node>,
     pub storage: Storage,
+    /// The picture services' write-ahead logs (`wal-{port}`), kept across restarts.
+    pub wal_dirs: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -154,25 +178,19 @@ impl Cluster {
             .iter()
             .map(|port| format!("ws://127.0.0.1:{port}/bs"))
             .collect();
-        let mut env = vec![(
-            "RUST_LOG".to_string(),
-            std::env::var("CLUSTER_LOG").unwrap_or_else(|_| "warn".to_string()),
-        )];
-        let store_args: Vec<String> = match &storage {
-            Storage::Dir(dir) => vec!["--data-dir".into(), dir.display().to_string()],
-            Storage::S3 { s3, prefix } => {
-                env.push(("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()));
-                env.push(("AWS_REGION".into(), "us-east-1".into()));
-                env.push(("AWS_ACCESS_KEY_ID".into(), "test".into()));
-                env.push(("AWS_SECRET_ACCESS_KEY".into(), "test".into()));
-                vec!["--store".into(), format!("s3://{}/{prefix}", s3.bucket)]
-            }
-        };
+        let (store_args, env) = storage.args_env();
+        let wal_dirs = tempfile::tempdir().unwrap();
         let pps: Vec<Node> = pps_ports
             .iter()
             .map(|&port| {
                 let mut args = vec![
-                    "--listen".to_string(),
+                    "--wal-dir".to_string(),
+                    wal_dirs
+                        .path()
+                        .join(format!("wal-{port}"))
+                        .display()
+                        .to_string(),
+                    "--listen".into(),
                     format!("127.0.0.1:{port}"),
                     "--lease-timeout".into(),
                     lease_timeout.into(),
@@ -219,7 +237,12 @@ impl Cluster {
         for node in &bs {
             node.healthy().await;
         }
-        Cluster { pps, bs, storage }
+        Cluster {
+            pps,
+            bs,
+            storage,
+            wal_dirs,
+        }
     }
 
     /// Which picture service `picture` is placed on first (index into `pps`), as the

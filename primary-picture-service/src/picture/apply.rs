@@ -1,17 +1,22 @@
-//! Batches of sequenced updates: checking what BS sends ([`Actor::validate`]), queueing it
-//! after everything the picture holds or saying why not ([`Loaded::accept`]), and applying the
-//! queue to the raster ([`Actor::apply`]).
+//! Batches of sequenced updates: checking what BS sends ([`Actor::validate`]), writing it to
+//! the write-ahead log when there is one ([`Actor::accept_from`], [`Actor::on_logged`]),
+//! queueing it after everything the picture holds or saying why not ([`Loaded::accept`]), and
+//! applying the queue to the raster ([`Actor::apply`]); and the updates a crash left in the log
+//! ([`Actor::apply_recovered`]).
 //!
-//! Touches the queue, `received_seq`, `applied_seq` and `dirty_since` of the [`Loaded`] state,
-//! and the raster through a job.
+//! Touches the queue, `received_seq`, `promised_seq`, `wal_waiting`, `applied_seq` and
+//! `dirty_since` of the [`Loaded`] state, the raster through a job, and the log.
 
+use bytes::Bytes;
 use protocol::pps::{ApplyBatch, Lease, PpsError};
 use protocol::Sequenced;
 use tokio::time::Instant;
 
-use super::{Actor, Loaded, Mailbox, Reply};
+use super::lease::Owning;
+use super::{Actor, Loaded, Mailbox, Msg, Reply};
 use crate::scheduler::Priority;
 use crate::service::ConnId;
+use crate::wal::{Record, WalError};
 
 /// Consecutive sequenced updates, `first_seq..=last_seq`. Validated, `updates` holds exactly
 /// those seqs; queued, `first_seq` is the first seq not held before it (the overlap with what
@@ -25,6 +30,8 @@ pub(super) struct Batch {
     pub(super) size: (u32, u32),
     /// The lease it was sequenced under: only the holder's batches are accepted.
     pub(super) lease: Lease,
+    /// `updates` as the batch carried them (bincode), for the write-ahead log.
+    pub(super) raw: Bytes,
 }
 
 impl Actor {
@@ -53,6 +60,7 @@ impl Actor {
             updates,
             size: (batch.width, batch.height),
             lease: batch.lease,
+            raw: batch.updates,
         })
     }
 
@@ -102,22 +110,160 @@ impl Actor {
     }
 }
 
-impl Loaded {
-    /// Queues a batch that came over connection `conn` if its lease is the current one (a
-    /// holder that reconnected carries on over its new connection), or replies why not.
+impl Actor {
+    /// Takes a batch that came over connection `conn` if its lease is the current one (a
+    /// holder that reconnected carries on over its new connection), or replies why not. With
+    /// a write-ahead log, the batch is queued and confirmed once it is on disk
+    /// ([`Actor::on_logged`]); without, at once.
     pub(super) fn accept_from(&mut self, conn: ConnId, batch: Batch, reply: Reply<u64>) {
-        if !self.holds(&batch.lease) {
+        let wal = self.shared.wal.clone();
+        let me = self.me.clone();
+        let Some(loaded) = self.picture.loaded_mut() else {
+            return;
+        };
+        if !loaded.holds(&batch.lease) {
             metrics::counter!("pps_batches_refused_total", "reason" => "not_holder").increment(1);
-            let _ = reply.send(Err(self.not_holder()));
+            let _ = reply.send(Err(loaded.not_holder()));
             return;
         }
-        if let Some(holder) = self.lease.holder.as_mut().filter(|h| h.conn != conn) {
+        if let Some(holder) = loaded.lease.holder.as_mut().filter(|h| h.conn != conn) {
             holder.conn = conn;
             holder.expires = None;
         }
-        self.accept(batch, reply);
+        let Some(wal) = wal else {
+            return loaded.accept(batch, reply);
+        };
+        // Checked against what is promised (received or on its way to the log): a batch must
+        // continue it; one the picture has all of is confirmed at once.
+        if batch.first_seq > loaded.promised_seq + 1 {
+            let _ = reply.send(Err(PpsError::Gap {
+                have: loaded.promised_seq,
+                first_seq: batch.first_seq,
+            }));
+            return;
+        }
+        if batch.last_seq <= loaded.received_seq {
+            return loaded.accept(batch, reply);
+        }
+        let (width, height) = batch.size;
+        let written = wal.append(Record {
+            picture: self.id.clone(),
+            width,
+            height,
+            epoch: batch.lease.epoch,
+            first_seq: batch.first_seq,
+            last_seq: batch.last_seq,
+            updates: batch.raw.clone(),
+        });
+        loaded.promised_seq = loaded.promised_seq.max(batch.last_seq);
+        loaded.wal_waiting.push_back((batch, reply));
+        tokio::spawn(async move {
+            let result = written.await.unwrap_or(Err(WalError::Stopped));
+            if let Some(me) = me.upgrade() {
+                let _ = me.send(Msg::WalDone(result));
+            }
+        });
     }
 
+    /// The write-ahead log answered for the oldest batch waiting for it (it answers in order):
+    /// on disk, the batch is queued and confirmed; not, it is refused, and what follows is
+    /// checked against what the picture holds again.
+    pub(super) fn on_logged(&mut self, result: Result<(), WalError>) {
+        let Some(loaded) = self.picture.loaded_mut() else {
+            return;
+        };
+        let Some((batch, reply)) = loaded.wal_waiting.pop_front() else {
+            return;
+        };
+        match result {
+            Ok(()) => loaded.accept(batch, reply),
+            Err(error) => {
+                if matches!(error, WalError::Full { .. }) {
+                    loaded.wal_full = true;
+                }
+                tracing::warn!(picture = %self.id, %error, first_seq = batch.first_seq, "a batch could not be logged; refused");
+                let _ = reply.send(Err(PpsError::Unavailable(error.to_string())));
+                loaded.promised_seq = loaded.received_seq;
+            }
+        }
+    }
+
+    /// The picture is ours: the updates the write-ahead log held from before a crash are
+    /// queued after what storage had (in seq order, as long as they continue it), to be applied
+    /// and stored. A picture another service took meanwhile keeps none of them: its sequencer
+    /// had them too, and gave them to the new owner.
+    pub(super) fn apply_recovered(&mut self) {
+        if self.recovered.is_empty() {
+            return;
+        }
+        let me = self.shared.config.node();
+        // Kept (and keeping the actor alive) until the picture is loaded.
+        let Some(loaded) = self.picture.loaded_mut() else {
+            return;
+        };
+        let records = std::mem::take(&mut self.recovered);
+        if let Owning::Reader { stored } = loaded.owning {
+            // Only what was logged under the ownership storage still names continues the
+            // stored picture (every takeover bumps the epoch, so the same epoch is the same
+            // ownership, ours): once another service took it, its sequencer either gave it
+            // what we had, or the picture went on without it.
+            let logged = records.len();
+            let received = loaded.received_seq;
+            let wanted: Vec<Record> = records
+                .into_iter()
+                .filter(|r| r.epoch == stored.epoch && r.last_seq > received)
+                .collect();
+            if wanted.len() < logged && (stored.owner != me || wanted.is_empty()) {
+                tracing::warn!(picture = %self.id, logged, kept = wanted.len(), stored_owner = %protocol::snapshot::owner_text(stored.owner), stored_epoch = stored.epoch, stored_seq = received, "logged updates storage already has or that another owner's history replaced: dropped");
+            }
+            if wanted.is_empty() {
+                if let Some(wal) = &self.shared.wal {
+                    wal.forget(&self.id);
+                }
+            }
+            // Kept until the picture is taken again (`lease_need`).
+            self.recovered = wanted;
+            return;
+        }
+        let before = loaded.received_seq;
+        for record in records {
+            if record.last_seq <= loaded.received_seq {
+                continue;
+            }
+            if record.first_seq > loaded.received_seq + 1 {
+                // A batch logged but then refused (one before it failed): the sequencer sent
+                // its updates again, and they follow in the log.
+                tracing::debug!(picture = %self.id, have = loaded.received_seq, first_seq = record.first_seq, "a logged batch does not continue the picture; skipped");
+                continue;
+            }
+            let updates: Vec<Sequenced> = match protocol::codec::decode(&record.updates) {
+                Ok(updates) => updates,
+                Err(error) => {
+                    tracing::error!(picture = %self.id, %error, "a logged batch does not decode; skipped");
+                    continue;
+                }
+            };
+            let received = loaded.received_seq;
+            loaded.queue.push_back(Batch {
+                first_seq: received + 1,
+                last_seq: record.last_seq,
+                updates: updates.into_iter().filter(|u| u.seq > received).collect(),
+                size: (record.width, record.height),
+                lease: Lease::default(),
+                raw: Bytes::new(),
+            });
+            loaded.received_seq = record.last_seq;
+            loaded.promised_seq = record.last_seq;
+        }
+        if loaded.received_seq > before {
+            metrics::counter!("pps_wal_recovered_updates_total")
+                .increment(loaded.received_seq - before);
+            tracing::info!(picture = %self.id, from = before + 1, to = loaded.received_seq, "logged updates applied again");
+        }
+    }
+}
+
+impl Loaded {
     /// Queues a batch after everything PPS holds, or replies why not.
     fn accept(&mut self, batch: Batch, reply: Reply<u64>) {
         if batch.first_seq > self.received_seq + 1 {
@@ -139,6 +285,7 @@ impl Loaded {
             .filter(|u| u.seq > received)
             .collect();
         self.received_seq = batch.last_seq;
+        self.promised_seq = self.promised_seq.max(batch.last_seq);
         self.queue.push_back(Batch {
             first_seq: received + 1,
             updates,

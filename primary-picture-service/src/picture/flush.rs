@@ -179,6 +179,7 @@ impl Actor {
                 loaded.version = Some(version);
                 loaded.flushed_seq = loaded.flushed_seq.max(write.seq);
                 loaded.flush_retry_at = None;
+                loaded.wal_full = false;
                 self.flush_backoff = self.shared.config.min_backoff;
                 if loaded.applied_seq == loaded.flushed_seq {
                     loaded.dirty_since = None;
@@ -217,6 +218,9 @@ impl Actor {
                         tracing::debug!(picture = %self.id, seq = write.seq, "picture stored as released");
                     }
                     WriteKind::Flush => {}
+                }
+                if let Some(wal) = &self.shared.wal {
+                    wal.flushed(&self.id, write.seq);
                 }
                 if write.kind == WriteKind::Flush {
                     // (A takeover writes what storage held already.)

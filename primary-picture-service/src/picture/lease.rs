@@ -243,6 +243,11 @@ impl Actor {
 
     /// What the waiting lease requests need next, if anything (see [`LeaseNeed`]).
     pub(super) fn lease_need(&self, loaded: &Loaded, now: Instant) -> Option<LeaseNeed> {
+        // Updates logged before a crash (those that continue the stored picture, see
+        // `apply_recovered`) are applied once the picture is ours again.
+        if !self.recovered.is_empty() && matches!(loaded.owning, Owning::Reader { .. }) {
+            return Some(LeaseNeed::Take);
+        }
         if self.acquirers.is_empty() {
             return loaded.holder().and_then(|h| h.expires).map(LeaseNeed::Wait);
         }

@@ -61,6 +61,7 @@ use tokio::time::Instant;
 use crate::scheduler::Priority;
 use crate::service::{ConnId, Shared};
 use crate::store::{StoredPicture, Version};
+use crate::wal::{Record, WalError};
 
 use self::apply::Batch;
 use self::flush::{DurableKind, DurableWaiter, Write, WriteResult};
@@ -87,6 +88,10 @@ pub(crate) enum Msg {
     /// Shutdown: flush everything received so far at high priority, as released (the next
     /// owner takes the picture without waiting); replies the flushed seq.
     Flush(Reply<u64>),
+    /// The write-ahead log wrote (or failed to write) the oldest batch waiting for it.
+    WalDone(Result<(), WalError>),
+    /// Updates the write-ahead log held from before a crash: applied again, then stored.
+    Recover(Vec<Record>),
 }
 
 /// Whether the picture is in memory.
@@ -141,6 +146,15 @@ struct Loaded {
     owning: Owning,
     /// The sequencer lease, while ours.
     lease: LeaseState,
+    /// Every update up to this seq is in `raster`, `queue` or on its way into the write-ahead
+    /// log (`wal_waiting`): what the next batch must continue.
+    promised_seq: u64,
+    /// Batches being written to the write-ahead log, in order, with their replies: queued and
+    /// confirmed once on disk.
+    wal_waiting: VecDeque<(Batch, Reply<u64>)>,
+    /// The write-ahead log refused a batch for being full: flush now, not at the interval, to
+    /// free it.
+    wal_full: bool,
 }
 
 impl Unloaded {
@@ -179,6 +193,9 @@ impl Loaded {
             raster: Some(raster),
             applied_seq: seq,
             received_seq: seq,
+            promised_seq: seq,
+            wal_waiting: VecDeque::new(),
+            wal_full: false,
             flushed_seq: seq,
             version,
             queue: VecDeque::new(),
@@ -259,6 +276,11 @@ struct Actor {
     durable_waiters: Waiters<DurableWaiter, u64>,
     /// Lease requests, waiting for the picture to load, be taken, be handed over.
     acquirers: Waiters<Acquirer, Acquired>,
+    /// Updates the write-ahead log held from before a crash, to apply once the picture is ours.
+    recovered: Vec<Record>,
+    /// This actor's own mailbox, for the write-ahead log's answers (weak: the mailbox still
+    /// closes when the service drops it).
+    me: mpsc::WeakUnboundedSender<Msg>,
     /// Delay before retrying the next failed write: doubles with every failure, back to
     /// `min_backoff` after a success only (a lost and reloaded copy carries on from it).
     flush_backoff: Duration,
@@ -275,6 +297,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     id: String,
     mut mailbox: mpsc::UnboundedReceiver<Msg>,
+    me: mpsc::WeakUnboundedSender<Msg>,
 ) {
     let min_backoff = shared.config.min_backoff;
     let mut actor = Actor {
@@ -284,6 +307,8 @@ pub(crate) async fn run(
         snapshot_waiters: Waiters::default(),
         durable_waiters: Waiters::default(),
         acquirers: Waiters::default(),
+        recovered: Vec::new(),
+        me,
         flush_backoff: min_backoff,
         activity: 0,
         last_activity: Instant::now(),
@@ -311,6 +336,8 @@ impl Actor {
             }
             self.expire_snapshot_waiters();
             self.settle_durable_waiters();
+            // Logged updates first: a lease granted now continues after them.
+            self.apply_recovered();
             self.settle_acquirers();
             match self.next_step() {
                 Step::Load(priority) => self.load(priority, mailbox).await,
@@ -367,10 +394,16 @@ impl Actor {
             Picture::Unloaded(unloaded) => !unloaded.unchecked.is_empty(),
             Picture::Loaded(_) => false,
         };
+        let logging = self
+            .picture
+            .loaded()
+            .is_some_and(|loaded| !loaded.wal_waiting.is_empty());
         unchecked
+            || logging
             || !self.snapshot_waiters.is_empty()
             || !self.durable_waiters.is_empty()
             || !self.acquirers.is_empty()
+            || !self.recovered.is_empty()
     }
 
     fn next_step(&self) -> Step {
@@ -490,7 +523,11 @@ impl Actor {
 
         if let Some(dirty_since) = loaded.dirty_since {
             if loaded.write.is_none() {
-                let due = dirty_since + self.shared.config.flush_interval;
+                let due = if loaded.wal_full {
+                    now
+                } else {
+                    dirty_since + self.shared.config.flush_interval
+                };
                 let due = loaded.flush_retry_at.map_or(due, |at| at.max(due));
                 if due <= now {
                     return Step::Flush {
@@ -595,6 +632,14 @@ impl Actor {
                 self.acquirers.push(Acquirer { request, conn }, reply);
             }
             Msg::Disconnected { conn, last_heard } => self.on_disconnected(conn, last_heard),
+            Msg::WalDone(result) => self.on_logged(result),
+            Msg::Recover(records) => {
+                tracing::info!(picture = %self.id, batches = records.len(), "applying updates logged before a crash");
+                self.recovered.extend(records);
+                if let Picture::Unloaded(unloaded) = &mut self.picture {
+                    unloaded.load_retry_at = None;
+                }
+            }
             Msg::Apply(batch, conn, reply) => {
                 self.activity += 1;
                 self.unload_wanted = false;
@@ -606,7 +651,7 @@ impl Actor {
                     }
                 };
                 match &mut self.picture {
-                    Picture::Loaded(loaded) => loaded.accept_from(conn, batch, reply),
+                    Picture::Loaded(_) => self.accept_from(conn, batch, reply),
                     Picture::Unloaded(unloaded) => {
                         unloaded.create_size.get_or_insert(batch.size);
                         unloaded.unchecked.push(batch, reply);
@@ -685,12 +730,12 @@ impl Actor {
 
     /// The picture is in memory: check the batches that waited for it, then the releases
     /// (one beyond what it holds now is a gap).
-    fn open(&mut self, mut loaded: Loaded) {
+    fn open(&mut self, loaded: Loaded) {
         if let Picture::Unloaded(unloaded) = &mut self.picture {
             // Batches that came before the load were sent under a lease granted before it:
             // refused (`NotHolder`), their sender acquires again.
-            for (batch, reply) in unloaded.unchecked.take_all() {
-                loaded.accept_from(0, batch, reply);
+            for (_, reply) in unloaded.unchecked.take_all() {
+                let _ = reply.send(Err(loaded.not_holder()));
             }
         }
         let received = loaded.received_seq;
@@ -712,6 +757,11 @@ impl Actor {
         self.snapshot_waiters.reply_all(|_| Err(error.clone()));
         self.durable_waiters.reply_all(|_| Err(error.clone()));
         self.acquirers.reply_all(|_| Err(error.clone()));
+        if let Some(loaded) = self.picture.loaded_mut() {
+            for (_, reply) in loaded.wal_waiting.drain(..) {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
         // The seqs, the queue, the encoding and the version go with the loaded state. A write
         // in flight finishes on its own; its result no longer concerns this copy.
         let unloaded = Unloaded::new(self.shared.config.min_backoff);
