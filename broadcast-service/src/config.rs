@@ -128,6 +128,20 @@ pub struct Config {
     #[arg(long, env = "BS_JOIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub join_timeout: Duration,
 
+    /// Sessions (PROTOCOL.md §11) whose highest `client_seq` a picture's sequencer remembers,
+    /// per picture; the least recently used is forgotten first. A forgotten session's resumed
+    /// client is told 0 and sends again every op it saw no echo of, so an op of it that was
+    /// sequenced (its echo lost with the connection) is drawn twice. About 50 bytes a session.
+    /// `0`: sessions are accepted but nothing is remembered.
+    #[arg(long, env = "BS_SESSION_MEMORY", default_value_t = 4096)]
+    pub session_memory: usize,
+
+    /// How long the session memory of a picture whose room closed here (its last client left
+    /// and the picture was released) is kept for the picture's next room on this broadcast
+    /// service. `0s`: dropped with the room.
+    #[arg(long, env = "BS_SESSION_LINGER", default_value = "10m", value_parser = parse_duration)]
+    pub session_linger: Duration,
+
     /// How long SIGTERM waits for every picture's log to be handed to the picture service and
     /// made durable before exiting.
     #[arg(long, env = "BS_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

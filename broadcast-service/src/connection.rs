@@ -46,19 +46,30 @@ impl Bucket {
     }
 }
 
-pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String, wants: Wants) {
+/// Serves one client until it leaves. `session`: its session key (PROTOCOL.md §11), which is
+/// then its client id on every connection.
+pub(crate) async fn serve(
+    socket: Socket,
+    state: Arc<AppState>,
+    picture: String,
+    wants: Wants,
+    session: Option<u64>,
+) {
     let (outbox, mut stream) = ws::server_stream(socket, state.config.max_message_bytes).await;
-    let client_id = state.next_client_id();
-    let (input, joined) = match state
-        .registry
-        .join(&picture, client_id, wants, outbox.clone())
-    {
-        Ok(joined) => joined,
-        Err(JoinError::ShuttingDown) => {
-            outbox.error_and_close(503, "service is shutting down", 1012);
-            return;
-        }
-    };
+    // Connection ids and client ids come from one counter: unique in this process.
+    let conn = state.next_client_id();
+    let client_id = session.unwrap_or(conn);
+    let (input, joined) =
+        match state
+            .registry
+            .join(&picture, client_id, conn, wants, outbox.clone())
+        {
+            Ok(joined) => joined,
+            Err(JoinError::ShuttingDown) => {
+                outbox.error_and_close(503, "service is shutting down", 1012);
+                return;
+            }
+        };
     metrics::gauge!("bs_clients").increment(1.0);
     let _connected = scopeguard(|| metrics::gauge!("bs_clients").decrement(1.0));
     if !matches!(joined.await, Ok(Ok(()))) {
@@ -119,6 +130,8 @@ pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String,
                             client_seq,
                             op,
                             via: None,
+                            conn,
+                            session: wants.session,
                         };
                         if input.send(draw).await.is_err() {
                             break;
@@ -133,7 +146,7 @@ pub(crate) async fn serve(socket: Socket, state: Arc<AppState>, picture: String,
             }
         }
     }
-    let _ = input.send(Input::Leave { client_id }).await;
+    let _ = input.send(Input::Leave { client_id, conn }).await;
     tracing::debug!(picture = %picture, client = client_id, "client left");
 }
 

@@ -63,11 +63,20 @@ pub(crate) async fn serve(
             }
         };
         let event = match codec::decode::<RelayUp>(&frame) {
-            Ok(RelayUp::Draw {
-                client_id,
-                client_seq,
-                op,
-            }) => {
+            Ok(up @ (RelayUp::Draw { .. } | RelayUp::SessionDraw { .. })) => {
+                let (session, client_id, client_seq, op) = match up {
+                    RelayUp::SessionDraw {
+                        client_id,
+                        client_seq,
+                        op,
+                    } => (true, client_id, client_seq, op),
+                    RelayUp::Draw {
+                        client_id,
+                        client_seq,
+                        op,
+                    } => (false, client_id, client_seq, op),
+                    _ => continue,
+                };
                 if let Err(error) = state.limits.check(&op) {
                     // The relay checks the same limits; one configured otherwise is told.
                     metrics::counter!("bs_relayed_draws_refused_total").increment(1);
@@ -79,9 +88,12 @@ pub(crate) async fn serve(
                     client_seq,
                     op: codec::relay_draw_op(&frame),
                     via: Some(relay),
+                    conn: 0,
+                    session,
                 }
             }
             Ok(RelayUp::Clients { count }) => Input::RelayClients { relay, count },
+            Ok(RelayUp::SessionQuery { session }) => Input::SessionQuery { relay, session },
             Err(error) => {
                 outbox.error_and_close(400, &error.to_string(), 1007);
                 break;

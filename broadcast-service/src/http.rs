@@ -76,15 +76,43 @@ async fn ws(
             return bad_request(format!("snapshot must be png or lz4, got {other:?}"));
         }
     };
+    // `?durable=1`: the `Durable` extension (PROTOCOL.md §10).
+    let durable = match query.get("durable").map(String::as_str) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return bad_request(format!(
+                "durable must be 1, true, 0 or false, got {other:?}"
+            ));
+        }
+    };
+    // `?since=SEQ` and `?session=K`: resuming (PROTOCOL.md §11).
+    let since = match query.get("since").map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(since)) => Some(since),
+        Some(Err(_)) => {
+            return bad_request("since must be a seq (an unsigned integer)".into());
+        }
+    };
+    let session = match query.get("session").map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(key)) if key != 0 => Some(key),
+        Some(_) => {
+            return bad_request("session must be a nonzero unsigned 64-bit integer".into());
+        }
+    };
     let wants = crate::room::Wants {
         size,
         lz4: lz4 && state.config.snapshot_lz4,
+        durable,
+        since,
+        session: session.is_some(),
     };
     if state.registry.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     upgrade(&mut request, move |socket| {
-        crate::connection::serve(socket, state, id, wants)
+        crate::connection::serve(socket, state, id, wants, session)
     })
 }
 

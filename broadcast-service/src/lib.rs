@@ -12,6 +12,8 @@
 //! - `connection`: one client's reader (decode, limits, rate limit) feeding its room.
 //! - `outbox`: one client's bounded, byte-accounted outbound queue and its batching writer.
 //! - `pending`: the pending log as a plain state machine (the join rule lives here).
+//! - `session`: what a sequencer remembers of client sessions (exactly-once resends), as a
+//!   plain state machine.
 //! - `room`: one picture's sequencer: turns messages into pending-log steps, joins, release.
 //! - `registry`: the open pictures, and race-free creation and removal of rooms.
 //! - `cluster`: the picture services, and which one a picture goes to (rendezvous hashing).
@@ -31,6 +33,7 @@ mod outbox;
 mod pending;
 mod registry;
 mod room;
+mod session;
 mod upstream;
 mod ws;
 

@@ -10,12 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use primary_picture_service::PpsEvent;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::cluster::{Cluster, LinkId};
 use crate::outbox::Outbox;
 use crate::room::{Ctl, Input, JoinRequest, RelayJoin, Room, RoomSettings, Wants};
+use crate::session::Sessions;
 
 /// Capacity of a room's input queue: readers wait when it is full (per-client backpressure),
 /// the room never does.
@@ -27,9 +30,18 @@ struct Entry {
     input: mpsc::Sender<Input>,
 }
 
+/// What the registry holds under its lock.
+#[derive(Default)]
+struct Rooms {
+    open: HashMap<String, Entry>,
+    /// The session memory of closed rooms (PROTOCOL.md §11), for the next room of the picture
+    /// here, until `--session-linger` after the room closed.
+    parked: HashMap<String, (Instant, Sessions)>,
+}
+
 pub(crate) struct Registry {
     /// std Mutex: held for a few lines, never across `.await`.
-    rooms: Mutex<HashMap<String, Entry>>,
+    rooms: Mutex<Rooms>,
     cluster: Arc<Cluster>,
     settings: Arc<RoomSettings>,
     next_instance: AtomicU64,
@@ -52,7 +64,7 @@ pub(crate) type RelayJoined = oneshot::Receiver<Result<(), String>>;
 impl Registry {
     pub(crate) fn new(cluster: Arc<Cluster>, settings: RoomSettings) -> Arc<Registry> {
         Arc::new_cyclic(|me| Registry {
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Rooms::default()),
             cluster,
             settings: Arc::new(settings),
             next_instance: AtomicU64::new(1),
@@ -69,8 +81,8 @@ impl Registry {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        // A panic while holding this lock leaves the map consistent (every change is one
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rooms> {
+        // A panic while holding this lock leaves the maps consistent (every change is one
         // insert or remove), so a poisoned lock is still usable.
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -81,6 +93,7 @@ impl Registry {
         &self,
         id: &str,
         client_id: u64,
+        conn: u64,
         wants: Wants,
         outbox: Outbox,
     ) -> Result<(mpsc::Sender<Input>, Joined), JoinError> {
@@ -90,12 +103,13 @@ impl Registry {
         let (joined_tx, joined_rx) = oneshot::channel();
         let mut request = JoinRequest {
             client_id,
+            conn,
             outbox,
             wants,
             joined: joined_tx,
         };
         let mut rooms = self.lock();
-        if let Some(entry) = rooms.get(id) {
+        if let Some(entry) = rooms.open.get(id) {
             match entry.ctl.send(Ctl::Join(request)) {
                 Ok(()) => return Ok((entry.input.clone(), joined_rx)),
                 // The room task ended without deregistering (it panicked): replace it.
@@ -110,7 +124,7 @@ impl Registry {
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         // Sending into a fresh channel whose receiver we hold cannot fail.
         let _ = ctl_tx.send(Ctl::Join(request));
-        rooms.insert(
+        rooms.open.insert(
             id.to_string(),
             Entry {
                 instance,
@@ -118,6 +132,12 @@ impl Registry {
                 input: input_tx.clone(),
             },
         );
+        let linger = self.settings.session_linger;
+        let sessions = rooms
+            .parked
+            .remove(id)
+            .filter(|(at, _)| at.elapsed() < linger)
+            .map(|(_, sessions)| sessions);
         drop(rooms);
         let Some(registry) = self.me.upgrade() else {
             return Err(JoinError::ShuttingDown);
@@ -131,24 +151,36 @@ impl Registry {
             ctl_tx,
             ctl_rx,
             input_rx,
+            sessions,
         );
         Ok((input_tx, joined_rx))
     }
 
     /// Called by a room that has nothing left to do: removes it unless something arrived.
+    /// Its session memory is parked for the picture's next room here (taken from `sessions`).
     pub(crate) fn remove_if_idle(
         &self,
         id: &str,
         instance: u64,
         ctl: &mpsc::UnboundedReceiver<Ctl>,
         input: &mpsc::Receiver<Input>,
+        sessions: &mut Sessions,
     ) -> bool {
         let mut rooms = self.lock();
         if !ctl.is_empty() || !input.is_empty() {
             return false;
         }
-        if rooms.get(id).is_some_and(|e| e.instance == instance) {
-            rooms.remove(id);
+        if rooms.open.get(id).is_some_and(|e| e.instance == instance) {
+            rooms.open.remove(id);
+            let linger = self.settings.session_linger;
+            if sessions.len() > 0 && !linger.is_zero() {
+                // Forget what has lingered long enough (here: one look per closing room).
+                rooms.parked.retain(|_, (at, _)| at.elapsed() < linger);
+                let parked = std::mem::replace(sessions, Sessions::new(0));
+                rooms
+                    .parked
+                    .insert(id.to_string(), (Instant::now(), parked));
+            }
         }
         true
     }
@@ -169,6 +201,7 @@ impl Registry {
         let (joined, joined_rx) = oneshot::channel();
         let rooms = self.lock();
         let entry = rooms
+            .open
             .get(id)
             .ok_or_else(|| "this broadcast service does not sequence the picture".to_string())?;
         entry
@@ -189,7 +222,7 @@ impl Registry {
         let (tx, rx) = oneshot::channel();
         {
             let rooms = self.lock();
-            let entry = rooms.get(id)?;
+            let entry = rooms.open.get(id)?;
             entry.ctl.send(Ctl::LastSeq(tx)).ok()?;
         }
         rx.await.ok()
@@ -197,11 +230,11 @@ impl Registry {
 
     /// Whether picture `id` has a room here.
     pub(crate) fn has_room(&self, id: &str) -> bool {
-        self.lock().contains_key(id)
+        self.lock().open.contains_key(id)
     }
 
     pub(crate) fn open_rooms(&self) -> usize {
-        self.lock().len()
+        self.lock().open.len()
     }
 
     /// Routes events of picture service `link` to the rooms, until the service goes away.
@@ -222,12 +255,12 @@ impl Registry {
             let rooms = self.lock();
             match event {
                 PpsEvent::Flushed { picture, seq } => {
-                    if let Some(entry) = rooms.get(&picture) {
+                    if let Some(entry) = rooms.open.get(&picture) {
                         let _ = entry.ctl.send(Ctl::Flushed(seq));
                     }
                 }
                 PpsEvent::Reconnected => {
-                    for entry in rooms.values() {
+                    for entry in rooms.open.values() {
                         let _ = entry.ctl.send(Ctl::PpsReconnected(link));
                     }
                 }
@@ -239,7 +272,7 @@ impl Registry {
     /// picture service and seen it durable, or `deadline` passes. Returns the rooms left.
     pub(crate) async fn shutdown(&self, deadline: Duration) -> usize {
         self.shutting_down.store(true, Ordering::Relaxed);
-        for entry in self.lock().values() {
+        for entry in self.lock().open.values() {
             let _ = entry.ctl.send(Ctl::Shutdown);
         }
         let until = tokio::time::Instant::now() + deadline;

@@ -45,6 +45,11 @@ pub(crate) enum UpstreamEvent {
     },
     /// Any other frame for the clients (`Presence`).
     Frame(Bytes),
+    /// Storage has every update up to this seq (PROTOCOL.md §10).
+    Durable(u64),
+    /// The `Session` message of one of the relay's clients (PROTOCOL.md §11): its payload,
+    /// for that client alone.
+    Session { session: u64, payload: Bytes },
     /// The link is gone (the reason, for logs).
     Lost(String),
 }
@@ -221,6 +226,10 @@ fn parse_frame(payload: Bytes) -> Result<UpstreamEvent, String> {
         }
         Ok(None) => match codec::decode_server(&payload) {
             Ok(ServerMsg::Presence { .. }) => Ok(UpstreamEvent::Frame(payload)),
+            Ok(ServerMsg::Durable { seq }) => Ok(UpstreamEvent::Durable(seq)),
+            Ok(ServerMsg::Session { session, .. }) => {
+                Ok(UpstreamEvent::Session { session, payload })
+            }
             Ok(ServerMsg::Error { code, message }) => {
                 Err(format!("the sequencer reported {code}: {message}"))
             }
@@ -243,5 +252,7 @@ fn message_name(message: &ServerMsg) -> &'static str {
         ServerMsg::Pong { .. } => "a Pong",
         ServerMsg::Presence { .. } => "a Presence",
         ServerMsg::WelcomeLz4 { .. } => "a WelcomeLz4",
+        ServerMsg::Durable { .. } => "a Durable",
+        ServerMsg::Session { .. } => "a Session",
     }
 }

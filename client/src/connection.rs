@@ -8,11 +8,16 @@
 //!
 //! [`Client::into_split`] gives a [`Sender`] and a [`Receiver`] so a load generator can draw
 //! from one task while another reads; the two halves share only the highest `client_seq` sent,
-//! which lets the receiver refuse an echo of an op that was never sent.
+//! which lets the receiver refuse an echo of an op that was never sent (and, for a session
+//! client, the ops not yet echoed).
+//!
+//! Extensions, both opt-in: `Durable` acknowledgements (PROTOCOL.md §10,
+//! [`ConnectOptions::durable`], [`Client::durable_seq`]) and resuming a dropped connection
+//! without losing or doubling an op (§11: [`ConnectOptions::session`], [`Client::resume`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
@@ -65,6 +70,25 @@ pub struct ConnectOptions {
     /// may still send a PNG `Welcome` (a picture just loaded, or its LZ4 form not made yet);
     /// both are accepted either way.
     pub snapshot_lz4: bool,
+    /// Ask for `Durable` acknowledgements (`?durable=1`, PROTOCOL.md §10): how far the
+    /// picture is in the object store ([`Event::Durable`], [`Client::durable_seq`]).
+    pub durable: bool,
+    /// Connect under a session key (`?session=K`, PROTOCOL.md §11): `K` is then our
+    /// `client_id` on every connection, the ops not yet echoed are kept, and
+    /// [`Client::resume`] reconnects without losing or doubling any of them.
+    /// [`ConnectOptions::resumable`] picks a random key.
+    pub session: Option<u64>,
+}
+
+impl ConnectOptions {
+    /// These options with a random session key (unless one is set): the client can then
+    /// [`Client::resume`].
+    pub fn resumable(mut self) -> Self {
+        if self.session.is_none() {
+            self.session = Some(rand::random::<u64>().max(1));
+        }
+        self
+    }
 }
 
 impl Default for ConnectOptions {
@@ -78,6 +102,8 @@ impl Default for ConnectOptions {
             headers_only: false,
             read_buffer_size: 16 * 1024,
             snapshot_lz4: true,
+            durable: false,
+            session: None,
         }
     }
 }
@@ -104,6 +130,14 @@ pub enum Event {
         code: u16,
         message: String,
     },
+    /// Every update up to this seq is in the object store (`ConnectOptions::durable`).
+    Durable(u64),
+    /// After a `Welcome`, for a session client: the highest `client_seq` of the session the
+    /// picture has sequenced. Our ops up to it are in the picture; the ones above it that saw
+    /// no echo are to be sent again ([`Client::resume`] does).
+    Session {
+        last_client_seq: u64,
+    },
     /// The connection ended. Reading again after this is an error.
     Closed {
         code: Option<u16>,
@@ -127,6 +161,25 @@ pub struct LogEntry {
 struct Shared {
     /// The highest `client_seq` handed to the socket: an echo or rejection above it is a lie.
     sent: AtomicU64,
+    /// A session client's ops sent and not yet settled (echoed, rejected, or covered by a
+    /// `Session` message), in `client_seq` order: what a resume sends again. Always empty
+    /// without a session.
+    unacked: Mutex<VecDeque<(u64, Op)>>,
+}
+
+impl Shared {
+    fn unacked(&self) -> MutexGuard<'_, VecDeque<(u64, Op)>> {
+        // Every change is one push or a drain from the front: a poisoned lock is consistent.
+        self.unacked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Our ops up to `client_seq` are settled.
+    fn settle_through(&self, client_seq: u64) {
+        let mut unacked = self.unacked();
+        while unacked.front().is_some_and(|(c, _)| *c <= client_seq) {
+            unacked.pop_front();
+        }
+    }
 }
 
 /// The drawing half: sends ops and pings.
@@ -135,6 +188,8 @@ pub struct Sender {
     sink: SplitSink<WsStream, Message>,
     /// Shared with the receiver, which checks echoes against it.
     shared: Arc<Shared>,
+    /// Keep what is sent in `shared.unacked` (a session client).
+    keep_unacked: bool,
 }
 
 /// The reading half: receives, checks and applies everything the server sends.
@@ -172,6 +227,27 @@ pub struct Receiver {
     resyncs: u64,
     /// Set once the connection ended, so a later read fails instead of blocking.
     closed: Option<(Option<u16>, String)>,
+    /// The highest seq the server said is in storage (over every connection).
+    durable: u64,
+    /// The highest `Durable` seq of this connection: each must advance it.
+    durable_here: u64,
+    /// The `Session` message since the latest `Welcome` (its `last_client_seq`).
+    session_last: Option<u64>,
+}
+
+/// What [`Client::resume`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    /// The `Welcome` carried no snapshot: the picture was kept, and `pending` applied on it.
+    pub kept_picture: bool,
+    /// The new `Welcome`'s `snapshot_seq` (the resumed seq when `kept_picture`).
+    pub snapshot_seq: u64,
+    /// Updates in the new `Welcome`'s `pending`.
+    pub pending: usize,
+    /// The session's highest `client_seq` the picture had sequenced (its `Session` message).
+    pub last_client_seq: u64,
+    /// The `client_seq`s sent again, in order: the ops with no echo above `last_client_seq`.
+    pub resent: Vec<u64>,
 }
 
 /// A connected client: a [`Sender`] and a [`Receiver`] used from one task.
@@ -205,26 +281,9 @@ impl Client {
         picture: &str,
         options: ConnectOptions,
     ) -> Result<Client, ClientError> {
-        let mut url = format!("{}/pictures/{picture}/ws", crate::ws_base(base_url));
-        let mut query = Vec::new();
-        if let Some((width, height)) = options.size {
-            query.push(format!("width={width}&height={height}"));
-        }
-        if options.snapshot_lz4 {
-            query.push("snapshot=lz4".to_string());
-        }
-        if !query.is_empty() {
-            url.push('?');
-            url.push_str(&query.join("&"));
-        }
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(options.max_message_size))
-            .max_frame_size(Some(options.max_message_size))
-            .read_buffer_size(options.read_buffer_size);
-        let (socket, _response) =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await?;
-        let (sink, stream) = socket.split();
+        let (sink, stream) = open(base_url, picture, &options, None).await?;
         let shared = Arc::new(Shared::default());
+        let keep_unacked = options.session.is_some();
         let mut receiver = Receiver {
             stream,
             shared: shared.clone(),
@@ -243,11 +302,84 @@ impl Client {
             resyncs: 0,
             welcome_lz4: false,
             closed: None,
+            durable: 0,
+            durable_here: 0,
+            session_last: None,
         };
-        receiver.read_welcome().await?;
+        receiver.read_welcome(None).await?;
         Ok(Client {
-            sender: Sender { sink, shared },
+            sender: Sender {
+                sink,
+                shared,
+                keep_unacked,
+            },
             receiver,
+        })
+    }
+
+    /// Reconnects a session client (connected with [`ConnectOptions::session`]) after its
+    /// connection dropped, or to leave a connection it no longer trusts to deliver (the server
+    /// closes the old one when the new one joins): asks to resume after the last seq we
+    /// applied (`?since=`), keeps our picture if the `Welcome` carries none (else takes the
+    /// fresh one), waits for the `Session` message, and sends again, once and in order, every
+    /// op that saw no echo and that it does not cover. Events read meanwhile are applied (not
+    /// returned). Not for a client split into halves.
+    pub async fn resume(
+        &mut self,
+        base_url: &str,
+        picture: &str,
+        deadline: Instant,
+    ) -> Result<Resumed, ClientError> {
+        let Some(session) = self.receiver.options.session else {
+            return Err(ClientError::Protocol(
+                "resume needs a client connected with a session key (ConnectOptions::session)"
+                    .into(),
+            ));
+        };
+        let since = self.receiver.last_seq;
+        let connect = open(base_url, picture, &self.receiver.options, Some(since));
+        let (sink, stream) = match tokio::time::timeout_at(deadline, connect).await {
+            Err(_) => return Err(ClientError::Timeout("the resumed connection".into())),
+            Ok(result) => result?,
+        };
+        self.sender.sink = sink;
+        self.receiver.stream = stream;
+        self.receiver.closed = None;
+        self.receiver.durable_here = 0;
+        let welcome = tokio::time::timeout_at(deadline, self.receiver.read_welcome(Some(since)));
+        let (kept_picture, pending) = match welcome.await {
+            Err(_) => return Err(ClientError::Timeout("the resumed welcome".into())),
+            Ok(result) => result?,
+        };
+        let snapshot_seq = self.receiver.snapshot_seq;
+        let last_client_seq = loop {
+            if let Some(last) = self.receiver.session_last {
+                break last;
+            }
+            let what = || format!("the Session message of session {session}");
+            if let Event::Closed { code, reason } =
+                self.receiver.next_before(deadline, what).await?
+            {
+                return Err(ClientError::Closed { code, reason });
+            }
+        };
+        let resend: Vec<(u64, Op)> = self.sender.shared.unacked().iter().cloned().collect();
+        let mut resent = Vec::with_capacity(resend.len());
+        for (client_seq, op) in resend {
+            let frame = codec::encode(&ClientMsg::Draw { client_seq, op });
+            self.sender
+                .sink
+                .feed(Message::Binary(Bytes::from(frame)))
+                .await?;
+            resent.push(client_seq);
+        }
+        self.sender.sink.flush().await?;
+        Ok(Resumed {
+            kept_picture,
+            snapshot_seq,
+            pending,
+            last_client_seq,
+            resent,
         })
     }
 
@@ -325,6 +457,64 @@ impl Client {
     pub fn log(&self) -> &[LogEntry] {
         &self.receiver.log
     }
+
+    /// The highest seq the server said is in the object store (0: none yet, or not asked).
+    pub fn durable_seq(&self) -> u64 {
+        self.receiver.durable
+    }
+
+    /// Our session key (our `client_id` on every connection), if we connected with one.
+    pub fn session(&self) -> Option<u64> {
+        self.receiver.options.session
+    }
+
+    /// The `client_seq`s sent and not yet settled (echoed, rejected, or covered by a `Session`
+    /// message): what [`Client::resume`] would send again. Empty without a session.
+    pub fn unacked(&self) -> Vec<u64> {
+        self.sender
+            .shared
+            .unacked()
+            .iter()
+            .map(|(c, _)| *c)
+            .collect()
+    }
+}
+
+/// Opens the WebSocket of `picture` with `options` (and `?since=` when resuming).
+async fn open(
+    base_url: &str,
+    picture: &str,
+    options: &ConnectOptions,
+    since: Option<u64>,
+) -> Result<(SplitSink<WsStream, Message>, SplitStream<WsStream>), ClientError> {
+    let mut url = format!("{}/pictures/{picture}/ws", crate::ws_base(base_url));
+    let mut query = Vec::new();
+    if let Some((width, height)) = options.size {
+        query.push(format!("width={width}&height={height}"));
+    }
+    if options.snapshot_lz4 {
+        query.push("snapshot=lz4".to_string());
+    }
+    if options.durable {
+        query.push("durable=1".to_string());
+    }
+    if let Some(session) = options.session {
+        query.push(format!("session={session}"));
+    }
+    if let Some(since) = since {
+        query.push(format!("since={since}"));
+    }
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&query.join("&"));
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(options.max_message_size))
+        .max_frame_size(Some(options.max_message_size))
+        .read_buffer_size(options.read_buffer_size);
+    let (socket, _response) =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await?;
+    Ok(socket.split())
 }
 
 impl Sender {
@@ -339,6 +529,9 @@ impl Sender {
     pub async fn feed_draw(&mut self, op: Op) -> Result<u64, ClientError> {
         // Counted as sent before it leaves, so the receiver can never see an echo above `sent`.
         let client_seq = self.shared.sent.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.keep_unacked {
+            self.shared.unacked().push_back((client_seq, op.clone()));
+        }
         let frame = codec::encode(&ClientMsg::Draw { client_seq, op });
         self.sink.feed(Message::Binary(Bytes::from(frame))).await?;
         Ok(client_seq)
@@ -372,8 +565,10 @@ impl Sender {
 }
 
 impl Receiver {
-    /// Reads the first message, which must be `Welcome`.
-    async fn read_welcome(&mut self) -> Result<(), ClientError> {
+    /// Reads the first message, which must be `Welcome`. `since`: we asked to resume after
+    /// that seq, and a `Welcome` at it without a snapshot keeps our picture. Returns whether
+    /// it did, and the number of pending updates.
+    async fn read_welcome(&mut self, since: Option<u64>) -> Result<(bool, usize), ClientError> {
         let frame = loop {
             match self.stream.next().await {
                 None => {
@@ -395,8 +590,41 @@ impl Receiver {
             }
         };
         match codec::decode_server(&frame)? {
+            ServerMsg::Welcome {
+                client_id,
+                width,
+                height,
+                snapshot_seq,
+                snapshot_png,
+                pending,
+            } if snapshot_png.is_empty() => {
+                // PROTOCOL.md §11: keep the picture we have up to `since`.
+                let fits = since == Some(snapshot_seq)
+                    && snapshot_seq == self.last_seq
+                    && (width, height) == (self.width, self.height)
+                    && (self.raster.is_some() || !self.options.keep_raster);
+                if !fits {
+                    return Err(ClientError::Protocol(format!(
+                        "welcome without a snapshot at seq {snapshot_seq} ({width}x{height}); we \
+                         asked to resume after {since:?} and have {} ({}x{})",
+                        self.last_seq, self.width, self.height
+                    )));
+                }
+                self.client_id = client_id;
+                self.own_last = 0;
+                self.session_last = None;
+                self.apply_updates(&pending, "resumed welcome pending")?;
+                Ok((true, pending.len()))
+            }
             welcome @ (ServerMsg::Welcome { .. } | ServerMsg::WelcomeLz4 { .. }) => {
-                self.accept_welcome(welcome)
+                let pending = match &welcome {
+                    ServerMsg::Welcome { pending, .. } | ServerMsg::WelcomeLz4 { pending, .. } => {
+                        pending.len()
+                    }
+                    _ => 0,
+                };
+                self.accept_welcome(welcome)?;
+                Ok((false, pending))
             }
             ServerMsg::Error { code, message } => Err(ClientError::Server { code, message }),
             other => Err(ClientError::Protocol(format!(
@@ -478,6 +706,7 @@ impl Receiver {
         self.snapshot_seq = snapshot_seq;
         self.last_seq = snapshot_seq;
         self.own_last = 0;
+        self.session_last = None;
         self.apply_updates(&pending, "welcome pending")?;
         Ok(())
     }
@@ -528,6 +757,11 @@ impl Receiver {
             }
             self.own_last = client_seq;
             self.own_acked = self.own_acked.max(client_seq);
+            if self.options.session.is_some() {
+                // The session's order is kept: every earlier op of ours was sequenced, dropped
+                // as a copy of one that was, or rejected.
+                self.shared.settle_through(client_seq);
+            }
         }
         if self.options.keep_log {
             self.log.push(LogEntry {
@@ -602,6 +836,9 @@ impl Receiver {
                         "rejection of client_seq {client_seq}, sent only up to {sent}"
                     )));
                 }
+                if self.options.session.is_some() {
+                    self.shared.unacked().retain(|(c, _)| *c != client_seq);
+                }
                 if self.rejected.len() == REMEMBERED_REJECTIONS {
                     self.rejected.pop_front();
                 }
@@ -613,6 +850,44 @@ impl Receiver {
             ServerMsg::Presence { clients } => {
                 self.presence = clients;
                 Ok(Event::Presence(clients))
+            }
+            ServerMsg::Durable { seq } => {
+                // PROTOCOL.md §10: only when asked, never beyond what we were sent, always
+                // advancing on a connection.
+                if !self.options.durable {
+                    return Err(ClientError::Protocol(format!(
+                        "Durable {{ seq: {seq} }} sent to a client that did not ask"
+                    )));
+                }
+                if seq > self.last_seq || seq <= self.durable_here {
+                    return Err(ClientError::Protocol(format!(
+                        "Durable {{ seq: {seq} }} with seq {} applied and {} told before",
+                        self.last_seq, self.durable_here
+                    )));
+                }
+                self.durable_here = seq;
+                self.durable = self.durable.max(seq);
+                Ok(Event::Durable(seq))
+            }
+            ServerMsg::Session {
+                session,
+                last_client_seq,
+            } => {
+                if self.options.session != Some(session) {
+                    return Err(ClientError::Protocol(format!(
+                        "Session message for session {session}, ours is {:?}",
+                        self.options.session
+                    )));
+                }
+                let sent = self.shared.sent.load(Ordering::Acquire);
+                if last_client_seq > sent {
+                    return Err(ClientError::Protocol(format!(
+                        "session's last client_seq {last_client_seq}, sent only up to {sent}"
+                    )));
+                }
+                self.session_last = Some(last_client_seq);
+                self.shared.settle_through(last_client_seq);
+                Ok(Event::Session { last_client_seq })
             }
         }
     }
@@ -715,6 +990,16 @@ impl Receiver {
     /// How many times the server resynced us with a fresh `Welcome`.
     pub fn resyncs(&self) -> u64 {
         self.resyncs
+    }
+
+    /// The highest seq the server said is in the object store (0: none yet, or not asked).
+    pub fn durable_seq(&self) -> u64 {
+        self.durable
+    }
+
+    /// The `Session` message's `last_client_seq` since the latest `Welcome`, if it came.
+    pub fn session_last(&self) -> Option<u64> {
+        self.session_last
     }
 
     /// Whether the latest `Welcome` carried its snapshot as LZ4 (`WelcomeLz4`) rather than PNG.

@@ -23,7 +23,7 @@ pub mod http;
 pub mod ops;
 pub mod script;
 
-pub use connection::{Client, ConnectOptions, Event, LogEntry, Receiver, Sender};
+pub use connection::{Client, ConnectOptions, Event, LogEntry, Receiver, Resumed, Sender};
 pub use error::ClientError;
 pub use http::snapshot;
 pub use ops::{random_op, Profile};

@@ -306,6 +306,10 @@ async fn watch(url: &str, picture: &str, size: Option<(u32, u32)>) -> anyhow::Re
                 println!("closed {code:?} {reason}");
                 return Ok(());
             }
+            Event::Durable(seq) => println!("durable up to seq {seq}"),
+            Event::Session { last_client_seq } => {
+                println!("session: last client_seq {last_client_seq}")
+            }
             Event::Rejected { .. } | Event::Pong(_) => {}
         }
     }

@@ -86,18 +86,28 @@ pub fn sequenced_entry(seq: u64, client_id: u64, client_seq: u64, op: &[u8]) -> 
 /// client_seq.
 const RELAY_DRAW_OP_OFFSET: usize = 4 + 8 + 8;
 
-/// `RelayUp::Draw { client_id, client_seq, op }` from the op's own encoding (as [`draw_op`]
-/// sliced it out of the client's frame): a relay forwards a draw without re-encoding it.
-pub fn relay_draw(client_id: u64, client_seq: u64, op: &[u8]) -> Bytes {
+/// `RelayUp` variant indices of the two draws (same layout).
+const RELAY_DRAW_TAG: u32 = 0;
+const RELAY_SESSION_DRAW_TAG: u32 = 2;
+
+/// `RelayUp::Draw { client_id, client_seq, op }` (or `RelayUp::SessionDraw`, for a client with
+/// a session key) from the op's own encoding (as [`draw_op`] sliced it out of the client's
+/// frame): a relay forwards a draw without re-encoding it.
+pub fn relay_draw(session: bool, client_id: u64, client_seq: u64, op: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(RELAY_DRAW_OP_OFFSET + op.len());
-    frame.put_u32_le(0);
+    frame.put_u32_le(if session {
+        RELAY_SESSION_DRAW_TAG
+    } else {
+        RELAY_DRAW_TAG
+    });
     frame.put_u64_le(client_id);
     frame.put_u64_le(client_seq);
     frame.put_slice(op);
     frame.freeze()
 }
 
-/// The op of a `RelayUp::Draw` frame that `decode::<RelayUp>` accepted, without copying.
+/// The op of a `RelayUp::Draw` (or `SessionDraw`) frame that `decode::<RelayUp>` accepted,
+/// without copying.
 pub fn relay_draw_op(frame: &Bytes) -> Bytes {
     frame.slice(RELAY_DRAW_OP_OFFSET.min(frame.len())..)
 }
@@ -414,7 +424,27 @@ mod tests {
     #[test]
     fn a_relayed_draw_is_the_relay_up_encoding() {
         let update = seqd(3);
-        let frame = relay_draw(update.client_id, update.client_seq, &encode(&update.op));
+        let frame = relay_draw(
+            true,
+            update.client_id,
+            update.client_seq,
+            &encode(&update.op),
+        );
+        assert_eq!(
+            decode::<crate::relay::RelayUp>(&frame).unwrap(),
+            crate::relay::RelayUp::SessionDraw {
+                client_id: update.client_id,
+                client_seq: update.client_seq,
+                op: update.op.clone(),
+            }
+        );
+        assert_eq!(relay_draw_op(&frame), encode(&update.op));
+        let frame = relay_draw(
+            false,
+            update.client_id,
+            update.client_seq,
+            &encode(&update.op),
+        );
         assert_eq!(
             decode::<crate::relay::RelayUp>(&frame).unwrap(),
             crate::relay::RelayUp::Draw {
@@ -479,6 +509,25 @@ mod tests {
         assert!(scan_updates(&long).is_err());
         let pong = encode(&ServerMsg::Pong { nonce: 1 });
         assert_eq!(scan_updates(&pong).unwrap(), None);
+    }
+
+    #[test]
+    fn extension_variants_are_appended() {
+        // PROTOCOL.md §10 and §11: variants 7 and 8, after WelcomeLz4 (6).
+        let durable = encode(&ServerMsg::Durable { seq: 0x0102 });
+        assert_eq!(durable, [7, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+        let session = encode(&ServerMsg::Session {
+            session: 5,
+            last_client_seq: 9,
+        });
+        let mut expect = vec![8, 0, 0, 0];
+        expect.extend_from_slice(&5u64.to_le_bytes());
+        expect.extend_from_slice(&9u64.to_le_bytes());
+        assert_eq!(session, expect);
+        assert_eq!(
+            encode(&crate::relay::RelayUp::SessionQuery { session: 5 })[..4],
+            [3, 0, 0, 0]
+        );
     }
 
     #[test]

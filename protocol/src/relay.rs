@@ -4,7 +4,9 @@
 //!
 //! Downward the sequencer sends exactly what it sends its own clients, as `ServerMsg` frames: a
 //! `Welcome` whose `snapshot_png` is empty (the updates after `since`, or none), then every
-//! `Updates` and `Presence` frame, byte for byte. Upward the relay sends [`RelayUp`].
+//! `Updates` and `Presence` frame, byte for byte, plus `Durable` frames (for the relay's
+//! clients that asked for them) and `Session` answers (for one client of the relay). Upward
+//! the relay sends [`RelayUp`].
 
 use serde::{Deserialize, Serialize};
 
@@ -23,4 +25,16 @@ pub enum RelayUp {
     /// How many clients of the picture the relay has now (the sequencer's `Presence` counts
     /// every relay's clients with its own).
     Clients { count: u32 },
+    /// A draw of a relay's client that connected with a session key (PROTOCOL.md §11): as
+    /// `Draw` (same layout), and the sequencer drops it if it sequenced that `client_seq` of
+    /// the session (`client_id`) already.
+    SessionDraw {
+        client_id: u64,
+        client_seq: u64,
+        op: Op,
+    },
+    /// A relay's session client was welcomed: the sequencer answers down the link with
+    /// `ServerMsg::Session` for it (the highest `client_seq` of the session it sequenced),
+    /// which the relay passes on to that client alone.
+    SessionQuery { session: u64 },
 }

@@ -119,4 +119,19 @@ pub enum ServerMsg {
         #[serde(deserialize_with = "crate::codec::bounded_vec")]
         pending: Vec<Sequenced>,
     },
+    /// Extension (PROTOCOL.md §10): every update up to and including `seq` is in the object
+    /// store. Sent only to clients that asked with `?durable=1`, never beyond the last seq the
+    /// client was sent, and only when it advances what the client was told.
+    Durable {
+        seq: u64,
+    },
+    /// Extension (PROTOCOL.md §11): sent after every `Welcome` to a client that connected with
+    /// `?session=K` (`session` is `K`, its `client_id`): `last_client_seq` is the highest
+    /// `client_seq` of the session the picture's sequencer has sequenced (0: none it
+    /// remembers). Every op of the session up to it is in the picture (in the snapshot, in
+    /// `pending` or in `Updates` to come); the ones above it are to be sent again.
+    Session {
+        session: u64,
+        last_client_seq: u64,
+    },
 }

@@ -93,6 +93,11 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (any::<u16>(), ".{0,20}").prop_map(|(code, message)| ServerMsg::Error { code, message }),
         any::<u64>().prop_map(|nonce| ServerMsg::Pong { nonce }),
         any::<u32>().prop_map(|clients| ServerMsg::Presence { clients }),
+        any::<u64>().prop_map(|seq| ServerMsg::Durable { seq }),
+        (any::<u64>(), any::<u64>()).prop_map(|(session, last_client_seq)| ServerMsg::Session {
+            session,
+            last_client_seq
+        }),
     ]
 }
 

@@ -23,8 +23,20 @@
 //! subscribed from `k+1`, all in one step of this actor (`join.rs`). The log itself
 //! ([`PendingLog`]) keeps the entries a join may need (it is pinned while the join waits for
 //! its snapshot) and says which ones a `Welcome` at `S` carries: the published ones. A
-//! snapshot newer than what was published waits until it is.
+//! snapshot newer than what was published waits until it is. A joiner that asked to resume
+//! after `SEQ` (PROTOCOL.md §11) gets no snapshot at all when the log still holds every
+//! published update after `SEQ`: its `Welcome` is at `SEQ` with exactly those.
+//!
+//! # Durable acknowledgements and sessions
+//!
+//! `durable` is the highest seq the picture service reported in storage (its `Flushed`
+//! events, a release, or the sequencer's `Durable` frames on a relay link); clients that asked
+//! are told `min(durable, published)` whenever that advances for them (`durable.rs`). The
+//! sequencer remembers the highest `client_seq` of each session it sequenced ([`Sessions`]) and
+//! drops a session's draw it has sequenced already; a session client is told that highest
+//! `client_seq` after each `Welcome`.
 
+mod durable;
 mod join;
 mod relay;
 mod sequencer;
@@ -46,6 +58,7 @@ use crate::config::{Config, SlowClientPolicy};
 use crate::outbox::Outbox;
 use crate::pending::PendingLog;
 use crate::registry::Registry;
+use crate::session::{Admit, Sessions};
 use crate::upstream::{Upstream, UpstreamEvent};
 use crate::ws;
 
@@ -89,15 +102,25 @@ pub(crate) enum Ctl {
 /// What a connected client's or relay's reader sends, in the order it was sent.
 pub(crate) enum Input {
     /// `op` is the op's bincode encoding, sliced out of the client's frame. A relayed draw
-    /// carries the relay's id (`via`) and the client id the relay gave it.
+    /// carries the relay's id (`via`) and the client id the relay gave it; a local one its
+    /// connection (`conn`: a session's draws from a connection it replaced are dropped).
+    /// `session`: the client connected with a session key (PROTOCOL.md §11).
     Draw {
         client_id: u64,
         client_seq: u64,
         op: Bytes,
         via: Option<u64>,
+        conn: u64,
+        session: bool,
     },
     Leave {
         client_id: u64,
+        conn: u64,
+    },
+    /// A relay's session client was welcomed: answer with the session's highest `client_seq`.
+    SessionQuery {
+        relay: u64,
+        session: u64,
     },
     /// A relay's count of its clients changed.
     RelayClients {
@@ -116,10 +139,19 @@ pub(crate) struct Wants {
     pub size: (u32, u32),
     /// `?snapshot=lz4`: a `WelcomeLz4` where the picture service has the LZ4 form at hand.
     pub lz4: bool,
+    /// `?durable=1`: `Durable` messages (PROTOCOL.md §10).
+    pub durable: bool,
+    /// `?since=SEQ`: the client has the picture up to `SEQ`; a `Welcome` without a snapshot
+    /// if the log still holds everything after it (PROTOCOL.md §11). First join only.
+    pub since: Option<u64>,
+    /// `?session=K`: the client's id is its session key `K` (PROTOCOL.md §11).
+    pub session: bool,
 }
 
 pub(crate) struct JoinRequest {
     pub client_id: u64,
+    /// Tells this connection from another of the same session.
+    pub conn: u64,
     pub outbox: Outbox,
     pub wants: Wants,
     /// Tells the reader it may start reading the client's messages.
@@ -152,6 +184,10 @@ pub(crate) struct RoomSettings {
     pub max_relay_message: usize,
     /// How long connecting a relay link may take.
     pub relay_connect_timeout: Duration,
+    /// Sessions remembered per picture (`--session-memory`).
+    pub session_memory: usize,
+    /// How long a closed room's session memory waits for the picture's next room here.
+    pub session_linger: Duration,
 }
 
 impl RoomSettings {
@@ -176,14 +212,25 @@ impl RoomSettings {
             join_timeout: c.join_timeout,
             max_relay_message: c.pps.max_message_size,
             relay_connect_timeout: c.pps_timeout,
+            session_memory: c.session_memory,
+            session_linger: c.session_linger,
         }
     }
 }
 
 struct Client {
     outbox: Outbox,
+    /// Its connection (a session's new connection replaces the old one under the same id).
+    conn: u64,
     /// Asked for `WelcomeLz4` (resyncs too).
     lz4: bool,
+    /// Asked for `Durable`: the highest seq it was told (0: none yet).
+    durable: Option<u64>,
+    /// Connected with a session key (its `client_id`).
+    session: bool,
+    /// It was sent its `Session` message since its last `Welcome` (a relay's client waits for
+    /// the sequencer's answer).
+    session_answered: bool,
     /// When this client was last resynced, for the resync budget.
     resyncs: VecDeque<Instant>,
 }
@@ -193,12 +240,19 @@ struct Downstream {
     outbox: Outbox,
     /// Its clients, counted in `Presence`.
     clients: u32,
+    /// The highest seq sent to it in a `Durable` frame.
+    durable: u64,
 }
 
 struct Joining {
     client_id: u64,
+    conn: u64,
     outbox: Outbox,
     wants: Wants,
+    /// The highest seq this client was told durable before (a resync keeps it).
+    durable_told: u64,
+    /// It asked to resume after a seq the picture does not have (for the metrics).
+    resume_refused: bool,
     /// `None` for a resync of a client that is already reading.
     joined: Option<oneshot::Sender<Result<(), ()>>>,
     started: Instant,
@@ -259,6 +313,8 @@ pub(crate) struct Room {
     claim_lease: Option<Lease>,
     /// Entries of `log` counted in the `bs_pending_log_entries` gauge.
     counted_entries: usize,
+    /// Evictions of `sessions` counted in `bs_session_evictions_total`.
+    counted_evictions: u64,
     /// Numbers lease requests, so that a stale answer is told from the current one.
     attempts: u64,
     /// Redirections followed (`Moved`) since the last lease: bounded, then the room asks its
@@ -274,6 +330,13 @@ pub(crate) struct Room {
     clients: BTreeMap<u64, Client>,
     /// Relays subscribed to this room (sequencer only).
     relays: BTreeMap<u64, Downstream>,
+    /// The highest seq known to be in storage (PROTOCOL.md §10).
+    durable: u64,
+    /// The highest `min(durable, published)` announced to the clients and relays.
+    durable_announced: u64,
+    /// The highest `client_seq` sequenced of each session (a sequencer's; a relay keeps it for
+    /// the day it sequences). Parked in the registry when the room closes.
+    sessions: Sessions,
     /// This room's clients whose draws went up the relay link without their echo yet: the
     /// last `client_seq` forwarded of each.
     forwarded: HashMap<u64, u64>,
@@ -303,8 +366,10 @@ impl Room {
         ctl_tx: mpsc::UnboundedSender<Ctl>,
         ctl_rx: mpsc::UnboundedReceiver<Ctl>,
         input_rx: mpsc::Receiver<Input>,
+        sessions: Option<Sessions>,
     ) {
         let link = cluster.route(&id, None);
+        let sessions = sessions.unwrap_or_else(|| Sessions::new(settings.session_memory));
         let room = Room {
             id,
             instance,
@@ -318,6 +383,7 @@ impl Room {
             log: PendingLog::new(),
             claim_lease: None,
             counted_entries: 0,
+            counted_evictions: 0,
             attempts: 0,
             redirects: 0,
             force: false,
@@ -326,6 +392,9 @@ impl Room {
             backoff: MIN_BACKOFF,
             clients: BTreeMap::new(),
             relays: BTreeMap::new(),
+            durable: 0,
+            durable_announced: 0,
+            sessions,
             forwarded: HashMap::new(),
             joining: HashMap::new(),
             next_join: 0,
@@ -377,10 +446,15 @@ impl Room {
             self.count_entries();
             // Test builds check the log's invariants at every turn.
             debug_assert_eq!(self.log.check(), Ok(()), "picture {}", self.id);
+            self.count_evictions();
             if self.idle()
-                && self
-                    .registry
-                    .remove_if_idle(&self.id, self.instance, &ctl_rx, &input_rx)
+                && self.registry.remove_if_idle(
+                    &self.id,
+                    self.instance,
+                    &ctl_rx,
+                    &input_rx,
+                    &mut self.sessions,
+                )
             {
                 break;
             }
@@ -397,6 +471,16 @@ impl Room {
             metrics::gauge!("bs_pending_log_entries")
                 .increment(len as f64 - self.counted_entries as f64);
             self.counted_entries = len;
+        }
+    }
+
+    /// Counts the sessions forgotten to stay within `--session-memory`.
+    fn count_evictions(&mut self) {
+        let evicted = self.sessions.evicted();
+        if evicted > self.counted_evictions {
+            metrics::counter!("bs_session_evictions_total")
+                .increment(evicted - self.counted_evictions);
+            self.counted_evictions = evicted;
         }
     }
 
@@ -421,7 +505,10 @@ impl Room {
             Ctl::Accepted { lease, result } => self.on_accepted(lease, result),
             Ctl::Released { last_seq, result } => self.on_released(last_seq, result),
             Ctl::Upstream { generation, event } => self.on_upstream(generation, event),
-            Ctl::Flushed(seq) => self.log.flushed(seq),
+            Ctl::Flushed(seq) => {
+                self.log.flushed(seq);
+                self.stored(seq);
+            }
             Ctl::PpsReconnected(link) => {
                 if link == self.link {
                     self.on_pps_reconnected();
@@ -447,13 +534,27 @@ impl Room {
                 client_seq,
                 op,
                 via,
-            } => self.on_draw(client_id, client_seq, op, via),
-            Input::Leave { client_id } => {
-                let was_client = self.clients.remove(&client_id).is_some();
+                conn,
+                session,
+            } => self.on_draw(
+                Drawer {
+                    client_id,
+                    via,
+                    conn,
+                    session,
+                },
+                client_seq,
+                op,
+            ),
+            Input::Leave { client_id, conn } => {
+                let was_client = self.clients.get(&client_id).is_some_and(|c| c.conn == conn);
+                if was_client {
+                    self.clients.remove(&client_id);
+                }
                 let left: Vec<u64> = self
                     .joining
                     .iter()
-                    .filter(|(_, j)| j.client_id == client_id)
+                    .filter(|(_, j)| j.client_id == client_id && j.conn == conn)
                     .map(|(&join, _)| join)
                     .collect();
                 for join in &left {
@@ -470,6 +571,7 @@ impl Room {
                     self.broadcast_presence();
                 }
             }
+            Input::SessionQuery { relay, session } => self.answer_relay_session(relay, session),
             Input::RelayLeave { relay } => {
                 if self.relays.remove(&relay).is_some() {
                     metrics::gauge!("bs_relays_downstream").decrement(1.0);
@@ -481,23 +583,51 @@ impl Room {
     }
 
     /// A draw of a local client (or, at the sequencer, of a relay's client).
-    fn on_draw(&mut self, client_id: u64, client_seq: u64, op: Bytes, via: Option<u64>) {
-        let known = match via {
-            None => self.clients.contains_key(&client_id),
+    fn on_draw(&mut self, from: Drawer, client_seq: u64, op: Bytes) {
+        let client_id = from.client_id;
+        let known = match from.via {
+            None => self
+                .clients
+                .get(&client_id)
+                .is_some_and(|c| c.conn == from.conn),
             Some(relay) => self.relays.contains_key(&relay),
         };
         if !known {
+            metrics::counter!("bs_draws_dropped").increment(1);
+            if from.via.is_none()
+                && self
+                    .clients
+                    .get(&client_id)
+                    .is_some_and(|c| c.conn != from.conn)
+            {
+                // A session's connection that a newer one replaced: the client sends again
+                // what the new connection's `Session` message does not cover.
+                return;
+            }
             // The client is being resynced: tell it this op was not taken (it will get a
             // fresh Welcome), so it never waits for an echo that cannot come. (A relay that
             // left hears nothing: its link is gone.)
-            metrics::counter!("bs_draws_dropped").increment(1);
-            self.reject_joining(client_id, client_seq, "the connection is being resynced");
+            self.reject_joining(
+                client_id,
+                from.conn,
+                client_seq,
+                "the connection is being resynced",
+            );
             return;
         }
         match &self.role {
             // A sequencer, or one that asks for its lease again: the draw waits in the log
             // (published once the lease is confirmed; rejected if it goes elsewhere).
             Role::Sequencer { .. } | Role::Acquiring { .. } if self.claim_lease.is_some() => {
+                let seq = self.log.last() + 1;
+                if from.session
+                    && self.sessions.admit(client_id, client_seq, seq) == Admit::Duplicate
+                {
+                    // Sequenced already (from an earlier connection of the session): its
+                    // original is, or will be, echoed.
+                    metrics::counter!("bs_session_duplicates_dropped_total").increment(1);
+                    return;
+                }
                 self.log.append(client_id, client_seq, &op);
                 if self.publish_at.is_none() {
                     let tick = self
@@ -512,7 +642,8 @@ impl Room {
                 started: true,
                 ..
             } => {
-                if let Err(error) = upstream.send(codec::relay_draw(client_id, client_seq, &op)) {
+                let frame = codec::relay_draw(from.session, client_id, client_seq, &op);
+                if let Err(error) = upstream.send(frame) {
                     tracing::debug!(picture = %self.id, ?error, "relay link cannot take a draw");
                     self.reject(
                         client_id,
@@ -541,8 +672,12 @@ impl Room {
     }
 
     /// [`Room::reject`] for a client being resynced.
-    fn reject_joining(&self, client_id: u64, client_seq: u64, reason: &str) {
-        if let Some(joining) = self.joining.values().find(|j| j.client_id == client_id) {
+    fn reject_joining(&self, client_id: u64, conn: u64, client_seq: u64, reason: &str) {
+        if let Some(joining) = self
+            .joining
+            .values()
+            .find(|j| j.client_id == client_id && j.conn == conn)
+        {
             send_rejected(&joining.outbox, client_seq, reason);
         }
     }
@@ -554,6 +689,7 @@ impl Room {
             self.tick_end = self.log.last();
             self.publish();
         }
+        self.announce_durable();
         if let Role::Sequencer { .. } = self.role {
             // PPS gets a tick's updates together, right after the tick ends: pumping on every
             // turn sent a batch per update or two (W1 N=256: ~2,900 batches a second, each a
@@ -634,8 +770,22 @@ impl Room {
         let wants = Wants {
             size: self.opened.map(|o| (o.width, o.height)).unwrap_or((1, 1)),
             lz4: client.lz4,
+            durable: client.durable.is_some(),
+            // What it was sent is dropped: it needs the picture.
+            since: None,
+            session: client.session,
         };
-        self.start_join(id, client.outbox, wants, None, client.resyncs);
+        self.start_join(
+            Subscriber {
+                client_id: id,
+                conn: client.conn,
+                outbox: client.outbox,
+                wants,
+                durable_told: client.durable.unwrap_or(0),
+            },
+            None,
+            client.resyncs,
+        );
     }
 
     /// Resyncs every client: what they were sent no longer continues into what comes next
@@ -719,6 +869,27 @@ impl Room {
             self.role = Role::Acquiring { in_flight: None };
         }
     }
+}
+
+/// Who sent a draw.
+#[derive(Clone, Copy)]
+struct Drawer {
+    client_id: u64,
+    /// The relay it came through (at the sequencer), or `None` for a local client.
+    via: Option<u64>,
+    /// The local client's connection.
+    conn: u64,
+    /// Drawn under a session key.
+    session: bool,
+}
+
+/// A client about to join (or be resynced): who it is and what it asked for.
+pub(crate) struct Subscriber {
+    client_id: u64,
+    conn: u64,
+    outbox: Outbox,
+    wants: Wants,
+    durable_told: u64,
 }
 
 fn send_rejected(outbox: &Outbox, client_seq: u64, reason: &str) {

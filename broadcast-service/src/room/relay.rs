@@ -28,6 +28,9 @@ impl Room {
                 metrics::counter!("bs_echoed_updates_lost_total").increment(lost);
             }
             let unconfirmed = self.log.last() > accepted;
+            // What was sequenced after that point is not the picture's: a session's resend
+            // of it must be taken.
+            self.sessions.forget_after(published.min(accepted));
             self.log.open_at(published.min(accepted));
             if unconfirmed {
                 self.resync_all("this room's updates went to another sequencer unconfirmed");
@@ -83,6 +86,7 @@ impl Room {
                         tracing::info!(picture = %self.id, since, had = self.log.published(), "the sequencer does not continue what this relay has");
                     }
                     self.opened = Some(Opened { width, height });
+                    self.sessions.forget_after(since.min(self.log.published()));
                     self.log.open_at(since);
                     self.resync_all("the sequencer changed");
                 }
@@ -103,6 +107,7 @@ impl Room {
                 self.clients_changed();
                 self.request_pending_snapshots();
                 self.welcome_ready_joins();
+                self.answer_waiting_sessions();
             }
             UpstreamEvent::Updates { payload, entries } => {
                 for update in entries {
@@ -115,6 +120,10 @@ impl Room {
                 self.welcome_ready_joins();
             }
             UpstreamEvent::Frame(payload) => self.deliver_all(&ws::binary_frame(&payload)),
+            UpstreamEvent::Durable(seq) => self.stored(seq),
+            UpstreamEvent::Session { session, payload } => {
+                self.on_session_answer(session, &payload)
+            }
             UpstreamEvent::Lost(reason) => self.relay_broken(&reason),
         }
     }

@@ -145,10 +145,21 @@ impl Room {
         if !continues {
             if self.opened.is_some() {
                 tracing::warn!(picture = %self.id, seq, log_last = self.log.last(), "the lease came with a picture this room's log does not continue");
+                // Only what the owner confirmed (as far as this room knows) stays remembered.
+                self.sessions
+                    .forget_after(seq.min(self.log.acked()).min(self.log.published()));
             }
             self.opened = Some(Opened { width, height });
             self.log.open_at(seq);
             self.resync_all("the picture continues from another seq");
+        } else {
+            // The sessions' draws this room's log holds (a relay's copy, or its own log): the
+            // memory moves with the log to the new sequencer, as far as the log reaches.
+            for entry in self.log.after(self.log.trimmed()) {
+                if let Some((seq, client_id, client_seq)) = entry_header(entry) {
+                    self.sessions.learn(client_id, client_seq, seq);
+                }
+            }
         }
         tracing::info!(picture = %self.id, epoch = lease.epoch, grant = lease.grant, seq, link = %self.cluster.link(self.link).url, "sequencing the picture");
         metrics::counter!("bs_leases_acquired_total").increment(1);
@@ -159,6 +170,7 @@ impl Room {
         };
         self.force = false;
         self.request_pending_snapshots();
+        self.answer_waiting_sessions();
         self.pump_pps();
     }
 
@@ -293,6 +305,7 @@ impl Room {
                     "a release flushes at least what it was asked"
                 );
                 self.log.released(flushed);
+                self.stored(flushed);
                 tracing::info!(picture = %self.id, flushed, "picture released to storage");
                 if self.nobody() {
                     // The lease went with the release.
@@ -365,4 +378,13 @@ impl Room {
             }
         }
     }
+}
+
+/// `(seq, client_id, client_seq)` of an encoded `Sequenced` (its first 24 bytes).
+fn entry_header(entry: &[u8]) -> Option<(u64, u64, u64)> {
+    let field = |i: usize| {
+        let bytes: [u8; 8] = entry.get(i * 8..i * 8 + 8)?.try_into().ok()?;
+        Some(u64::from_le_bytes(bytes))
+    };
+    Some((field(0)?, field(1)?, field(2)?))
 }
