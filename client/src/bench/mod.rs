@@ -9,6 +9,7 @@
 //! - `w3`: how long a join takes (TCP connect to Welcome decoded and pending applied) on a big
 //!   picture with history, warm (picture open) and cold (picture released to storage).
 //! - `pictures`: many pictures at once, W1-style rate on each.
+//! - `durable`, `resume`: echo to durable, and resume against a full join ([`durability`]).
 //!
 //! # What is measured
 //!
@@ -22,6 +23,7 @@
 //! guarantees on every update, so a benchmark run is also a conformance run: a violation ends
 //! that client and is counted in `errors`.
 
+mod durability;
 mod proc_stats;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,6 +157,33 @@ pub enum Workload {
         clients: usize,
         #[arg(long, env = "RASTER_BENCH_RATE", default_value_t = 20.0, value_parser = rate_arg)]
         rate: f64,
+    },
+    /// Clients drawing at a fixed rate with `?durable=1`: how long from an op's echo until a
+    /// `Durable` says the object store holds it (the service's `--flush-interval` decides).
+    Durable {
+        #[arg(long, env = "RASTER_BENCH_CLIENTS", default_value_t = 4)]
+        clients: usize,
+        /// Ops per second per client.
+        #[arg(long, env = "RASTER_BENCH_RATE", default_value_t = 20.0, value_parser = rate_arg)]
+        rate: f64,
+    },
+    /// A client that missed GAP updates resumes (`?since=`) against a full join, on a big
+    /// picture with history: bytes of the `Welcome` and milliseconds until the picture is ready.
+    Resume {
+        /// Side of the (square) picture.
+        #[arg(long, env = "RASTER_BENCH_SIDE", default_value_t = 2048)]
+        side: u32,
+        /// Strokes drawn before measuring.
+        #[arg(long, env = "RASTER_BENCH_STROKES", default_value_t = 1000)]
+        strokes: usize,
+        /// Updates missed before each resume.
+        #[arg(long, env = "RASTER_BENCH_GAP", default_value_t = 100)]
+        gap: usize,
+        #[arg(long, env = "RASTER_BENCH_REPEATS", default_value_t = 5)]
+        repeats: usize,
+        /// Ops per second while drawing (stay under the server's rate limit).
+        #[arg(long, env = "RASTER_BENCH_DRAW_RATE", default_value_t = 800.0, value_parser = rate_arg)]
+        draw_rate: f64,
     },
 }
 
@@ -293,6 +322,18 @@ pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::R
                 run_w3(url, &common, strokes, join, repeats, draw_rate, cold_wait).await?,
             )?
         }
+        Workload::Durable { clients, rate } => serde_json::to_value(
+            durability::run_durable(url, &common, clients, rate).await?,
+        )?,
+        Workload::Resume {
+            side,
+            strokes,
+            gap,
+            repeats,
+            draw_rate,
+        } => serde_json::to_value(
+            durability::run_resume(url, &common, side, strokes, gap, repeats, draw_rate).await?,
+        )?,
     };
     if common.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
