@@ -88,7 +88,7 @@ function newClient(options = {}) {
   ScriptedSocket.all = [];
   const client = new PictureClient('ws://test/pictures/p/ws', { pingEvery: 1e9, ...options });
   const events = [];
-  for (const type of ['state', 'picture', 'change', 'previews', 'presence', 'rejected', 'servererror']) {
+  for (const type of ['state', 'picture', 'change', 'previews', 'presence', 'rejected', 'servererror', 'durable']) {
     client.addEventListener(type, (e) => events.push([type, e.detail]));
   }
   client.start();
@@ -213,5 +213,130 @@ test('a lost connection drops the previews of ops that were never answered', asy
   socket().drop(1006);
   assert.equal(client.pending.size, 0);
   assert.equal(client.send({ Clear: { color: RED } }), null);
+  client.stop();
+});
+
+// ---- sessions: durable acknowledgements and resuming (PROTOCOL.md §10, §11) -------------------
+
+const K = 0xfeedn;
+
+function resumedWelcome(seq, pending = []) {
+  return {
+    Welcome: { client_id: K, width: W, height: H, snapshot_seq: seq, snapshot_png: new Uint8Array(0), pending },
+  };
+}
+
+test('without a session the URL and the messages are the plain ones', async () => {
+  const { client, socket } = newClient({ backoff: 1, maxBackoff: 1 });
+  assert.equal(socket().url, 'ws://test/pictures/p/ws');
+  socket().deliver(welcome());
+  await until('connected', () => client.state === 'connected');
+  const first = socket();
+  first.drop(1006);
+  await until('a new socket', () => socket() !== first);
+  assert.equal(socket().url, 'ws://test/pictures/p/ws', 'no since without a session');
+  // A Durable it did not ask for breaks the contract: resynchronise.
+  socket().deliver(welcome());
+  await until('connected', () => client.state === 'connected');
+  const second = socket();
+  second.deliver({ Durable: { seq: 5n } });
+  await until('the socket closed', () => second.closed !== null);
+  assert.deepStrictEqual(second.closed, { code: 4000, reason: 'resync' });
+  client.stop();
+});
+
+test('a session resumes: keeps the picture, resends exactly the ops the Session message does not cover', async () => {
+  const { client, events, socket } = newClient({ backoff: 1, maxBackoff: 1, session: K });
+  const url = new URL(socket().url);
+  assert.equal(url.searchParams.get('durable'), '1');
+  assert.equal(url.searchParams.get('session'), String(K));
+  assert.equal(url.searchParams.get('since'), null, 'nothing to resume from yet');
+  const first = socket();
+  first.deliver(welcome({ clientId: K, seq: 10n }));
+  await until('the picture', () => client.raster !== null);
+  // Nothing is sent until the Session message.
+  assert.equal(client.send({ Clear: { color: RED } }), null);
+  first.deliver({ Session: { session: K, last_client_seq: 0n } });
+  await until('connected', () => client.state === 'connected');
+  const ops = [1, 2, 3, 4].map((x) => ({ Pixels: { color: HALF_BLUE, points: [[x, 1]] } }));
+  assert.deepStrictEqual(ops.map((op) => client.send(op)), [1n, 2n, 3n, 4n]);
+  first.deliver({ Updates: [update(11n, ops[0], K, 1n)] });
+  first.deliver({ Durable: { seq: 11n } });
+  await until('durable 11', () => client.durableSeq === 11n);
+  assert.equal(client.saved, false, 'ops 2..4 are in flight');
+
+  // The connection drops: the unanswered ops stay (as previews) for the next connection.
+  first.drop(1006);
+  assert.equal(client.pending.size, 3);
+  await until('a new socket', () => socket() !== first);
+  const second = socket();
+  assert.equal(new URL(second.url).searchParams.get('since'), '11');
+  const raster = client.raster;
+  // Resumed at 11: op 2's echo (lost with the connection) comes in pending; op 3 was sequenced
+  // too (the Session message says so) and its echo follows; op 4 never arrived.
+  second.deliver(resumedWelcome(11n, [update(12n, ops[1], K, 2n)]));
+  second.deliver({ Session: { session: K, last_client_seq: 3n } });
+  await until('connected again', () => client.state === 'connected' && client.welcomes === 2);
+  assert.equal(client.raster, raster, 'the picture is kept');
+  assert.equal(client.resumes, 1);
+  assert.deepStrictEqual(second.sent, [{ Draw: { client_seq: 4n, op: ops[3] } }], 'only op 4, once');
+  assert.equal(client.resent, 1);
+  second.deliver({ Updates: [update(13n, ops[2], K, 3n), update(14n, ops[3], K, 4n)] });
+  await until('applied', () => client.seq === 14n);
+  assert.equal(client.pending.size, 0);
+  assert.deepStrictEqual(client.raster.pixels, expected(ops));
+  assert.equal(client.saved, false, 'storage is at 11');
+  second.deliver({ Durable: { seq: 14n } });
+  await until('saved', () => client.saved);
+  assert.ok(events.some(([type]) => type === 'durable'));
+  // A Durable beyond what was applied breaks the contract.
+  second.deliver({ Durable: { seq: 15n } });
+  await until('the socket closed', () => second.closed !== null);
+  assert.deepStrictEqual(second.closed, { code: 4000, reason: 'resync' });
+  client.stop();
+});
+
+test('a session given a full Welcome takes the picture and still resends only what is missing', async () => {
+  const { client, socket } = newClient({ backoff: 1, maxBackoff: 1, session: K });
+  socket().deliver(welcome({ clientId: K, seq: 10n }));
+  socket().deliver({ Session: { session: K, last_client_seq: 0n } });
+  await until('connected', () => client.state === 'connected');
+  const ops = [1, 2].map((x) => ({ Pixels: { color: RED, points: [[x, 0]] } }));
+  ops.forEach((op) => client.send(op));
+  const first = socket();
+  first.drop(1006);
+  await until('a new socket', () => socket() !== first);
+  // The log no longer reaches back to 10: a full Welcome at 20 that has op 1 in its snapshot.
+  const pixels = expected([ops[0]]);
+  socket().deliver(welcome({ clientId: K, seq: 20n, pixels }));
+  socket().deliver({ Session: { session: K, last_client_seq: 1n } });
+  await until('connected again', () => client.state === 'connected' && client.welcomes === 2);
+  assert.equal(client.seq, 20n);
+  assert.equal(client.resumes, 0);
+  assert.deepStrictEqual(socket().sent, [{ Draw: { client_seq: 2n, op: ops[1] } }]);
+  assert.deepStrictEqual([...client.pending.keys()], [2n]);
+  // A resumed Welcome at a seq we did not ask for is a broken promise: start over, in full.
+  const second = socket();
+  second.drop(1006);
+  await until('a new socket', () => socket() !== second);
+  const third = socket();
+  third.deliver(resumedWelcome(19n));
+  await until('the socket closed', () => third.closed !== null);
+  await until('a new socket', () => socket() !== third);
+  assert.equal(new URL(socket().url).searchParams.get('since'), null, 'a full Welcome is asked for');
+  client.stop();
+});
+
+test('a session replaced by a newer connection (4001) stops instead of taking it back', async () => {
+  const { client, events, socket } = newClient({ backoff: 1, maxBackoff: 1, session: K });
+  socket().deliver(welcome({ clientId: K }));
+  socket().deliver({ Session: { session: K, last_client_seq: 0n } });
+  await until('connected', () => client.state === 'connected');
+  const first = socket();
+  first.drop(4001);
+  assert.equal(client.state, 'stopped');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(socket(), first, 'no reconnect');
+  assert.ok(events.some(([type, d]) => type === 'servererror' && d.code === 4001));
   client.stop();
 });

@@ -55,8 +55,8 @@ async function freePort() {
 }
 
 /** The real service; `stop()` sends SIGTERM (graceful: close 1012, flush) and waits for exit. */
-async function startService(port, dataDir, log) {
-  const child = spawn(BS_BIN, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+async function startService(port, dataDir, log, extra = []) {
+  const child = spawn(BS_BIN, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
   });
@@ -532,5 +532,154 @@ test('browser client: draws, converges exactly, joins late, survives a restart',
     assert.ok(pixelsOf(created).every((v) => v === 255));
   });
 
+  assert.deepStrictEqual(errors, []);
+});
+
+/**
+ * A TCP proxy in front of the service whose connections the test can break the way a network
+ * does: `hold('up')` / `hold('down')` silently drops what the current connections carry in one
+ * direction (page to service, service to page), `cut()` destroys them all. New connections are
+ * forwarded normally.
+ */
+async function startProxy(targetPort) {
+  const links = new Set();
+  const server = net.createServer((page) => {
+    const service = net.connect(targetPort, '127.0.0.1');
+    const link = { page, service, up: true, down: true };
+    links.add(link);
+    page.on('data', (d) => link.up && service.write(d));
+    service.on('data', (d) => link.down && page.write(d));
+    const end = () => {
+      page.destroy();
+      service.destroy();
+      links.delete(link);
+    };
+    for (const socket of [page, service]) {
+      socket.on('close', end);
+      socket.on('error', end);
+    }
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: server.address().port,
+    hold(direction) {
+      for (const link of links) link[direction] = false;
+    },
+    cut() {
+      for (const link of [...links]) {
+        link.page.destroy();
+        link.service.destroy();
+      }
+      links.clear();
+    },
+    close() {
+      this.cut();
+      return new Promise((r) => server.close(r));
+    },
+  };
+}
+
+test('browser client: a cut connection resumes with the picture kept, every op once, then "Saved"', { timeout: 120_000 }, async (t) => {
+  assert.ok(existsSync(BS_BIN), `no service binary at ${BS_BIN} (build it, or set BS_BIN)`);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const log = createWriteStream(join(ARTIFACTS, 'browser-resume-bs.log'));
+  const dataDir = mkdtempSync(join(tmpdir(), 'raster-e2e-resume-'));
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  // Flushed 3 s after a change, so that "Saved" comes within the test; a flush trims the log
+  // a resume is served from, so the cut below comes well within those 3 s.
+  const FLUSH_MS = 3000;
+  const service = await startService(port, dataDir, log, ['--flush-interval', `${FLUSH_MS}ms`]);
+  const proxy = await startProxy(port);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run', '--disable-quic'],
+  });
+  t.after(async () => {
+    await browser.close();
+    await proxy.close();
+    await service.stop();
+    log.end();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+  const errors = [];
+  const open = async (url) => {
+    const page = await context.newPage();
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(url);
+    return page;
+  };
+  const id = `resume-${process.pid}-${Date.now()}`;
+  // Page `a` goes through the proxy; its WebSocket asks for durable=1 and a session.
+  const a = await open(`http://127.0.0.1:${proxy.port}/p/${id}?width=${W}&height=${H}`);
+  const urls = [];
+  a.on('websocket', (ws) => urls.push(new URL(ws.url())));
+  await until('connected', () => a.evaluate(() => window.raster.state === 'connected'));
+  // Another page, straight to the service, keeps the picture open there while `a` is cut off
+  // (a picture whose last client leaves is closed and flushed at once: a lone page always
+  // gets a full Welcome back, with its ops still settled by the Session message).
+  const b = await open(`${base}/p/${id}`);
+  await until('both pages', () => b.evaluate(() => window.raster.presence === 2));
+  await a.bringToFront();
+  await until('"Saved" on a blank picture', async () => (await a.textContent('#saved')) === 'Saved');
+  const drawn = async (brush, rects) => {
+    await setBrush(a, brush);
+    for (const r of rects) await drag(a, r);
+  };
+  await drawn({ tool: 'rect', color: '#10a040', opacity: 120 }, [[[10, 10], [120, 90]]]);
+  await until('echoed', () => a.evaluate(() => window.raster.pending === 0));
+  const s0 = (await pageState(a)).seq;
+  assert.equal(s0, 1);
+  await until('"Saved" after the first flush', async () => (await a.textContent('#saved')) === 'Saved');
+  const dirtySince = Date.now();
+
+  // 1. Echoes lost: ops reach the service (sequenced) but nothing comes back.
+  proxy.hold('down');
+  await drawn({ tool: 'rect', color: '#d01010', opacity: 100 }, [[[40, 40], [200, 150]], [[60, 20], [90, 180]]]);
+  await drawn({ tool: 'pen', color: '#1040e0', opacity: 90, width: 9 }, [[[20, 100], [150, 60], [280, 120]]]);
+  const n1 = (await pageState(a)).sent - 1;
+  assert.ok(n1 >= 3, `${n1} ops`);
+  await until('the service to sequence them', async () => (await snapshot(base, id)).seq === s0 + n1);
+  assert.equal((await pageState(a)).pending, n1);
+  assert.equal(await a.textContent('#saved'), 'Saving…', 'ops without an echo are not saved');
+  // 2. Ops lost: sent by the page, never delivered.
+  proxy.hold('up');
+  await drawn({ tool: 'rect', color: '#802080', opacity: 140 }, [[[100, 60], [260, 190]], [[5, 150], [295, 170]]]);
+  const n2 = (await pageState(a)).sent - 1 - n1;
+  assert.ok(n2 >= 2, `${n2} ops`);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal((await snapshot(base, id)).seq, s0 + n1, 'the held ops never arrived');
+  // 3. The connection breaks: the page resumes after the last seq it applied, keeps its
+  // picture, and sends again exactly the n2 ops the service never sequenced.
+  proxy.cut();
+  await until('resumed', () =>
+    a.evaluate(() => window.raster.state === 'connected' && window.raster.welcomes === 2 && window.raster.pending === 0),
+  );
+  const resumedAfter = Date.now() - dirtySince;
+  const st = await a.evaluate(() => ({ resumes: window.raster.resumes, resent: window.raster.resent, sent: window.raster.sent }));
+  // The picture is kept (a Welcome without a snapshot) unless a flush trimmed the log first,
+  // which only a machine too slow to cut within the flush interval sees.
+  if (st.resumes === 0) {
+    assert.ok(resumedAfter > FLUSH_MS * 0.8, `a full Welcome after only ${resumedAfter} ms`);
+    t.diagnostic(`full Welcome: the cut came ${resumedAfter} ms after the change, past the flush`);
+  }
+  assert.deepStrictEqual(st, { resumes: st.resumes, resent: n2, sent: 1 + n1 + n2 });
+  t.diagnostic(`resumed after ${resumedAfter} ms: resumes ${st.resumes}, resent ${n2} of ${n1 + n2} unanswered ops`);
+  const ws = urls.at(-1).searchParams;
+  assert.equal(ws.get('since'), String(s0));
+  assert.equal(ws.get('durable'), '1');
+  assert.equal(ws.get('session'), urls[0].searchParams.get('session'));
+  // Every op once: the picture has exactly 1 + n1 + n2 updates, and a fresh joiner (a full
+  // Welcome), the other page and snapshot.png have the resumed page's picture, byte for byte.
+  const c = await open(`${base}/p/${id}`);
+  await until('the joiner', () => c.evaluate(() => window.raster.state === 'connected'));
+  await converge(base, id, [a, b, c], 1 + n1 + n2);
+  await until('"Saved" after the flush', async () =>
+    (await a.textContent('#saved')) === 'Saved' && (await a.evaluate(() => window.raster.saved)),
+  );
+  assert.equal(await a.evaluate(() => window.raster.durable), 1 + n1 + n2);
+  await a.screenshot({ path: join(ARTIFACTS, 'browser-resumed.png') });
   assert.deepStrictEqual(errors, []);
 });

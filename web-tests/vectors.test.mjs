@@ -115,12 +115,32 @@ test('a length prefix beyond the frame is rejected before allocating', () => {
 });
 
 test('unknown variants and invalid UTF-8 are rejected', () => {
-  assert.throws(() => decodeServerMsg(Uint8Array.from([6, 0, 0, 0, 0, 0, 0, 0])), /unknown ServerMsg variant 6/);
+  assert.throws(() => decodeServerMsg(Uint8Array.from([9, 0, 0, 0, 0, 0, 0, 0])), /unknown ServerMsg variant 9/);
   assert.throws(() => decodeClientMsg(Uint8Array.from([2, 0, 0, 0])), /unknown ClientMsg variant 2/);
   const op5 = Uint8Array.from(Buffer.from('00000000' + '0100000000000000' + '05000000' + '00000000', 'hex'));
   assert.throws(() => decodeClientMsg(op5), /unknown Op variant 5/);
   const badUtf8 = Uint8Array.from(Buffer.from('03000000' + '9001' + '0100000000000000' + 'ff', 'hex'));
   assert.throws(() => decodeServerMsg(badUtf8), /not UTF-8/);
+});
+
+test('the extension variants 7 (Durable) and 8 (Session) have the layout of PROTOCOL.md §10, §11', () => {
+  // The bytes the Rust codec gives (protocol/src/codec.rs, extension_variants_are_appended).
+  const durable = Uint8Array.from([7, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+  assert.deepStrictEqual(decodeServerMsg(durable), { Durable: { seq: 0x0102n } });
+  assert.deepStrictEqual(encodeServerMsg({ Durable: { seq: 0x0102n } }), durable);
+  const session = Uint8Array.from(Buffer.from('08000000' + '0500000000000000' + '0900000000000000', 'hex'));
+  assert.deepStrictEqual(decodeServerMsg(session), { Session: { session: 5n, last_client_seq: 9n } });
+  assert.deepStrictEqual(encodeServerMsg({ Session: { session: 5n, last_client_seq: 9n } }), session);
+  const big = { Session: { session: (1n << 64n) - 1n, last_client_seq: 1n << 40n } };
+  assert.deepStrictEqual(decodeServerMsg(encodeServerMsg(big)), big);
+  // Bytes left over, or too few, are undecodable.
+  assert.throws(() => decodeServerMsg(Uint8Array.from([...durable, 0])), DecodeError);
+  assert.throws(() => decodeServerMsg(session.subarray(0, 19)), DecodeError);
+  // WelcomeLz4 (6) decodes too (the page never asks for it), with Welcome's layout.
+  const lz4 = {
+    WelcomeLz4: { client_id: 3n, width: 2, height: 1, snapshot_seq: 4n, snapshot_lz4: Uint8Array.from([1, 2]), pending: [] },
+  };
+  assert.deepStrictEqual(decodeServerMsg(encodeServerMsg(lz4)), lz4);
 });
 
 test('the encoder refuses values its field cannot hold', () => {

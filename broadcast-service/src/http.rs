@@ -87,19 +87,29 @@ async fn ws(
         }
     };
     // `?since=SEQ` and `?session=K`: resuming (PROTOCOL.md §11).
-    let since = match query.get("since").map(|s| s.parse::<u64>()) {
+    // A bad value is answered like a bad size or snapshot form: 400, naming the parameter and
+    // echoing what was given.
+    let since = match query.get("since") {
         None => None,
-        Some(Ok(since)) => Some(since),
-        Some(Err(_)) => {
-            return bad_request("since must be a seq (an unsigned integer)".into());
-        }
+        Some(value) => match value.parse::<u64>() {
+            Ok(since) => Some(since),
+            Err(_) => {
+                return bad_request(format!(
+                    "since must be a seq (an unsigned 64-bit integer), got {value:?}"
+                ));
+            }
+        },
     };
-    let session = match query.get("session").map(|s| s.parse::<u64>()) {
+    let session = match query.get("session") {
         None => None,
-        Some(Ok(key)) if key != 0 => Some(key),
-        Some(_) => {
-            return bad_request("session must be a nonzero unsigned 64-bit integer".into());
-        }
+        Some(value) => match value.parse::<u64>() {
+            Ok(key) if key != 0 => Some(key),
+            _ => {
+                return bad_request(format!(
+                    "session must be a nonzero unsigned 64-bit integer, got {value:?}"
+                ));
+            }
+        },
     };
     let wants = crate::room::Wants {
         size,

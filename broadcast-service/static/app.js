@@ -15,7 +15,7 @@
 // buffer; lastGesture: {tool, color, width, points} of the latest pen or eraser gesture, the
 // points being the spine of the one Stroke it stands for).
 
-import { PictureClient, union } from './client.js';
+import { PictureClient, randomSession, union } from './client.js';
 import { CoverageGesture } from './gesture.js';
 import { Raster, lineReference, opBounds } from './protocol.js';
 import { rememberPicture } from './recent.js';
@@ -82,7 +82,9 @@ function translate(op, dx, dy) {
 class Page {
   constructor(id) {
     this.id = id;
-    this.client = new PictureClient(websocketUrl(id));
+    // One session per page load (PROTOCOL.md §11): reconnects of this page resume it; a reload
+    // or a duplicated tab is a new session (its in-flight ops were this page's memory anyway).
+    this.client = new PictureClient(websocketUrl(id), { session: randomSession() });
     this.canvas = $('picture');
     this.ctx = this.canvas.getContext('2d');
     this.overlay = $('overlay');
@@ -156,6 +158,20 @@ class Page {
       get pending() {
         return client.pending.size;
       },
+      // PROTOCOL.md §10, §11: the highest seq storage has, whether all of our ops are in it, and
+      // how often this page resumed (kept its picture) and sent ops again.
+      get durable() {
+        return Number(client.durableSeq);
+      },
+      get saved() {
+        return client.saved;
+      },
+      get resumes() {
+        return client.resumes;
+      },
+      get resent() {
+        return client.resent;
+      },
       // Ops this page has sent since it was loaded (client_seq keeps counting across connections).
       get sent() {
         return Number(client.nextClientSeq - 1n);
@@ -187,7 +203,11 @@ class Page {
       rememberPicture({ id: this.id, width, height });
     });
     c.addEventListener('change', (e) => this.markDirty(e.detail));
-    c.addEventListener('previews', () => this.markPreviews());
+    c.addEventListener('previews', () => {
+      this.markPreviews();
+      this.showSaved();
+    });
+    c.addEventListener('durable', () => this.showSaved());
     c.addEventListener('state', () => this.showState());
     c.addEventListener('presence', () => {
       $('presence').textContent = `${c.presence} online`;
@@ -225,6 +245,15 @@ class Page {
     $('presence').hidden = c.state !== 'connected';
     this.viewport.classList.toggle('offline', c.state !== 'connected' && c.welcomes > 0);
     if (c.state !== 'connected') this.endGesture(false);
+  }
+
+  /** "Saved" once storage has every op of ours (Durable reached our latest echo), else "Saving…". */
+  showSaved() {
+    const el = $('saved');
+    const saved = this.client.saved;
+    el.hidden = false;
+    el.dataset.saved = saved ? 'yes' : 'no';
+    el.textContent = saved ? 'Saved' : 'Saving…';
   }
 
   toast(text, kind = 'info') {

@@ -24,7 +24,9 @@ export class DecodeError extends Error {
 
 const OP_VARIANTS = ['Pixels', 'Rect', 'Stroke', 'Patch', 'Clear'];
 const CLIENT_VARIANTS = ['Draw', 'Ping'];
-const SERVER_VARIANTS = ['Welcome', 'Updates', 'Rejected', 'Error', 'Pong', 'Presence'];
+// 6..8 are the opt-in extensions of the project's PROTOCOL.md (§8, §10, §11): a server sends them
+// only to a client that asked for them.
+const SERVER_VARIANTS = ['Welcome', 'Updates', 'Rejected', 'Error', 'Pong', 'Presence', 'WelcomeLz4', 'Durable', 'Session'];
 
 const U64_MAX = (1n << 64n) - 1n;
 const textDecoder = new TextDecoder('utf-8', { fatal: true });
@@ -355,6 +357,22 @@ export function encodeServerMsg(msg) {
     case 'Presence':
       w.u32(v.clients);
       break;
+    case 'WelcomeLz4':
+      w.u64(v.client_id);
+      w.u32(v.width);
+      w.u32(v.height);
+      w.u64(v.snapshot_seq);
+      w.bytes(v.snapshot_lz4);
+      w.u64(v.pending.length);
+      for (const s of v.pending) writeSequenced(w, s);
+      break;
+    case 'Durable':
+      w.u64(v.seq);
+      break;
+    case 'Session':
+      w.u64(v.session);
+      w.u64(v.last_client_seq);
+      break;
   }
   return w.finish();
 }
@@ -389,8 +407,26 @@ export function decodeServerMsg(bytes) {
     case 'Pong':
       msg = { Pong: { nonce: r.u64() } };
       break;
-    default:
+    case 'Presence':
       msg = { Presence: { clients: r.u32() } };
+      break;
+    case 'WelcomeLz4':
+      msg = {
+        WelcomeLz4: {
+          client_id: r.u64(),
+          width: r.u32(),
+          height: r.u32(),
+          snapshot_seq: r.u64(),
+          snapshot_lz4: r.bytesField(),
+          pending: readSequencedList(r),
+        },
+      };
+      break;
+    case 'Durable':
+      msg = { Durable: { seq: r.u64() } };
+      break;
+    default:
+      msg = { Session: { session: r.u64(), last_client_seq: r.u64() } };
   }
   r.end();
   return msg;

@@ -611,6 +611,7 @@ impl Receiver {
                     )));
                 }
                 self.client_id = client_id;
+                self.snapshot_seq = snapshot_seq;
                 self.own_last = 0;
                 self.session_last = None;
                 self.apply_updates(&pending, "resumed welcome pending")?;

@@ -379,3 +379,60 @@ pub async fn draw_concurrently(
     }
     Client::from_split(sender, reader.await.unwrap())
 }
+
+/// A TCP proxy on loopback in front of a server, whose connections a test can cut at once (both
+/// sockets dropped, no close frame): a lost network for the client, a vanished peer for the
+/// server.
+pub struct CutProxy {
+    /// `ws://127.0.0.1:PORT`, what clients connect to instead of the server.
+    pub url: String,
+    /// The connections forwarded so far; `cut` aborts them.
+    links: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// Forwards every connection to `target` (`ws://HOST:PORT`, a server's `url`).
+    pub async fn start(target: &str) -> CutProxy {
+        let target = target
+            .strip_prefix("ws://")
+            .unwrap_or(target)
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accepted = links.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let link = tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                accepted.lock().unwrap().push(link);
+            }
+        });
+        CutProxy {
+            url: format!("ws://{addr}"),
+            links,
+            accept,
+        }
+    }
+
+    /// Drops every connection made through the proxy so far (new ones are still forwarded).
+    pub fn cut(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
