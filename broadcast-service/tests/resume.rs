@@ -654,3 +654,144 @@ async fn a_client_without_the_parameters_sees_no_extension() {
     extended.close(None).await.unwrap();
     server.stop().await;
 }
+
+/// The broadcast service that sequences a picture is SIGKILLed while a session client is
+/// mid-burst, and restarted: its session memory is gone with it, but the picture service hands
+/// the new sequencer the session trail of the updates it holds (`--session-trail`), so the
+/// client's `Session` message still covers every op the picture has, and the picture ends with
+/// each op exactly once (its last seq is the number of ops drawn, its pixels the replay of the
+/// ops in order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_exactly_once_after_its_broadcast_service_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = nodes::Storage::Dir(dir.path().to_path_buf());
+    let mut cluster =
+        nodes::Cluster::start(storage, 1, 1, "1s", &["--flush-interval", "1h"], &[]).await;
+    session_resumes_exactly_once_after_a_kill(&mut cluster.bs[0], "resume-killed").await;
+}
+
+/// The same with the embedded service: picture service and sequencer die together, and the
+/// trail comes back from the write-ahead log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_exactly_once_after_the_embedded_service_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = procs::free_port();
+    let args = [
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--flush-interval",
+        "1h",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut node = nodes::Node::start(nodes::bs_binary(), port, args, Vec::new());
+    node.healthy().await;
+    session_resumes_exactly_once_after_a_kill(&mut node, "resume-killed-embedded").await;
+}
+
+/// Draws 200 ops as a session client whose echoes are lost after the 20th, SIGKILLs `node`
+/// (the picture's sequencer) once the picture service has them all, restarts it and resumes.
+async fn session_resumes_exactly_once_after_a_kill(node: &mut nodes::Node, picture: &str) {
+    let url = node.ws();
+    let proxy = CutProxy::start(&url).await;
+    let mut drawer = Client::connect_with(&proxy.url, picture, options(false, true))
+        .await
+        .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let mut ops: Vec<Op> = Vec::new();
+    let mut draw = async |drawer: &mut Client, ops: &mut Vec<Op>| {
+        let op = raster_client::random_op(&mut rng, SIZE.0, SIZE.1, Profile::Mixed);
+        let before = drawer.last_client_seq();
+        let sent = drawer.draw(op.clone()).await;
+        // An op the dead connection did not take is still kept for the resume.
+        if drawer.last_client_seq() > before {
+            ops.push(op);
+        }
+        sent.is_ok()
+    };
+    let mut observer = Client::connect_with(&url, picture, options(false, false))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        draw(&mut drawer, &mut ops).await;
+    }
+    observer.sync_to(20, deadline()).await.unwrap();
+    // The drawer's echoes are lost from here on: it comes back without them although the
+    // picture service holds every op (the observer saw them all, and a sequencer publishes
+    // only what the picture service has).
+    proxy.lose_downstream();
+    for _ in 20..200 {
+        draw(&mut drawer, &mut ops).await;
+    }
+    observer.sync_to(200, deadline()).await.unwrap();
+    node.kill().await;
+    // Draws into the dead connection until the client notices.
+    for _ in 0..20 {
+        if !draw(&mut drawer, &mut ops).await {
+            break;
+        }
+    }
+    let deadline = deadline();
+    loop {
+        match tokio::time::timeout_at(deadline, drawer.next_event())
+            .await
+            .expect("the killed connection never ended")
+        {
+            Ok(Event::Closed { .. }) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let acked = drawer.receiver().own_acked();
+    let sent = drawer.last_client_seq();
+    assert_eq!(sent, ops.len() as u64);
+    node.restart();
+    node.healthy().await;
+    let resumed = drawer.resume(&url, picture, deadline).await.unwrap();
+    // The new sequencer knows all 200 are in the picture (without the trail it answers 0, and
+    // the client sends again every op it saw no echo of: drawn twice).
+    assert_eq!(
+        resumed.last_client_seq, 200,
+        "the new sequencer's Session message ({} echoes had come)",
+        acked
+    );
+    assert_eq!(
+        resumed.resent,
+        ((resumed.last_client_seq + 1)..=sent).collect::<Vec<_>>()
+    );
+    for _ in 0..10 {
+        draw(&mut drawer, &mut ops).await;
+    }
+    let total = ops.len() as u64;
+    assert_eq!(drawer.last_client_seq(), total);
+    read_until(
+        &mut drawer,
+        "every op echoed",
+        |_, _| {},
+        |c| c.receiver().own_acked() == total,
+    )
+    .await;
+    // One drawer: the picture's seqs are its ops, each once, in client_seq order.
+    assert_eq!(
+        drawer.last_seq(),
+        total,
+        "an op was sequenced twice or lost"
+    );
+    let mut expected = protocol::Raster::new(SIZE.0, SIZE.1);
+    for op in &ops {
+        expected.apply(op);
+    }
+    let fresh = fresh_picture(&url, picture, total).await;
+    assert!(
+        fresh == expected,
+        "the picture is not the replay of the ops"
+    );
+    eprintln!(
+        "killed after {acked} echoes of {sent} sent; the new sequencer had up to client_seq {}, {} sent again",
+        resumed.last_client_seq,
+        resumed.resent.len()
+    );
+    drawer.close(deadline).await.unwrap();
+    observer.close(deadline).await.unwrap();
+}

@@ -95,6 +95,15 @@ pub struct PpsArgs {
         default_value_t = 16 << 20
     )]
     pub wal_segment_bytes: u64,
+    /// Per picture, how many clients' highest `client_seq` the picture service keeps and hands
+    /// to every new sequencer (so a session resuming after its broadcast service crashed is
+    /// not drawn twice, PROTOCOL.md §11); about 40 bytes each. 0: none.
+    #[arg(
+        long = "session-trail",
+        env = "PPS_SESSION_TRAIL",
+        default_value_t = 4096
+    )]
+    pub session_trail: usize,
     /// How long SIGTERM waits for dirty pictures to reach storage.
     #[arg(long = "shutdown-timeout", env = "PPS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -116,6 +125,7 @@ impl PpsArgs {
             min_backoff: self.min_backoff,
             event_capacity: self.event_capacity.max(1),
             apply_chunk: self.apply_chunk.max(1),
+            session_trail: self.session_trail,
             wal: self.wal.then(|| WalConfig {
                 dir: self
                     .wal_dir

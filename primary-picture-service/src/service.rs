@@ -63,6 +63,9 @@ pub struct PpsConfig {
     /// The write-ahead log ([`crate::wal`]): every accepted batch is on disk before it is
     /// confirmed. `None`: confirmed as soon as queued (a crash loses what storage lacks).
     pub wal: Option<WalConfig>,
+    /// Clients per picture whose highest `client_seq` a lease grant carries
+    /// ([`protocol::pps::Acquired::Granted::sessions`]).
+    pub session_trail: usize,
 }
 
 impl Default for PpsConfig {
@@ -85,6 +88,7 @@ impl Default for PpsConfig {
             advertise_url: "embedded".to_string(),
             lease_timeout: Duration::ZERO,
             wal: None,
+            session_trail: 4096,
         }
     }
 }

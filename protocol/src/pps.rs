@@ -119,9 +119,22 @@ pub enum Acquired {
         /// How long PPS keeps the lease of a sequencer whose connection broke, in
         /// milliseconds: the sequencer may echo on its own for less than that.
         lease_timeout_ms: u64,
+        /// The most recent clients' highest `client_seq` among the updates PPS holds (up to
+        /// `--session-trail` of them): the new sequencer's session memory (PROTOCOL.md §11)
+        /// starts from it.
+        sessions: Vec<SessionMark>,
     },
     /// Another BS sequences the picture: relay to it (`holder` is its advertise URL).
     Held { holder: String, lease: Lease },
+}
+
+/// A client's highest `client_seq` among the updates a picture service holds, sequenced as
+/// `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionMark {
+    pub client_id: u64,
+    pub client_seq: u64,
+    pub seq: u64,
 }
 
 /// A batch of consecutive sequenced updates `first_seq ..= last_seq`, in order.

@@ -8,7 +8,9 @@
 //! state; asks the picture service.
 
 use protocol::codec;
-use protocol::pps::{AcquireRequest, Acquired, ApplyBatch, Claim, Lease, PpsError, ReleaseRequest};
+use protocol::pps::{
+    AcquireRequest, Acquired, ApplyBatch, Claim, Lease, PpsError, ReleaseRequest, SessionMark,
+};
 use tokio::time::Instant;
 
 use super::{Ctl, Opened, Role, Room, MIN_BACKOFF};
@@ -58,7 +60,8 @@ impl Room {
                 width,
                 height,
                 lease_timeout_ms,
-            }) => self.granted(lease, seq, width, height, lease_timeout_ms),
+                sessions,
+            }) => self.granted(lease, seq, (width, height), lease_timeout_ms, sessions),
             Ok(Acquired::Held { holder, lease }) => {
                 if holder == self.cluster.advertise_url {
                     // Held by us as far as the owner knows, by an earlier room of ours for the
@@ -127,7 +130,14 @@ impl Room {
     }
 
     /// The lease is ours: seqs continue after `seq`, which the owner holds.
-    fn granted(&mut self, lease: Lease, seq: u64, width: u32, height: u32, lease_timeout_ms: u64) {
+    fn granted(
+        &mut self,
+        lease: Lease,
+        seq: u64,
+        (width, height): (u32, u32),
+        lease_timeout_ms: u64,
+        sessions: Vec<SessionMark>,
+    ) {
         self.backoff = MIN_BACKOFF;
         self.redirects = 0;
         let continues = match self.opened {
@@ -160,6 +170,13 @@ impl Room {
                     self.sessions.learn(client_id, client_seq, seq);
                 }
             }
+        }
+        // What the owner holds says which sessions' ops are in the picture, also those this
+        // room's log never saw (a broadcast service restarted after a crash, or the clients of
+        // another one resuming here).
+        for mark in sessions.into_iter().filter(|m| m.seq <= seq) {
+            self.sessions
+                .learn(mark.client_id, mark.client_seq, mark.seq);
         }
         tracing::info!(picture = %self.id, epoch = lease.epoch, grant = lease.grant, seq, link = %self.cluster.link(self.link).url, "sequencing the picture");
         metrics::counter!("bs_leases_acquired_total").increment(1);

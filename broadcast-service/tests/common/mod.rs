@@ -388,6 +388,8 @@ pub struct CutProxy {
     pub url: String,
     /// The connections forwarded so far; `cut` aborts them.
     links: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    /// Set by [`CutProxy::lose_downstream`].
+    lose_down: Arc<std::sync::atomic::AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -402,15 +404,40 @@ impl CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let links: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let lose_down: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let accepted = links.clone();
+        let losing = lose_down.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 let target = target.clone();
+                let losing = losing.clone();
                 let link = tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_server, mut to_server) = outbound.into_split();
+                    let up = tokio::io::copy(&mut from_client, &mut to_server);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from_server.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if losing.load(std::sync::atomic::Ordering::SeqCst) {
+                                continue;
+                            }
+                            if to_client.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = up => {}
+                        () = down => {}
+                    }
                 });
                 accepted.lock().unwrap().push(link);
             }
@@ -418,8 +445,16 @@ impl CutProxy {
         CutProxy {
             url: format!("ws://{addr}"),
             links,
+            lose_down,
             accept,
         }
+    }
+
+    /// From now on, what the server sends is dropped (on every connection, for good): the
+    /// client's ops still reach the server, their echoes are lost on the way back.
+    pub fn lose_downstream(&self) {
+        self.lose_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Drops every connection made through the proxy so far (new ones are still forwarded).

@@ -209,6 +209,18 @@ impl Actor {
             // what we had, or the picture went on without it.
             let logged = records.len();
             let received = loaded.received_seq;
+            // What storage has of our own ownership still says which ops of a session are in
+            // the picture (a resume after the crash must not draw them twice).
+            for record in records
+                .iter()
+                .filter(|r| r.epoch == stored.epoch && r.first_seq <= received)
+            {
+                if let Ok(updates) = protocol::codec::decode::<Vec<Sequenced>>(&record.updates) {
+                    for u in updates.iter().filter(|u| u.seq <= received) {
+                        loaded.trail.note(u.client_id, u.client_seq, u.seq);
+                    }
+                }
+            }
             let wanted: Vec<Record> = records
                 .into_iter()
                 .filter(|r| r.epoch == stored.epoch && r.last_seq > received)
@@ -244,10 +256,15 @@ impl Actor {
                 }
             };
             let received = loaded.received_seq;
+            let updates: Vec<Sequenced> =
+                updates.into_iter().filter(|u| u.seq > received).collect();
+            for u in &updates {
+                loaded.trail.note(u.client_id, u.client_seq, u.seq);
+            }
             loaded.queue.push_back(Batch {
                 first_seq: received + 1,
                 last_seq: record.last_seq,
-                updates: updates.into_iter().filter(|u| u.seq > received).collect(),
+                updates,
                 size: (record.width, record.height),
                 lease: Lease::default(),
                 raw: Bytes::new(),
@@ -284,6 +301,9 @@ impl Loaded {
             .into_iter()
             .filter(|u| u.seq > received)
             .collect();
+        for u in &updates {
+            self.trail.note(u.client_id, u.client_seq, u.seq);
+        }
         self.received_seq = batch.last_seq;
         self.promised_seq = self.promised_seq.max(batch.last_seq);
         self.queue.push_back(Batch {

@@ -131,6 +131,7 @@ impl Loaded {
             width,
             height,
             lease_timeout_ms,
+            sessions: self.trail.marks(),
         }
     }
 

@@ -22,12 +22,20 @@ impl Actor {
             Ok(Some((raster, stored))) => {
                 let seq = stored.meta.seq;
                 tracing::info!(picture = %self.id, seq, width = raster.width(), height = raster.height(), elapsed_ms = started.elapsed().as_millis() as u64, "picture loaded");
-                self.open(Loaded::new(raster, Some(stored)));
+                self.open(Loaded::new(
+                    raster,
+                    Some(stored),
+                    self.shared.config.session_trail,
+                ));
             }
             Ok(None) => match self.picture.unloaded_mut().and_then(|u| u.create_size) {
                 Some((width, height)) => {
                     tracing::info!(picture = %self.id, width, height, "picture created");
-                    self.open(Loaded::new(Raster::new(width, height), None));
+                    self.open(Loaded::new(
+                        Raster::new(width, height),
+                        None,
+                        self.shared.config.session_trail,
+                    ));
                 }
                 None => {
                     // Only snapshots without `create` and releases asked: nothing to open.

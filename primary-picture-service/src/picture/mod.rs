@@ -44,6 +44,7 @@ mod jobs;
 mod lease;
 mod load;
 mod snapshot;
+mod trail;
 mod waiters;
 
 use std::collections::VecDeque;
@@ -67,6 +68,7 @@ use self::apply::Batch;
 use self::flush::{DurableKind, DurableWaiter, Write, WriteResult};
 use self::lease::{Acquirer, LeaseNeed, LeaseState, Owning};
 use self::snapshot::{Encoding, SnapshotWaiter};
+use self::trail::SessionTrail;
 use self::waiters::Waiters;
 
 type Reply<T> = oneshot::Sender<Result<T, PpsError>>;
@@ -155,6 +157,8 @@ struct Loaded {
     /// The write-ahead log refused a batch for being full: flush now, not at the interval, to
     /// free it.
     wal_full: bool,
+    /// The recent clients' highest `client_seq`s, for the next lease grant.
+    trail: SessionTrail,
 }
 
 impl Unloaded {
@@ -172,7 +176,7 @@ impl Unloaded {
 impl Loaded {
     /// A picture just opened: exactly what storage holds (`stored`), or blank and never stored.
     /// The one place its seqs start; they go with it in [`Actor::lose`].
-    fn new(raster: Raster, stored: Option<StoredPicture>) -> Self {
+    fn new(raster: Raster, stored: Option<StoredPicture>, session_trail: usize) -> Self {
         let record = stored
             .as_ref()
             .map_or(Ownership::NONE, |s| s.meta.ownership);
@@ -196,6 +200,7 @@ impl Loaded {
             promised_seq: seq,
             wal_waiting: VecDeque::new(),
             wal_full: false,
+            trail: SessionTrail::new(session_trail),
             flushed_seq: seq,
             version,
             queue: VecDeque::new(),
