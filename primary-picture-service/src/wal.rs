@@ -16,6 +16,11 @@
 //! - **A failed write stops the log.** After a write or sync error nobody knows what the disk
 //!   holds (the lesson of PostgreSQL's fsync bug): every append fails from then on, until the
 //!   service restarts and reads the log back. Nothing is confirmed that is not on disk.
+//! - **Preallocated segments.** A segment is created full size and zero-filled (the next one
+//!   by a helper thread while the current one fills, as PostgreSQL does with its WAL), then
+//!   written from the start: a sync then never has to change the file's size, which made it
+//!   7x faster and half the CPU here (0.25 instead of 1.9 ms, 72 instead of 140 us;
+//!   BENCHMARKS.md, "Write-ahead log"). A zero length is the end of a segment's records.
 //! - **Records** are `u32` length, `u32` CRC-32 of the payload, then the payload (a bincode
 //!   [`Record`]); reading stops at the first short or damaged record (a write torn by the
 //!   crash), which is the end of the log.
@@ -245,8 +250,9 @@ fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     Ok(files)
 }
 
-/// The records of one segment up to its end or its first damaged record, and the bytes they
-/// take (a damaged tail is cut off, so the next start reads the same).
+/// The records of one segment up to its end (the file's, or the zeros of its preallocated
+/// rest) or its first damaged record, and the bytes they take (a damaged tail is cut off, so
+/// the next start reads the same).
 fn read_segment(path: &Path) -> Result<(Vec<Record>, u64), WalError> {
     let mut bytes = Vec::new();
     File::open(path)
@@ -257,6 +263,10 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64), WalError> {
     while let Some(header) = bytes.get(at..at + 8) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 && bytes[at..].iter().all(|&b| b == 0) {
+            // The preallocated rest of the segment: the records end here, nothing is damaged.
+            return Ok((records, at as u64));
+        }
         let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
             break;
         };
@@ -278,6 +288,47 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64), WalError> {
             .map_err(|e| io(path, "truncate", e))?;
     }
     Ok((records, at as u64))
+}
+
+/// Creates `{number}.prealloc`: `bytes` of zeros, on disk.
+fn prepare(dir: &Path, number: u64, bytes: u64) -> std::io::Result<PathBuf> {
+    let tmp = dir.join(format!("{number:016}.prealloc.tmp"));
+    let done = dir.join(format!("{number:016}.prealloc"));
+    let mut file = File::create(&tmp)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    std::fs::rename(&tmp, &done)?;
+    Ok(done)
+}
+
+/// Makes segment `number` from its preallocated file (or, when preallocating failed, a new
+/// empty one) and makes its name durable: records confirmed in it must not vanish with a
+/// directory entry the crash did not keep.
+fn open_segment(
+    dir: &Path,
+    number: u64,
+    prepared: std::io::Result<PathBuf>,
+) -> Result<(PathBuf, File), WalError> {
+    let path = dir.join(format!("{number:016}.wal"));
+    let file = match prepared.and_then(|prealloc| std::fs::rename(&prealloc, &path)) {
+        // Written from the start, over the zeros.
+        Ok(()) => OpenOptions::new().write(true).open(&path),
+        Err(error) => {
+            tracing::warn!(%error, segment = %path.display(), "write-ahead log segment not preallocated: appending to an empty file (slower syncs)");
+            OpenOptions::new().create(true).append(true).open(&path)
+        }
+    }
+    .map_err(|e| io(&path, "create", e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, "sync", e))?;
+    Ok((path, file))
 }
 
 fn encode(record: &Record) -> Vec<u8> {
@@ -312,6 +363,8 @@ struct Writer {
     /// The first segment this process wrote: the ones before it are from before the start.
     first_own: u64,
     file: File,
+    /// The next segment, being preallocated by a helper thread.
+    preparing: Option<(u64, std::thread::JoinHandle<std::io::Result<PathBuf>>)>,
     /// Why the log stopped taking appends, after a failed write.
     failed: Option<String>,
     /// Holds the directory's lock while the writer runs.
@@ -327,12 +380,15 @@ impl Writer {
         next: u64,
         lock: File,
     ) -> Result<Writer, WalError> {
-        let path = config.dir.join(format!("{next:016}.wal"));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io(&path, "create", e))?;
+        // Preallocations a crash interrupted or left unused.
+        for entry in std::fs::read_dir(&config.dir).map_err(|e| io(&config.dir, "list", e))? {
+            let entry = entry.map_err(|e| io(&config.dir, "list", e))?;
+            if entry.file_name().to_string_lossy().contains(".prealloc") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let prepared = prepare(&config.dir, next, config.segment_bytes);
+        let (path, file) = open_segment(&config.dir, next, prepared)?;
         segments.insert(
             next,
             Segment {
@@ -341,16 +397,32 @@ impl Writer {
                 pictures: HashMap::new(),
             },
         );
-        Ok(Writer {
+        let mut writer = Writer {
             config,
             segments,
             current: next,
             first_own: next,
             file,
+            preparing: None,
             failed: None,
             _lock: lock,
             flushed: HashMap::new(),
-        })
+        };
+        writer.prepare_next();
+        Ok(writer)
+    }
+
+    /// Starts preallocating the segment after the current one.
+    fn prepare_next(&mut self) {
+        let (dir, number, bytes) = (
+            self.config.dir.clone(),
+            self.current + 1,
+            self.config.segment_bytes,
+        );
+        let spawned = std::thread::Builder::new()
+            .name("wal-prealloc".to_string())
+            .spawn(move || prepare(&dir, number, bytes));
+        self.preparing = spawned.ok().map(|handle| (number, handle));
     }
 
     fn total_bytes(&self) -> u64 {
@@ -428,6 +500,10 @@ impl Writer {
             }
             metrics::gauge!("pps_wal_bytes").set(self.total_bytes() as f64);
         }
+        // Closed: the next segment's preallocation finishes (the next start removes it).
+        if let Some((_, preparing)) = self.preparing.take() {
+            let _ = preparing.join();
+        }
     }
 
     /// Starts a new segment when the current one is full; deletes the older segments storage
@@ -436,12 +512,15 @@ impl Writer {
         let current_bytes = self.segments.get(&self.current).map_or(0, |s| s.bytes);
         if current_bytes >= self.config.segment_bytes {
             let next = self.current + 1;
-            let path = self.config.dir.join(format!("{next:016}.wal"));
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| io(&path, "create", e))?;
+            // Started a whole segment ago: normally done.
+            let prepared = match self.preparing.take() {
+                Some((number, handle)) if number == next => handle
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("preallocation panicked"))),
+                _ => Err(std::io::Error::other("no preallocation")),
+            };
+            let (path, file) = open_segment(&self.config.dir, next, prepared)?;
+            self.file = file;
             self.segments.insert(
                 next,
                 Segment {
@@ -451,6 +530,7 @@ impl Writer {
                 },
             );
             self.current = next;
+            self.prepare_next();
         }
         let flushed = &self.flushed;
         let useless: Vec<u64> = self
@@ -581,16 +661,30 @@ mod tests {
         wal.append(record("a", 3, 4)).await.unwrap().unwrap();
         drop(wal);
         let (_, path) = segment_files(dir.path()).unwrap().pop().unwrap();
-        let len = std::fs::metadata(&path).unwrap().len();
-        // The crash tore the last record.
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 5)
-            .unwrap();
-        let (_wal, recovered) = Wal::open(config(dir.path(), 1 << 20, 1 << 20)).unwrap();
+        // Preallocated: the records, then zeros.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+        let end = (encode(&record("a", 1, 2)).len() + encode(&record("a", 3, 4)).len()) as u64;
+        // The crash tore the last record: its end never reached the disk.
+        let mut file = OpenOptions::new().write(true).open(&path).unwrap();
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(end - 5)).unwrap();
+        file.write_all(&[0; 5]).unwrap();
+        drop(file);
+        let (wal, recovered) = Wal::open(config(dir.path(), 1 << 20, 1 << 20)).unwrap();
         assert_eq!(recovered, vec![record("a", 1, 2)]);
+        // Cut off for good, and the records after the restart go to a new segment.
+        wal.append(record("a", 3, 3)).await.unwrap().unwrap();
+        drop(wal);
+        let (_, recovered) = Wal::open(config(dir.path(), 1 << 20, 1 << 20)).unwrap();
+        assert_eq!(recovered, vec![record("a", 1, 2), record("a", 3, 3)]);
+        // No preallocation is left behind by a closed log but the next segment's.
+        let leftovers = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0);
     }
 
     #[tokio::test]
