@@ -43,7 +43,10 @@ pub async fn run_durable(
     clients: usize,
     rate: f64,
 ) -> anyhow::Result<DurableReport> {
-    anyhow::ensure!(clients > 0 && rate > 0.0, "durable needs clients and a rate");
+    anyhow::ensure!(
+        clients > 0 && rate > 0.0,
+        "durable needs clients and a rate"
+    );
     let run_id: u32 = rand::thread_rng().gen();
     let picture = picture_id(&common.picture, run_id, 0);
     let (side_w, side_h) = common.size;
@@ -313,7 +316,9 @@ async fn timed_full_join(url: &str, picture: &str, lz4: bool) -> anyhow::Result<
     let start = Instant::now();
     let client = Client::connect_with(url, picture, options).await?;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    client.close(Instant::now() + Duration::from_secs(5)).await?;
+    client
+        .close(Instant::now() + Duration::from_secs(5))
+        .await?;
     Ok(ms)
 }
 

@@ -322,9 +322,9 @@ pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::R
                 run_w3(url, &common, strokes, join, repeats, draw_rate, cold_wait).await?,
             )?
         }
-        Workload::Durable { clients, rate } => serde_json::to_value(
-            durability::run_durable(url, &common, clients, rate).await?,
-        )?,
+        Workload::Durable { clients, rate } => {
+            serde_json::to_value(durability::run_durable(url, &common, clients, rate).await?)?
+        }
         Workload::Resume {
             side,
             strokes,
