@@ -91,8 +91,8 @@ pub(crate) async fn serve(
     let bytes_rate = config.rate_bytes as f64;
     let mut bytes = Bucket::new(bytes_rate, bytes_rate);
 
-    // Keepalive: a ping every `--ws-ping-interval`; a client heard from for none of
-    // `--ws-idle-timeout` is closed (1001).
+    // Keepalive: a ping every `--ws-ping-interval`; a client not heard from (no frame, no
+    // pong) for `--ws-idle-timeout` is closed with 1001.
     let mut next_ping = Instant::now() + config.ws_ping_interval;
     let mut heard = Instant::now();
     loop {
