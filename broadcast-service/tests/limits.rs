@@ -13,7 +13,7 @@ use common::{deadline, raw_join, raw_next, raw_until_close, PpsServer, Raw, RawE
 use futures::{SinkExt, StreamExt};
 use primary_picture_service::service::PpsConfig;
 use protocol::{codec, ClientMsg, Op, Point, ServerMsg};
-use raster_client::Client;
+use raster_client::{Client, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -339,6 +339,18 @@ async fn silent_clients_are_pinged_then_closed() {
     // A client that answers pings (tungstenite does, as browsers do) stays.
     let (mut alive, _) = raw_join(&server, "idle").await;
     let mut mute = mute_join(&server, "idle").await;
+    // So does the Rust client, which only reads.
+    let mut reader = Client::connect(&server.url, "idle", None).await.unwrap();
+    let rust_client = tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_millis(2500);
+        while Instant::now() < until {
+            if let Ok(event) = tokio::time::timeout_at(until, reader.next_event()).await {
+                let event = event.unwrap();
+                assert!(!matches!(event, Event::Closed { .. }), "closed: {event:?}");
+            }
+        }
+        reader
+    });
     let started = Instant::now();
     let mut pings = 0;
     while started.elapsed() < Duration::from_millis(2500) {
@@ -355,6 +367,11 @@ async fn silent_clients_are_pinged_then_closed() {
     assert!(opcodes.contains(&0x9), "pinged: {opcodes:?}");
     assert_eq!(code, Some(1001));
     draws(&mut alive, 1).await;
+    let reader = rust_client.await.unwrap();
+    assert_eq!(
+        reader.close_with(1000, "done", deadline()).await.unwrap(),
+        Some(1000)
+    );
     let page = metrics(&server).await;
     assert!(page.contains("bs_idle_clients_closed_total"));
     server.stop().await;
