@@ -1,7 +1,7 @@
 //! Configuration: every flag has an environment-variable equivalent, and the defaults run on
 //! a laptop (embedded mode, filesystem store under `./data`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
@@ -147,6 +147,58 @@ pub struct Config {
     #[arg(long, env = "BS_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// An HTTP request whose headers have not all arrived this long after the connection
+    /// became ready for it (a new connection, or an idle kept-alive one) is answered by closing
+    /// the connection: a client trickling its headers (slowloris) holds a socket this long at
+    /// most. Idle kept-alive HTTP connections are closed after it too.
+    #[arg(long, env = "BS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How often the service sends each WebSocket client a ping (the browser and the Rust client
+    /// answer by themselves); an answer, or any other frame, shows the client is alive.
+    #[arg(long, env = "BS_WS_PING_INTERVAL", default_value = "20s", value_parser = positive_duration)]
+    pub ws_ping_interval: Duration,
+
+    /// A WebSocket client from which nothing (no pong, no frame) has arrived for this long is
+    /// closed with 1001. Must be longer than `--ws-ping-interval`.
+    #[arg(long, env = "BS_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub ws_idle_timeout: Duration,
+
+    /// Most WebSocket connections (clients and relay links) this service holds at once; an
+    /// upgrade beyond it is answered 503 with `Retry-After`.
+    #[arg(long, env = "BS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Most client WebSocket connections from one IP address; an upgrade beyond it is answered
+    /// 429 with `Retry-After`. The address is the TCP peer's, or the client's from
+    /// `X-Forwarded-For` when the peer is one of `--trust-forwarded-for`.
+    #[arg(long, env = "BS_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+
+    /// The reverse proxies (IP addresses, comma-separated) whose `X-Forwarded-For` is believed:
+    /// a connection from one of them counts towards the address it names (the last one in the
+    /// header that is not itself a listed proxy). Default: none, every connection counts
+    /// towards its TCP peer.
+    #[arg(long, env = "BS_TRUST_FORWARDED_FOR", value_delimiter = ',')]
+    pub trust_forwarded_for: Vec<IpAddr>,
+
+    /// Most clients of one picture on this service; a join beyond it is answered 503 with
+    /// `Retry-After`.
+    #[arg(long, env = "BS_MAX_CLIENTS_PER_PICTURE", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_clients_per_picture: u32,
+
+    /// Most pictures with clients on this service at once; a join that would open one more is
+    /// answered 503 with `Retry-After`.
+    #[arg(long, env = "BS_MAX_OPEN_PICTURES", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_open_pictures: u32,
+
+    /// Most raster bytes (width * height * 4, summed over the pictures with clients on this
+    /// service); a join that would open a picture beyond it is answered 503 with `Retry-After`
+    /// (an existing picture bigger than its joiner asked for: `Error{503}` and close 1013 after
+    /// the `Welcome`). Accepts a plain number of bytes or a suffix `K`, `M`, `G` (powers of 1024).
+    #[arg(long, env = "BS_MAX_RASTER_BYTES", default_value = "4G", value_parser = parse_bytes)]
+    pub max_raster_bytes: u64,
+
     /// Log as JSON lines (for production log pipelines).
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -182,7 +234,51 @@ impl From<&LimitArgs> for Limits {
     }
 }
 
+/// A duration that is more than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!(
+            "{text:?} is zero: give a positive duration, e.g. 10s"
+        ));
+    }
+    Ok(duration)
+}
+
+/// A number of bytes: `4294967296`, `512M`, `4G` (K, M, G, T: powers of 1024); more than zero.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, shift) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 30),
+        Some((i, 't' | 'T')) => (&text[..i], 40),
+        _ => (text, 0),
+    };
+    let bytes = number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("invalid size {text:?}: expected e.g. 1073741824, 512M or 4G"))?;
+    if bytes == 0 {
+        return Err(format!("{text:?} is zero: give a positive size, e.g. 4G"));
+    }
+    Ok(bytes)
+}
+
 impl Config {
+    /// Checks what one flag alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ws_idle_timeout <= self.ws_ping_interval {
+            return Err(format!(
+                "--ws-idle-timeout ({:?}) must be longer than --ws-ping-interval ({:?}): a client answering every ping would be closed",
+                self.ws_idle_timeout, self.ws_ping_interval
+            ));
+        }
+        Ok(())
+    }
+
     /// The defaults, as if started with no flags and no environment (tests start from here).
     pub fn defaults() -> Self {
         Config::parse_from(["broadcast-service"])
@@ -202,6 +298,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
@@ -214,5 +311,40 @@ mod tests {
         assert_eq!(config.max_message_bytes, 2 * 1024 * 1024);
         assert_eq!(Limits::from(&config.limits), Limits::default());
         assert_eq!(config.pps.max_side, 4096);
+        assert_eq!(config.max_raster_bytes, 4 << 30);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_limits_are_refused_clearly() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["broadcast-service"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).map_err(|e| e.to_string())
+        };
+        for bad in [
+            &["--max-connections", "0"][..],
+            &["--max-connections-per-ip=-1"],
+            &["--max-clients-per-picture", "lots"],
+            &["--max-open-pictures", "0"],
+            &["--max-raster-bytes", "0"],
+            &["--max-raster-bytes", "4X"],
+            &["--header-read-timeout", "0s"],
+            &["--ws-ping-interval", "soon"],
+            &["--trust-forwarded-for", "proxy.example"],
+        ] {
+            let error = parse(bad).expect_err(&format!("{bad:?} accepted"));
+            let flag = bad[0].split('=').next().unwrap_or_default();
+            assert!(error.contains(flag), "{bad:?}: {error}");
+        }
+        let config = parse(&["--ws-ping-interval", "30s", "--ws-idle-timeout", "30s"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.validate().unwrap_err().contains("--ws-idle-timeout"));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1k"), Ok(1024));
+        assert!(parse_bytes("99999999999T").is_err());
+        let config =
+            parse(&["--trust-forwarded-for", "10.0.0.1,::1"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.trust_forwarded_for.len(), 2);
     }
 }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use protocol::{codec, ClientMsg, Limits, ServerMsg};
 use tungstenite::Message;
 
+use crate::admission::Permit;
 use crate::registry::JoinError;
 use crate::room::{Input, Wants};
 use crate::ws::{self, Socket};
@@ -54,6 +55,7 @@ pub(crate) async fn serve(
     picture: String,
     wants: Wants,
     session: Option<u64>,
+    permit: Permit,
 ) {
     let (outbox, mut stream) = ws::server_stream(socket, state.config.max_message_bytes).await;
     // Connection ids and client ids come from one counter: unique in this process.
@@ -72,8 +74,14 @@ pub(crate) async fn serve(
         };
     metrics::gauge!("bs_clients").increment(1.0);
     let _connected = scopeguard(|| metrics::gauge!("bs_clients").decrement(1.0));
-    if !matches!(joined.await, Ok(Ok(()))) {
+    let Ok(Ok((width, height))) = joined.await else {
         return; // the room told the client why and closed it
+    };
+    if let Err(refused) = permit.confirm_size(width, height) {
+        // The picture turned out bigger than its joiner asked for (PROTOCOL.md §12).
+        outbox.error_and_close(503, refused.message(), 1013);
+        let _ = input.send(Input::Leave { client_id, conn }).await;
+        return;
     }
     tracing::debug!(picture = %picture, client = client_id, "client joined");
 
@@ -83,14 +91,41 @@ pub(crate) async fn serve(
     let bytes_rate = config.rate_bytes as f64;
     let mut bytes = Bucket::new(bytes_rate, bytes_rate);
 
-    while let Some(message) = stream.next().await {
+    // Keepalive: a ping every `--ws-ping-interval`; a client not heard from (no frame, no
+    // pong) for `--ws-idle-timeout` is closed with 1001.
+    let mut next_ping = Instant::now() + config.ws_ping_interval;
+    let mut heard = Instant::now();
+    loop {
+        let idle_at = heard + config.ws_idle_timeout;
+        let message = tokio::select! {
+            message = stream.next() => message,
+            () = tokio::time::sleep_until(next_ping.min(idle_at).into()) => {
+                let now = Instant::now();
+                if now >= idle_at {
+                    metrics::counter!("bs_idle_clients_closed_total").increment(1);
+                    tracing::debug!(picture = %picture, client = client_id, "client idle; closing");
+                    outbox.close(IDLE_CLOSE, "idle timeout: no frame or pong received");
+                    break;
+                }
+                outbox.ping(b"keepalive");
+                next_ping = now + config.ws_ping_interval;
+                continue;
+            }
+        };
+        let Some(message) = message else { break };
+        heard = Instant::now();
         let frame: Bytes = match message {
             Ok(Message::Binary(frame)) => frame,
             Ok(Message::Text(_)) => {
                 outbox.error_and_close(400, "text frames are not part of the protocol", 1003);
                 break;
             }
-            Ok(Message::Close(_)) => break,
+            Ok(Message::Close(_)) => {
+                // The client closes: tungstenite has queued the answer (the same code, RFC 6455
+                // §5.5.1); flushing hands it to the outbox, which shuts the socket after it.
+                let _ = stream.flush().await;
+                break;
+            }
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
             Err(error) => {
                 if is_too_big(&error) {
@@ -147,8 +182,12 @@ pub(crate) async fn serve(
         }
     }
     let _ = input.send(Input::Leave { client_id, conn }).await;
+    drop(permit);
     tracing::debug!(picture = %picture, client = client_id, "client left");
 }
+
+/// The close code of a client that stopped answering (`--ws-idle-timeout`): going away.
+pub(crate) const IDLE_CLOSE: u16 = 1001;
 
 /// Whether a read failed because the message was over the size limit.
 fn is_too_big(error: &tungstenite::Error) -> bool {

@@ -7,11 +7,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use protocol::codec;
 use protocol::relay::RelayUp;
 use tungstenite::Message;
 
+use crate::admission::Permit;
 use crate::room::Input;
 use crate::ws::{self, Socket};
 use crate::AppState;
@@ -22,6 +23,7 @@ pub(crate) async fn serve(
     state: Arc<AppState>,
     picture: String,
     since: Option<u64>,
+    permit: Permit,
 ) {
     // A relayed draw is a client's draw with 16 bytes more.
     let (outbox, mut stream) = ws::server_stream(socket, state.config.max_message_bytes + 64).await;
@@ -51,7 +53,11 @@ pub(crate) async fn serve(
     while let Some(message) = stream.next().await {
         let frame: Bytes = match message {
             Ok(Message::Binary(frame)) => frame,
-            Ok(Message::Close(_)) => break,
+            Ok(Message::Close(_)) => {
+                // Answer it (RFC 6455 §5.5.1): tungstenite queued the reply, the flush sends it.
+                let _ = stream.flush().await;
+                break;
+            }
             Ok(Message::Text(_)) => {
                 outbox.error_and_close(400, "text frames are not part of the relay link", 1003);
                 break;
@@ -104,4 +110,5 @@ pub(crate) async fn serve(
         }
     }
     let _ = input.send(Input::RelayLeave { relay }).await;
+    drop(permit);
 }

@@ -1,15 +1,24 @@
 //! The HTTP front door (PROTOCOL.md §1): WebSocket upgrade, `snapshot.png`, the browser client,
-//! health, readiness and metrics. Errors become responses here, at the edge.
+//! liveness, readiness and metrics, and the HTTP/1.1 server under them. Errors become responses
+//! here, at the edge.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use protocol::pps::{PpsError, Snapshot, SnapshotImage, SnapshotRequest};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
 
 use crate::AppState;
 
@@ -21,10 +30,83 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/", get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
         .route("/p/{id}", get(picture_page))
         .route("/static/{*path}", get(|Path(path): Path<String>, headers: HeaderMap| async move { asset(&path, &headers) }))
+        // Liveness: the process serves HTTP. `/healthz` is its older name, kept.
+        .route("/livez", get(|| async { "ok\n" }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// Serves HTTP/1.1 (and WebSocket upgrades) on `listener` until `shutdown` resolves, then
+/// waits for the requests in flight. A connection whose request headers are not complete
+/// `header_read_timeout` after it is ready for a request is closed (hyper's timer: slowloris
+/// clients, idle kept-alive connections). Upgraded connections are not tracked here: they are
+/// closed by the registry's shutdown.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Dropping `stop` tells every connection to finish; `done` closes once they all have.
+    let (stop, stopping) = watch::channel(());
+    let (done, connections) = watch::channel(());
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // wait a little instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Updates are small and latency matters: no Nagle delay on client sockets.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let stopping = stopping.clone();
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let mut stopping = stopping;
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "http connection ended");
+                    }
+                }
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(connections);
+        });
+    }
+    drop(listener);
+    drop(stop);
+    drop(connections);
+    done.closed().await;
 }
 
 fn bad_request(message: String) -> Response {
@@ -57,6 +139,7 @@ fn requested_size(query: &HashMap<String, String>, state: &AppState) -> Result<(
 
 async fn ws(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     mut request: Request,
@@ -121,8 +204,19 @@ async fn ws(
     if state.registry.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    if let Err(refusal) = crate::ws::accept(&request) {
+        return refusal.into_response();
+    }
+    let ip = state.admission.client_ip(peer, request.headers());
+    let permit = match state.admission.admit_client(ip, &id, size) {
+        Ok(permit) => permit,
+        Err(refused) => {
+            tracing::debug!(%ip, picture = %id, reason = refused.label(), "connection refused");
+            return refused.into_response();
+        }
+    };
     upgrade(&mut request, move |socket| {
-        crate::connection::serve(socket, state, id, wants, session)
+        crate::connection::serve(socket, state, id, wants, session, permit)
     })
 }
 
@@ -170,8 +264,15 @@ async fn relay(
         )
             .into_response();
     }
+    if let Err(refusal) = crate::ws::accept(&request) {
+        return refusal.into_response();
+    }
+    let permit = match state.admission.admit_relay() {
+        Ok(permit) => permit,
+        Err(refused) => return refused.into_response(),
+    };
     upgrade(&mut request, move |socket| {
-        crate::downstream::serve(socket, state, id, since)
+        crate::downstream::serve(socket, state, id, since, permit)
     })
 }
 

@@ -8,7 +8,9 @@
 //! # Layout
 //!
 //! - [`config`]: flags and their environment variables.
-//! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics).
+//! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics)
+//!   and the HTTP/1.1 server under them (header-read timeout).
+//! - `admission`: connection, picture and raster-byte limits checked before an upgrade.
 //! - `connection`: one client's reader (decode, limits, rate limit) feeding its room.
 //! - `outbox`: one client's bounded, byte-accounted outbound queue and its batching writer.
 //! - `pending`: the pending log as a plain state machine (the join rule lives here).
@@ -24,6 +26,7 @@
 //! store, or remote picture services at `--pps-url`); [`run_with`] takes any
 //! [`PictureService`]s.
 
+mod admission;
 mod cluster;
 pub mod config;
 mod connection;
@@ -43,7 +46,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use primary_picture_service::config::make_store;
 use primary_picture_service::remote::{RemoteOptions, RemotePps};
@@ -62,6 +64,8 @@ pub(crate) struct AppState {
     config: Config,
     limits: protocol::Limits,
     registry: Arc<Registry>,
+    /// Limits on connections, clients per picture, open pictures and raster bytes.
+    admission: Arc<admission::Admission>,
     metrics: PrometheusHandle,
     /// Client ids are unique within this process and unlikely to repeat across restarts
     /// (they start at a random point), so a reconnecting client never mistakes another
@@ -159,6 +163,7 @@ pub async fn run_with(
         config.pps.max_side
     );
     anyhow::ensure!(!pps.is_empty(), "no picture service");
+    config.validate().map_err(anyhow::Error::msg)?;
     let advertise_url = config.advertise_url(listener.local_addr()?);
     let links = pps
         .into_iter()
@@ -172,6 +177,7 @@ pub async fn run_with(
     let state = Arc::new(AppState {
         limits: protocol::Limits::from(&config.limits),
         registry: registry.clone(),
+        admission: admission::Admission::new(&config),
         metrics: prometheus(),
         next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
         config,
@@ -180,23 +186,21 @@ pub async fn run_with(
     tracing::info!(%addr, %advertise_url, "broadcast service listening");
     let drain = registry.clone();
     let deadline = state.config.drain_timeout;
-    // Updates are small and latency matters: no Nagle delay on client sockets.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async move {
+    let header_read_timeout = state.config.header_read_timeout;
+    http::serve(
+        listener,
+        http::router(state),
+        header_read_timeout,
+        async move {
             shutdown.await;
             tracing::info!(
                 "shutting down: closing clients and handing logs to the picture service"
             );
             // Upgraded WebSocket connections are not tracked by the HTTP server: close them here.
             tokio::spawn(async move { drain.shutdown(deadline).await });
-        })
-        .await
-        .context("http server failed")?;
+        },
+    )
+    .await;
     let left = registry.shutdown(deadline).await;
     if left > 0 {
         tracing::error!(

@@ -2,12 +2,17 @@
 //! SIGTERM or ctrl-c.
 
 use broadcast_service::Config;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use primary_picture_service::process::{init_logs, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Err(message) = config.validate() {
+        Config::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
     init_logs(config.log_json);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     broadcast_service::run(config, listener, shutdown_signal()).await

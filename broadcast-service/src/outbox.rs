@@ -148,6 +148,11 @@ impl Outbox {
         self.push(ANY_GENERATION, frames, false, close)
     }
 
+    /// Sends a WebSocket ping (its answer shows the client is alive, `--ws-idle-timeout`).
+    pub(crate) fn ping(&self, payload: &[u8]) -> bool {
+        self.push(ANY_GENERATION, ws::ping_frame(payload), false, false)
+    }
+
     /// Makes every frame queued so far stale; frames sent from now on are written.
     pub(crate) fn start_new_generation(&self) {
         self.shared.generation.fetch_add(1, Ordering::Relaxed);

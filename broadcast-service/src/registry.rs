@@ -50,8 +50,9 @@ pub(crate) struct Registry {
     me: Weak<Registry>,
 }
 
-/// Resolves when the client's `Welcome` is queued (`Err`: it will not be).
-pub(crate) type Joined = oneshot::Receiver<Result<(), ()>>;
+/// Resolves when the client's `Welcome` is queued, with the picture's width and height
+/// (`Err`: it will not be).
+pub(crate) type Joined = oneshot::Receiver<Result<(u32, u32), ()>>;
 
 #[derive(Debug)]
 pub(crate) enum JoinError {

@@ -152,6 +152,11 @@ pub(crate) fn binary_frame_in(mut buf: BytesMut) -> Bytes {
     buf.freeze().slice(start..)
 }
 
+/// A ping frame carrying `payload` (at most 125 bytes).
+pub(crate) fn ping_frame(payload: &[u8]) -> Bytes {
+    frame(0x9, &payload[..payload.len().min(125)])
+}
+
 /// A close frame with `code` and `reason` (at most 123 bytes of it, cut at a char boundary).
 pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);
@@ -271,6 +276,7 @@ mod tests {
         assert_eq!(&big[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
         assert_eq!(big.len(), 70_010);
         assert_eq!(&close_frame(1013, "busy")[..], b"\x88\x06\x03\xf5busy");
+        assert_eq!(&ping_frame(b"hi")[..], b"\x89\x02hi");
         // Framing in place gives the same bytes.
         for n in [0, 1, 125, 126, 300, 65_535, 65_536, 70_000] {
             let payload: Vec<u8> = (0..n).map(|i| i as u8).collect();

@@ -28,7 +28,7 @@ use protocol::snapshot::{decode_lz4, decode_png};
 use protocol::{codec, ClientMsg, Op, Raster, Sequenced, ServerMsg};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -428,6 +428,20 @@ impl Client {
         self.receiver.wait_closed(deadline).await
     }
 
+    /// Says goodbye with a close `code` and `reason`, reads until the server closes (at most
+    /// until `deadline`) and returns the code of the server's answering close frame (`None`:
+    /// it had none, or the connection just ended).
+    pub async fn close_with(
+        mut self,
+        code: u16,
+        reason: &str,
+        deadline: Instant,
+    ) -> Result<Option<u16>, ClientError> {
+        self.sender.close_with(code, reason).await?;
+        self.receiver.wait_closed(deadline).await?;
+        Ok(self.receiver.close_code())
+    }
+
     /// The highest `client_seq` sent so far.
     pub fn last_client_seq(&self) -> u64 {
         self.sender.last_client_seq()
@@ -550,7 +564,20 @@ impl Sender {
 
     /// Sends a close frame; the receiver then sees the server's close.
     pub async fn close(&mut self) -> Result<(), ClientError> {
-        match self.sink.send(Message::Close(None)).await {
+        self.send_close(None).await
+    }
+
+    /// Sends a close frame with `code` and `reason` (the server answers with the same code).
+    pub async fn close_with(&mut self, code: u16, reason: &str) -> Result<(), ClientError> {
+        self.send_close(Some(CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        }))
+        .await
+    }
+
+    async fn send_close(&mut self, frame: Option<CloseFrame>) -> Result<(), ClientError> {
+        match self.sink.send(Message::Close(frame)).await {
             Ok(()) => Ok(()),
             // The server closed first: nothing left to say.
             Err(e) if ends_connection(&e) => Ok(()),
@@ -932,6 +959,12 @@ impl Receiver {
         }
     }
 
+    /// The code of the server's close frame, once the connection has ended (`None` before,
+    /// or when it ended without a code).
+    pub fn close_code(&self) -> Option<u16> {
+        self.closed.as_ref().and_then(|(code, _)| *code)
+    }
+
     /// Reads (discarding events) until the connection ends, at most until `deadline`.
     pub async fn wait_closed(&mut self, deadline: Instant) -> Result<(), ClientError> {
         while self.closed.is_none() {
@@ -1037,9 +1070,7 @@ fn ends_connection(error: &tokio_tungstenite::tungstenite::Error) -> bool {
     }
 }
 
-fn close_parts(
-    frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
-) -> (Option<u16>, String) {
+fn close_parts(frame: Option<CloseFrame>) -> (Option<u16>, String) {
     match frame {
         Some(frame) => (Some(u16::from(frame.code)), frame.reason.to_string()),
         None => (None, String::new()),

@@ -1,6 +1,6 @@
 //! The services-mode server: broadcast services connect to `GET /bs` (a WebSocket carrying
-//! bincode [`ToPps`] requests and [`FromPps`] replies and events), plus `GET /healthz`,
-//! `GET /readyz` and `GET /metrics` for Kubernetes and Prometheus.
+//! bincode [`ToPps`] requests and [`FromPps`] replies and events), plus `GET /livez` (alias
+//! `GET /healthz`), `GET /readyz` and `GET /metrics` for Kubernetes and Prometheus.
 //!
 //! Requests of one connection are handed to the [`Pps`] in arrival order, in the read loop
 //! itself (enqueueing does not block), so batches of a picture keep their order; each reply is
@@ -88,6 +88,8 @@ pub async fn serve_with(
     };
     let app = Router::new()
         .route("/bs", get(bs_socket))
+        // Liveness; `/healthz` is its older name, kept.
+        .route("/livez", get(|| async { "ok" }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))

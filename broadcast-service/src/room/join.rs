@@ -115,7 +115,7 @@ impl Room {
     pub(super) fn start_join(
         &mut self,
         subscriber: Subscriber,
-        joined: Option<oneshot::Sender<Result<(), ()>>>,
+        joined: Option<oneshot::Sender<Result<(u32, u32), ()>>>,
         resyncs: VecDeque<Instant>,
     ) {
         let join = self.next_join;
@@ -357,7 +357,7 @@ impl Room {
         self.tell_durable(&mut client);
         self.clients.insert(joining.client_id, client);
         if let Some(joined) = joining.joined {
-            let _ = joined.send(Ok(()));
+            let _ = joined.send(Ok((opened.width, opened.height)));
         }
         self.log.unpin(join);
         self.clients_changed();

@@ -155,7 +155,7 @@ pub(crate) struct JoinRequest {
     pub outbox: Outbox,
     pub wants: Wants,
     /// Tells the reader it may start reading the client's messages.
-    pub joined: oneshot::Sender<Result<(), ()>>,
+    pub joined: oneshot::Sender<Result<(u32, u32), ()>>,
 }
 
 /// A relay link opening at the sequencer.
@@ -254,7 +254,7 @@ struct Joining {
     /// It asked to resume after a seq the picture does not have (for the metrics).
     resume_refused: bool,
     /// `None` for a resync of a client that is already reading.
-    joined: Option<oneshot::Sender<Result<(), ()>>>,
+    joined: Option<oneshot::Sender<Result<(u32, u32), ()>>>,
     started: Instant,
     resyncs: VecDeque<Instant>,
     /// Its snapshot is asked for (only once the room knows whom to ask).
