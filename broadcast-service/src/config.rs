@@ -182,6 +182,13 @@ pub struct Config {
     #[arg(long, env = "BS_TRUST_FORWARDED_FOR", value_delimiter = ',')]
     pub trust_forwarded_for: Vec<IpAddr>,
 
+    /// Web pages of other origins (`https://app.example.com`, comma-separated; `*` for any)
+    /// allowed to open WebSockets here, besides the service's own pages (an `Origin` whose host
+    /// and port are the request's `Host`). A browser's upgrade from any other origin is
+    /// answered 403. Requests without an `Origin` (programs, the CLI) are not affected.
+    #[arg(long, env = "BS_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = crate::origin::parse_origin)]
+    pub allowed_origins: Vec<String>,
+
     /// Most clients of one picture on this service; a join beyond it is answered 503 with
     /// `Retry-After`.
     #[arg(long, env = "BS_MAX_CLIENTS_PER_PICTURE", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -332,6 +339,7 @@ mod tests {
             &["--header-read-timeout", "0s"],
             &["--ws-ping-interval", "soon"],
             &["--trust-forwarded-for", "proxy.example"],
+            &["--allowed-origins", "app.example.com"],
         ] {
             let error = parse(bad).expect_err(&format!("{bad:?} accepted"));
             let flag = bad[0].split('=').next().unwrap_or_default();

@@ -147,6 +147,25 @@ async fn ws(
     if let Err(message) = check_id(&id) {
         return bad_request(message);
     }
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let origin = header(header::ORIGIN);
+    if !state.origins.allows(origin, header(header::HOST)) {
+        metrics::counter!("bs_connections_refused_total", "reason" => "origin").increment(1);
+        tracing::debug!(picture = %id, origin = origin.unwrap_or_default(), "upgrade from a foreign origin refused");
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "origin {:?} may not open connections here (see --allowed-origins)\n",
+                origin.unwrap_or_default()
+            ),
+        )
+            .into_response();
+    }
     let size = match requested_size(&query, &state) {
         Ok(size) => size,
         Err(message) => return bad_request(message),

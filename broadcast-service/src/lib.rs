@@ -11,6 +11,7 @@
 //! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics)
 //!   and the HTTP/1.1 server under them (header-read timeout).
 //! - `admission`: connection, picture and raster-byte limits checked before an upgrade.
+//! - `origin`: which web pages may open a WebSocket here.
 //! - `connection`: one client's reader (decode, limits, rate limit) feeding its room.
 //! - `outbox`: one client's bounded, byte-accounted outbound queue and its batching writer.
 //! - `pending`: the pending log as a plain state machine (the join rule lives here).
@@ -32,6 +33,7 @@ pub mod config;
 mod connection;
 mod downstream;
 mod http;
+mod origin;
 mod outbox;
 mod pending;
 mod registry;
@@ -66,6 +68,8 @@ pub(crate) struct AppState {
     registry: Arc<Registry>,
     /// Limits on connections, clients per picture, open pictures and raster bytes.
     admission: Arc<admission::Admission>,
+    /// `--allowed-origins`, for browsers' upgrades.
+    origins: origin::AllowedOrigins,
     metrics: PrometheusHandle,
     /// Client ids are unique within this process and unlikely to repeat across restarts
     /// (they start at a random point), so a reconnecting client never mistakes another
@@ -178,6 +182,7 @@ pub async fn run_with(
         limits: protocol::Limits::from(&config.limits),
         registry: registry.clone(),
         admission: admission::Admission::new(&config),
+        origins: origin::AllowedOrigins::new(&config.allowed_origins),
         metrics: prometheus(),
         next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
         config,

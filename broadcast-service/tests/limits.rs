@@ -408,6 +408,37 @@ async fn connections_over_the_total_are_refused_with_503() {
 }
 
 #[tokio::test]
+async fn browsers_on_foreign_origins_are_refused_with_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--allowed-origins", "https://app.example.com"],
+    )
+    .await;
+    // tungstenite sends `Host: 127.0.0.1:PORT`: the service's own pages have that origin.
+    let own = server.http.clone();
+    let mut page = join(&server, "/pictures/o/ws", &[("origin", &own)]).await;
+    let mut app = join(
+        &server,
+        "/pictures/o/ws",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    // A program sends no Origin.
+    let mut program = join(&server, "/pictures/o/ws", &[]).await;
+    for origin in ["https://evil.example", "http://127.0.0.1:1", "null"] {
+        let (status, retry) = refused(&server, "/pictures/o/ws", &[("origin", origin)]).await;
+        assert_eq!((status, retry.as_str()), (403, ""), "{origin}");
+    }
+    refusals_counted(&server, "origin").await;
+    // Those let in draw as before.
+    draws(&mut page, 1).await;
+    draws(&mut app, 1).await;
+    draws(&mut program, 1).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn connections_over_the_per_address_limit_are_refused_with_429() {
     let dir = tempfile::tempdir().unwrap();
     // Without trusted proxies, X-Forwarded-For is ignored: every loopback client is one address.
