@@ -141,7 +141,7 @@ pub(crate) async fn serve(
         let within_bytes = bytes.take(frame.len() as f64);
         match codec::decode_client(&frame) {
             Err(error) => {
-                metrics::counter!("bs_undecodable_frames").increment(1);
+                metrics::counter!("bs_undecodable_frames_total").increment(1);
                 outbox.error_and_close(400, &error.to_string(), 1007);
                 break;
             }
@@ -173,7 +173,7 @@ pub(crate) async fn serve(
                         }
                     }
                     Err(reason) => {
-                        metrics::counter!("bs_rejected").increment(1);
+                        metrics::counter!("bs_rejected_total").increment(1);
                         let rejected = ServerMsg::Rejected { client_seq, reason };
                         outbox.send_direct(&codec::encode(&rejected));
                     }

@@ -218,7 +218,7 @@ impl Outbox {
         if counted {
             shared.queued.fetch_add(bytes.len(), Ordering::Relaxed);
         }
-        metrics::counter!("bs_frames_queued").increment(1);
+        metrics::counter!("bs_frames_queued_total").increment(1);
         state.closing |= close;
         state.queue.push_back(Item {
             generation,
@@ -262,7 +262,7 @@ async fn write_loop(shared: Arc<Shared>) {
             let stale =
                 !item.started && item.generation != ANY_GENERATION && item.generation < current;
             if stale {
-                metrics::counter!("bs_frames_dropped_stale").increment(1);
+                metrics::counter!("bs_frames_dropped_stale_total").increment(1);
                 if item.counted {
                     shared.queued.fetch_sub(item.bytes.len(), Ordering::Relaxed);
                 }

@@ -358,5 +358,10 @@ async fn a_paused_owner_is_fenced_by_storage() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(cluster.pps[paused].metric("pps_flush_conflicts").await >= 1.0);
+    assert!(
+        cluster.pps[paused]
+            .metric("pps_flush_conflicts_total")
+            .await
+            >= 1.0
+    );
 }

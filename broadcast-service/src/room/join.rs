@@ -319,7 +319,7 @@ impl Room {
             Start::Resumed(_) => &empty,
         };
         // PPS gives the LZ4 form only to requests that asked for it (`joining.wants.lz4`).
-        metrics::counter!("bs_welcomes", "snapshot" => match (&start, image) {
+        metrics::counter!("bs_welcomes_total", "snapshot" => match (&start, image) {
             (Start::Resumed(_), _) => "resumed",
             (_, SnapshotImage::Png(_)) => "png",
             (_, SnapshotImage::Lz4(_)) => "lz4",
@@ -383,7 +383,7 @@ impl Room {
             return;
         }
         tracing::warn!(picture = %self.id, %error, "a client could not join");
-        metrics::counter!("bs_join_failures").increment(1);
+        metrics::counter!("bs_join_failures_total").increment(1);
         if let Some(joining) = self.joining.remove(&join) {
             joining
                 .outbox

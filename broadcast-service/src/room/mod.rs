@@ -593,7 +593,7 @@ impl Room {
             Some(relay) => self.relays.contains_key(&relay),
         };
         if !known {
-            metrics::counter!("bs_draws_dropped").increment(1);
+            metrics::counter!("bs_draws_dropped_total").increment(1);
             if from.via.is_none()
                 && self
                     .clients
@@ -635,7 +635,7 @@ impl Room {
                         .tick_for(self.clients.len() + self.relays.len());
                     self.publish_at = Some(Instant::now() + tick);
                 }
-                metrics::counter!("bs_updates_sequenced").increment(1);
+                metrics::counter!("bs_updates_sequenced_total").increment(1);
             }
             Role::Relay {
                 upstream,
@@ -666,7 +666,7 @@ impl Room {
     /// Answers a client's draw with `Rejected` (it was not taken).
     fn reject(&self, client_id: u64, client_seq: u64, reason: &str) {
         if let Some(client) = self.clients.get(&client_id) {
-            metrics::counter!("bs_rejected").increment(1);
+            metrics::counter!("bs_rejected_total").increment(1);
             send_rejected(&client.outbox, client_seq, reason);
         }
     }
@@ -720,7 +720,7 @@ impl Room {
                 relay.outbox.send(frame.clone());
             }
         }
-        metrics::counter!("bs_frames_sent").increment(
+        metrics::counter!("bs_frames_sent_total").increment(
             (self.clients.len() + self.relays.len() - slow.len() - slow_relays.len()) as u64,
         );
         for id in slow {
@@ -752,12 +752,12 @@ impl Room {
         let budget_left = (client.resyncs.len() as u32) < self.settings.max_resyncs_per_minute;
         if self.settings.slow_client == SlowClientPolicy::Disconnect || !budget_left {
             tracing::info!(picture = %self.id, client = id, "disconnecting a client that cannot keep up");
-            metrics::counter!("bs_slow_client_disconnects").increment(1);
+            metrics::counter!("bs_slow_client_disconnects_total").increment(1);
             client.outbox.start_new_generation();
             client.outbox.close(1013, "cannot keep up; try again later");
         } else {
             tracing::info!(picture = %self.id, client = id, "resyncing a client that cannot keep up");
-            metrics::counter!("bs_slow_client_resyncs").increment(1);
+            metrics::counter!("bs_slow_client_resyncs_total").increment(1);
             client.resyncs.push_back(now);
             self.resync(id, client);
         }

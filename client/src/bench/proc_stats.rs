@@ -56,6 +56,12 @@ fn cpu_ticks(pid: u32) -> std::io::Result<u64> {
 /// A `kB` line of `/proc/{pid}/status`, in KiB.
 fn status_kib(pid: u32, key: &str) -> std::io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status_field(&status, pid, key)
+}
+
+/// `key` of one read of `/proc/{pid}/status` (values read together are consistent: `VmHWM`
+/// is at least the `VmRSS` beside it, not necessarily one read a moment later).
+fn status_field(status: &str, pid: u32, key: &str) -> std::io::Result<u64> {
     status
         .lines()
         .find_map(|line| {
@@ -86,12 +92,13 @@ impl ProcSampler {
         self.sample();
         let ticks = cpu_ticks(self.pid)?.saturating_sub(self.start_ticks);
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
         Ok(ServerStats {
             pid: self.pid,
             cpu_percent: ticks as f64 / CLOCK_TICKS_PER_SECOND / wall * 100.0,
-            peak_rss_kib: status_kib(self.pid, "VmHWM")?,
+            peak_rss_kib: status_field(&status, self.pid, "VmHWM")?,
             max_sampled_rss_kib: self.max_rss_kib,
-            rss_kib: status_kib(self.pid, "VmRSS")?,
+            rss_kib: status_field(&status, self.pid, "VmRSS")?,
         })
     }
 }

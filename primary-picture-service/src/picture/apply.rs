@@ -103,8 +103,8 @@ impl Actor {
                     loaded.dirty_since.get_or_insert_with(Instant::now);
                 }
             }
-            metrics::counter!("pps_batches_applied").increment(batch_count);
-            metrics::counter!("pps_updates_applied").increment(count);
+            metrics::counter!("pps_batches_applied_total").increment(batch_count);
+            metrics::counter!("pps_updates_applied_total").increment(count);
             metrics::histogram!("pps_apply_seconds").record(started.elapsed().as_secs_f64());
         }
     }
@@ -291,7 +291,7 @@ impl Loaded {
             return;
         }
         if batch.last_seq <= self.received_seq {
-            metrics::counter!("pps_duplicate_batches").increment(1);
+            metrics::counter!("pps_duplicate_batches_total").increment(1);
             let _ = reply.send(Ok(self.received_seq));
             return;
         }

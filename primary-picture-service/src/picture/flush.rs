@@ -173,7 +173,7 @@ impl Actor {
         let elapsed = write.started.elapsed();
         match result {
             Ok(version) => {
-                metrics::counter!("pps_flushes").increment(1);
+                metrics::counter!("pps_flushes_total").increment(1);
                 metrics::histogram!("pps_flush_seconds").record(elapsed.as_secs_f64());
                 tracing::debug!(picture = %self.id, seq = write.seq, elapsed_ms = elapsed.as_millis() as u64, "flushed");
                 loaded.version = Some(version);
@@ -234,13 +234,13 @@ impl Actor {
                 // Someone else wrote the picture: it is theirs now. Our copy (and the batches
                 // accepted since our last write, which the sequencer still holds) is dropped,
                 // never written over theirs.
-                metrics::counter!("pps_flush_conflicts").increment(1);
+                metrics::counter!("pps_flush_conflicts_total").increment(1);
                 metrics::counter!("pps_fenced_total").increment(1);
                 tracing::warn!(picture = %self.id, seq = write.seq, epoch = write.record.epoch, "write refused: another picture service owns the picture now; dropping our copy");
                 self.lose("the picture moved to another picture service");
             }
             Err(error) => {
-                metrics::counter!("pps_flush_failures").increment(1);
+                metrics::counter!("pps_flush_failures_total").increment(1);
                 tracing::warn!(picture = %self.id, seq = write.seq, %error, retry_in_ms = self.flush_backoff.as_millis() as u64, "flush failed; will retry");
                 self.schedule_flush_retry();
             }

@@ -61,7 +61,7 @@ impl Actor {
         mailbox: &mut Mailbox,
     ) -> Result<Option<(Raster, StoredPicture)>, StoreError> {
         let loaded = self.shared.store.load(&self.id).await;
-        metrics::counter!("pps_loads").increment(1);
+        metrics::counter!("pps_loads_total").increment(1);
         let Some(stored) = loaded? else {
             return Ok(None);
         };
@@ -135,7 +135,7 @@ impl Actor {
         self.snapshot_waiters.reply_where(
             |w| w.min_seq <= snapshot.seq,
             |_| {
-                metrics::counter!("pps_snapshots_before_decode").increment(1);
+                metrics::counter!("pps_snapshots_before_decode_total").increment(1);
                 Ok(snapshot.clone())
             },
         );
@@ -145,7 +145,7 @@ impl Actor {
     }
 
     fn load_failed(&mut self, error: StoreError) {
-        metrics::counter!("pps_load_failures").increment(1);
+        metrics::counter!("pps_load_failures_total").increment(1);
         let message = error.to_string();
         // Never open a picture blank because storage failed: tell the joiners, and
         // keep the batches until the load succeeds.

@@ -611,7 +611,7 @@ impl Actor {
                 if let Picture::Unloaded(unloaded) = &mut self.picture {
                     if let Some(snapshot) = &unloaded.loading_snapshot {
                         if request.min_seq <= snapshot.seq {
-                            metrics::counter!("pps_snapshots_before_decode").increment(1);
+                            metrics::counter!("pps_snapshots_before_decode_total").increment(1);
                             let _ = reply.send(Ok(snapshot.clone()));
                             return;
                         }
