@@ -10,6 +10,7 @@
 //! - [`config`]: flags and their environment variables.
 //! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics)
 //!   and the HTTP/1.1 server under them (header-read timeout).
+//! - `auth`: tokens (JWTs granting `draw` or `view` on pictures), checked before an upgrade.
 //! - `admission`: connection, picture and raster-byte limits checked before an upgrade.
 //! - `connection`: one client's reader (decode, limits, rate limit) feeding its room.
 //! - `outbox`: one client's bounded, byte-accounted outbound queue and its batching writer.
@@ -27,6 +28,7 @@
 //! [`PictureService`]s.
 
 mod admission;
+mod auth;
 mod cluster;
 pub mod config;
 mod connection;
@@ -67,6 +69,8 @@ pub(crate) struct AppState {
     /// Limits on connections, clients per picture, open pictures and raster bytes.
     admission: Arc<admission::Admission>,
     metrics: PrometheusHandle,
+    /// Checks tokens (`--token-secret`, `--token-public-key`); `None`: tokens are off.
+    tokens: Option<auth::Verifier>,
     /// Client ids are unique within this process and unlikely to repeat across restarts
     /// (they start at a random point), so a reconnecting client never mistakes another
     /// client's update in a late `Welcome` for its own.
@@ -164,6 +168,10 @@ pub async fn run_with(
     );
     anyhow::ensure!(!pps.is_empty(), "no picture service");
     config.validate().map_err(anyhow::Error::msg)?;
+    let tokens = auth::Verifier::from_config(&config)?;
+    if tokens.is_some() {
+        tracing::info!("tokens required for joins and snapshots");
+    }
     let advertise_url = config.advertise_url(listener.local_addr()?);
     let links = pps
         .into_iter()
@@ -179,6 +187,7 @@ pub async fn run_with(
         registry: registry.clone(),
         admission: admission::Admission::new(&config),
         metrics: prometheus(),
+        tokens,
         next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
         config,
     });
