@@ -147,7 +147,7 @@ async fn ws(
     if let Err(message) = check_id(&id) {
         return bad_request(message);
     }
-    // Tokens (PROTOCOL.md §13): 401 before anything else is looked at.
+    // Tokens (PROTOCOL.md §13): 401 before any other parameter is looked at.
     let grant = match crate::auth::authorize(
         state.tokens.as_ref(),
         query.get("token").map(String::as_str),
