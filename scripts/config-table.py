@@ -19,7 +19,7 @@ def table(binary: str) -> str:
     def emit():
         if flag and flag not in ("--help", "--version"):
             body = " ".join(text)
-            env = re.search(r"\[env: ([A-Z0-9_]+)=[^\]]*\]", body)
+            env = re.search(r"\[env: ([A-Z0-9_]+)(?:=[^\]]*)?\]", body)
             default = re.search(r"\[default: ([^\]]*)\]", body)
             desc = re.sub(r"\s*\[(env|default|possible values): [^\]]*\]", "", body).strip()
             possible = re.search(r"\[possible values: ([^\]]*)\]", body)

@@ -683,3 +683,60 @@ test('browser client: a cut connection resumes with the picture kept, every op o
   await a.screenshot({ path: join(ARTIFACTS, 'browser-resumed.png') });
   assert.deepStrictEqual(errors, []);
 });
+
+/** An HS256 JWT with `claims`, signed with `secret` (what an application's backend issues). */
+async function hs256(secret, claims) {
+  const { createHmac } = await import('node:crypto');
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+test('browser client: a view-only token shows "View only" and hides the drawing tools', { timeout: 120_000 }, async (t) => {
+  assert.ok(existsSync(BS_BIN), `no service binary at ${BS_BIN} (build it, or set BS_BIN)`);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const log = createWriteStream(join(ARTIFACTS, 'browser-bs-tokens.log'));
+  const dataDir = mkdtempSync(join(tmpdir(), 'raster-e2e-tokens-'));
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const secret = 'web-test-secret';
+  const service = await startService(port, dataDir, log, ['--token-secret', secret]);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-quic'],
+  });
+  t.after(async () => {
+    await browser.close();
+    await service.stop();
+    log.end();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+  const id = `tokens-${process.pid}`;
+  const exp = Math.floor(Date.now() / 1000) + 3600;
+  const open = async (role) => {
+    const page = await context.newPage();
+    const token = await hs256(secret, { pic: id, role, exp });
+    await page.goto(`${base}/p/${id}?width=64&height=48&token=${token}`);
+    await until(`the ${role} page to connect`, () => page.evaluate(() => window.raster.state === 'connected'));
+    return page;
+  };
+
+  const viewer = await open('view');
+  assert.equal(await viewer.evaluate(() => window.raster.viewOnly), true);
+  assert.equal(await viewer.locator('#view-only').isVisible(), true);
+  for (const tool of ['pen', 'eraser', 'rect', 'pixel']) {
+    assert.equal(await viewer.locator(`button[data-tool="${tool}"]`).isVisible(), false, `${tool} hidden`);
+  }
+  assert.equal(await viewer.locator('button[data-tool="pan"]').isVisible(), true);
+  assert.equal(await viewer.locator('#color').isVisible(), false);
+  assert.match(await viewer.locator('#download').getAttribute('href'), /snapshot\.png\?token=/);
+  await viewer.screenshot({ path: join(ARTIFACTS, 'browser-view-only.png') });
+
+  const drawer = await open('draw');
+  assert.equal(await drawer.evaluate(() => window.raster.viewOnly), false);
+  assert.equal(await drawer.locator('#view-only').isVisible(), false);
+  assert.equal(await drawer.locator('button[data-tool="pen"]').isVisible(), true);
+  await until('both pages on the picture', () => viewer.evaluate(() => window.raster.presence === 2));
+});

@@ -206,6 +206,24 @@ pub struct Config {
     #[arg(long, env = "BS_MAX_RASTER_BYTES", default_value = "4G", value_parser = parse_bytes)]
     pub max_raster_bytes: u64,
 
+    /// Tokens (PROTOCOL.md §13): the shared secret of HS256-signed JWTs. When set (or
+    /// `--token-public-key`), every WebSocket join and `snapshot.png` needs a token
+    /// (`?token=` or `Authorization: Bearer`) granting the picture; `view` tokens cannot draw.
+    /// Absent (and no public key): no token is asked for.
+    #[arg(
+        long,
+        env = "BS_TOKEN_SECRET",
+        hide_env_values = true,
+        conflicts_with = "token_public_key"
+    )]
+    pub token_secret: Option<String>,
+
+    /// Tokens (PROTOCOL.md §13) signed with RS256 or ES256: the PEM file of the issuer's public
+    /// key (`-----BEGIN PUBLIC KEY-----`, RSA or EC P-256). Like `--token-secret`, it makes
+    /// every join and `snapshot.png` need a token.
+    #[arg(long, env = "BS_TOKEN_PUBLIC_KEY")]
+    pub token_public_key: Option<std::path::PathBuf>,
+
     /// Log as JSON lines (for production log pipelines).
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
     pub log_json: bool,

@@ -10,6 +10,7 @@ use protocol::{codec, ClientMsg, Limits, ServerMsg};
 use tungstenite::Message;
 
 use crate::admission::Permit;
+use crate::auth::{Grant, Role, EXPIRED_CLOSE};
 use crate::registry::JoinError;
 use crate::room::{Input, Wants};
 use crate::ws::{self, Socket};
@@ -48,13 +49,16 @@ impl Bucket {
 }
 
 /// Serves one client until it leaves. `session`: its session key (PROTOCOL.md §11), which is
-/// then its client id on every connection.
+/// then its client id on every connection. `grant`: what its token allows (PROTOCOL.md §13;
+/// `None` when tokens are off): a `view` client's draws are rejected, and the connection is
+/// closed with 4401 when the token expires.
 pub(crate) async fn serve(
     socket: Socket,
     state: Arc<AppState>,
     picture: String,
     wants: Wants,
     session: Option<u64>,
+    grant: Option<Grant>,
     permit: Permit,
 ) {
     let (outbox, mut stream) = ws::server_stream(socket, state.config.max_message_bytes).await;
@@ -95,10 +99,24 @@ pub(crate) async fn serve(
     // pong) for `--ws-idle-timeout` is closed with 1001.
     let mut next_ping = Instant::now() + config.ws_ping_interval;
     let mut heard = Instant::now();
+    let view_only = grant.is_some_and(|grant| grant.role == Role::View);
+    let expires_at = grant.map(|grant| grant.expires_at());
     loop {
         let idle_at = heard + config.ws_idle_timeout;
+        let expired = async {
+            match expires_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
             message = stream.next() => message,
+            () = expired => {
+                metrics::counter!("bs_tokens_expired_total").increment(1);
+                tracing::debug!(picture = %picture, client = client_id, "token expired; closing");
+                outbox.close(EXPIRED_CLOSE, "token expired");
+                break;
+            }
             () = tokio::time::sleep_until(next_ping.min(idle_at).into()) => {
                 let now = Instant::now();
                 if now >= idle_at {
@@ -149,7 +167,10 @@ pub(crate) async fn serve(
                 outbox.send_direct(&codec::encode(&ServerMsg::Pong { nonce }));
             }
             Ok(ClientMsg::Draw { client_seq, op }) => {
-                let verdict = if !within_bytes || !ops.take(1.0) {
+                let verdict = if view_only {
+                    // Consumes no seq, and no op of the rate budget: nothing is drawn.
+                    Err("view-only token: this connection may not draw".to_string())
+                } else if !within_bytes || !ops.take(1.0) {
                     Err(format!(
                         "rate limit exceeded (allowed {} ops/s, bursts of {}, {} bytes/s)",
                         config.rate_ops, config.rate_burst, config.rate_bytes

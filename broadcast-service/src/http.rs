@@ -166,6 +166,20 @@ async fn ws(
         )
             .into_response();
     }
+    // Tokens (PROTOCOL.md §13): 401 before the parameters below are looked at.
+    let grant = match crate::auth::authorize(
+        state.tokens.as_ref(),
+        query.get("token").map(String::as_str),
+        request.headers(),
+        &id,
+    ) {
+        Ok(grant) => grant,
+        Err(refused) => {
+            metrics::counter!("bs_unauthorized_total", "reason" => refused.label()).increment(1);
+            tracing::debug!(picture = %id, %refused, "join refused");
+            return refused.into_response();
+        }
+    };
     let size = match requested_size(&query, &state) {
         Ok(size) => size,
         Err(message) => return bad_request(message),
@@ -235,7 +249,7 @@ async fn ws(
         }
     };
     upgrade(&mut request, move |socket| {
-        crate::connection::serve(socket, state, id, wants, session, permit)
+        crate::connection::serve(socket, state, id, wants, session, grant, permit)
     })
 }
 
@@ -295,9 +309,24 @@ async fn relay(
     })
 }
 
-async fn snapshot(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn snapshot(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(message) = check_id(&id) {
         return bad_request(message);
+    }
+    // A `view` token is enough to read the picture (PROTOCOL.md §13).
+    if let Err(refused) = crate::auth::authorize(
+        state.tokens.as_ref(),
+        query.get("token").map(String::as_str),
+        &headers,
+        &id,
+    ) {
+        metrics::counter!("bs_unauthorized_total", "reason" => refused.label()).increment(1);
+        return refused.into_response();
     }
     // Read-your-writes: everything sequenced before this request arrived. A room here knows
     // its seq and its picture service; without one, the owner is found as a room would, and

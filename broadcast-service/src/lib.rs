@@ -10,6 +10,7 @@
 //! - [`config`]: flags and their environment variables.
 //! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics)
 //!   and the HTTP/1.1 server under them (header-read timeout).
+//! - `auth`: tokens (JWTs granting `draw` or `view` on pictures), checked before an upgrade.
 //! - `admission`: connection, picture and raster-byte limits checked before an upgrade.
 //! - `origin`: which web pages may open a WebSocket here.
 //! - `connection`: one client's reader (decode, limits, rate limit) feeding its room.
@@ -28,6 +29,7 @@
 //! [`PictureService`]s.
 
 mod admission;
+mod auth;
 mod cluster;
 pub mod config;
 mod connection;
@@ -71,6 +73,8 @@ pub(crate) struct AppState {
     /// `--allowed-origins`, for browsers' upgrades.
     origins: origin::AllowedOrigins,
     metrics: PrometheusHandle,
+    /// Checks tokens (`--token-secret`, `--token-public-key`); `None`: tokens are off.
+    tokens: Option<auth::Verifier>,
     /// Client ids are unique within this process and unlikely to repeat across restarts
     /// (they start at a random point), so a reconnecting client never mistakes another
     /// client's update in a late `Welcome` for its own.
@@ -168,6 +172,10 @@ pub async fn run_with(
     );
     anyhow::ensure!(!pps.is_empty(), "no picture service");
     config.validate().map_err(anyhow::Error::msg)?;
+    let tokens = auth::Verifier::from_config(&config)?;
+    if tokens.is_some() {
+        tracing::info!("tokens required for joins and snapshots");
+    }
     let advertise_url = config.advertise_url(listener.local_addr()?);
     let links = pps
         .into_iter()
@@ -184,6 +192,7 @@ pub async fn run_with(
         admission: admission::Admission::new(&config),
         origins: origin::AllowedOrigins::new(&config.allowed_origins),
         metrics: prometheus(),
+        tokens,
         next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
         config,
     });

@@ -45,10 +45,31 @@ function pictureIdFromPath() {
   }
 }
 
+/** The page's `?token=` (PROTOCOL.md §13), passed on to the WebSocket and snapshot.png. */
+function pageToken() {
+  return new URLSearchParams(location.search).get('token');
+}
+
+/**
+ * The claims of a JWT (its middle part, base64url JSON), unverified: only to shape the page
+ * (a view-only token hides the drawing tools); the server checks the signature. Null when the
+ * token is not readable.
+ */
+function tokenClaims(token) {
+  try {
+    const part = token.split('.')[1];
+    const base64 = part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '=');
+    const claims = JSON.parse(atob(base64));
+    return claims && typeof claims === 'object' ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
 function websocketUrl(id) {
   const params = new URLSearchParams(location.search);
   const query = new URLSearchParams();
-  for (const key of ['width', 'height']) if (params.has(key)) query.set(key, params.get(key));
+  for (const key of ['width', 'height', 'token']) if (params.has(key)) query.set(key, params.get(key));
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const q = query.toString();
   return `${scheme}://${location.host}/pictures/${encodeURIComponent(id)}/ws${q ? `?${q}` : ''}`;
@@ -112,18 +133,29 @@ class Page {
     this.spaceHeld = false;
     this.tool = 'pen';
     this.toastTimer = null;
+    // A view-only token (PROTOCOL.md §13): the server rejects every draw, so the page offers
+    // none (the picture, zoom, pan, the picker and the download stay).
+    const token = pageToken();
+    this.token = token;
+    this.viewOnly = token !== null && tokenClaims(token)?.role === 'view';
   }
 
   start() {
     document.title = `${this.id} · Raster`;
     $('title').textContent = this.id;
-    $('download').href = `/pictures/${encodeURIComponent(this.id)}/snapshot.png`;
+    const tokenQuery = this.token ? `?token=${encodeURIComponent(this.token)}` : '';
+    $('download').href = `/pictures/${encodeURIComponent(this.id)}/snapshot.png${tokenQuery}`;
     $('download').setAttribute('download', `${this.id}.png`);
     this.bindClient();
     this.bindControls();
     this.bindPointer();
     this.installHook();
-    this.selectTool('pen');
+    if (this.viewOnly) {
+      document.body.dataset.viewOnly = 'true';
+      $('view-only').hidden = false;
+      for (const el of document.querySelectorAll('.draw-only')) el.hidden = true;
+    }
+    this.selectTool(this.viewOnly ? 'pan' : 'pen');
     this.updateBrush();
     this.client.start();
   }
@@ -154,6 +186,10 @@ class Page {
       },
       get presence() {
         return client.presence;
+      },
+      // PROTOCOL.md §13: the page's token is view-only (drawing tools hidden).
+      get viewOnly() {
+        return page.viewOnly;
       },
       get pending() {
         return client.pending.size;
@@ -436,6 +472,8 @@ class Page {
   }
 
   selectTool(tool) {
+    // A view-only page keeps to the tools that do not draw.
+    if (this.viewOnly && tool !== 'pan' && tool !== 'picker') return;
     this.tool = tool;
     this.viewport.dataset.tool = tool;
     for (const b of document.querySelectorAll('button[data-tool]')) {

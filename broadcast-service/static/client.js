@@ -163,6 +163,13 @@ export class PictureClient extends EventTarget {
         this.emit('servererror', { code: 4001, message: 'this page was opened again elsewhere' });
         return;
       }
+      if (event.code === 4401) {
+        // PROTOCOL.md §13: the page's token expired; reconnecting with it would be refused.
+        this.dropPending();
+        this.setState('stopped');
+        this.emit('servererror', { code: 4401, message: 'token expired: reload the page with a new token' });
+        return;
+      }
       this.scheduleReconnect();
     };
     ws.onerror = () => {

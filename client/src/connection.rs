@@ -78,6 +78,10 @@ pub struct ConnectOptions {
     /// [`Client::resume`] reconnects without losing or doubling any of them.
     /// [`ConnectOptions::resumable`] picks a random key.
     pub session: Option<u64>,
+    /// A token for a service that asks for one (`?token=`, PROTOCOL.md §13): a JWT granting
+    /// `draw` or `view` on the picture. With a `view` token every draw is answered
+    /// `Rejected`. [`crate::token::mint`] makes one from a shared secret.
+    pub token: Option<String>,
 }
 
 impl ConnectOptions {
@@ -104,6 +108,7 @@ impl Default for ConnectOptions {
             snapshot_lz4: true,
             durable: false,
             session: None,
+            token: None,
         }
     }
 }
@@ -517,6 +522,9 @@ async fn open(
     }
     if let Some(since) = since {
         query.push(format!("since={since}"));
+    }
+    if let Some(token) = &options.token {
+        query.push(format!("token={}", crate::token::query_escape(token)));
     }
     if !query.is_empty() {
         url.push('?');

@@ -26,6 +26,9 @@ pub enum ClientError {
     Rejected { client_seq: u64, reason: String },
     #[error("connection closed (code {code:?}): {reason}")]
     Closed { code: Option<u16>, reason: String },
+    /// Making a token (PROTOCOL.md §13) failed.
+    #[error("token: {0}")]
+    Token(String),
     #[error("timed out waiting for {0}")]
     Timeout(String),
     /// The server replaced our picture with a fresh `Welcome` while we waited for an echo that

@@ -13,6 +13,8 @@
 //! - [`connection`]: [`Client`] (connect, draw, events, sync helpers) and its split halves
 //!   [`Sender`] and [`Receiver`] for one task drawing while another reads.
 //! - [`http`]: `GET /pictures/{id}/snapshot.png`.
+//! - [`token`]: minting tokens (HS256 JWTs granting `draw` or `view`, PROTOCOL.md §13) for
+//!   development and tests.
 //! - [`ops`]: random ops for tests and benchmarks, and bounding boxes for display.
 //! - [`script`]: ops in the JSON form of the shared test vectors (`raster draw --script`).
 //! - [`error`]: the error type, [`ClientError`].
@@ -22,10 +24,11 @@ pub mod error;
 pub mod http;
 pub mod ops;
 pub mod script;
+pub mod token;
 
 pub use connection::{Client, ConnectOptions, Event, LogEntry, Receiver, Resumed, Sender};
 pub use error::ClientError;
-pub use http::snapshot;
+pub use http::{snapshot, snapshot_with_token};
 pub use ops::{random_op, Profile};
 
 /// The WebSocket base (`ws://host:port`) for a base URL given as `ws://`, `http://` or bare

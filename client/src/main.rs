@@ -5,6 +5,9 @@
 //! - `raster snapshot PICTURE -o FILE.png`: saves the server's picture, prints its seq.
 //! - `raster watch PICTURE`: prints every update and presence change.
 //! - `raster bench w1|w2|w3|pictures ...`: the load generator (see [`bench`]).
+//! - `raster token --secret S --picture P --role draw|view --ttl 1h`: mints a token for a
+//!   service started with `--token-secret` (PROTOCOL.md §13); `draw`, `snapshot` and `watch`
+//!   pass one with `--token` (`RASTER_TOKEN`).
 //!
 //! Every flag has an environment variable (`RASTER_*`); `--url` defaults to
 //! `ws://127.0.0.1:8080`.
@@ -19,7 +22,7 @@ use clap::{Parser, Subcommand};
 use protocol::Op;
 use rand::SeedableRng;
 use raster_client::ops::bounding_box;
-use raster_client::{random_op, script, Client, ConnectOptions, Event, Profile};
+use raster_client::{random_op, script, token, Client, ConnectOptions, Event, Profile};
 use tokio::time::Instant;
 
 #[derive(Parser, Debug)]
@@ -69,12 +72,18 @@ enum Command {
         /// Seconds to wait for the last echo after the last op was sent.
         #[arg(long, env = "RASTER_TIMEOUT", default_value_t = 30.0, value_parser = bench::seconds_arg)]
         timeout: f64,
+        /// Token for a service that asks for one (PROTOCOL.md §13; `raster token` mints one).
+        #[arg(long, env = "RASTER_TOKEN")]
+        token: Option<String>,
     },
     /// Save the server's picture as PNG and print the seq it includes.
     Snapshot {
         picture: String,
         #[arg(short, long, env = "RASTER_OUTPUT")]
         output: PathBuf,
+        /// Token for a service that asks for one (PROTOCOL.md §13; `raster token` mints one).
+        #[arg(long, env = "RASTER_TOKEN")]
+        token: Option<String>,
     },
     /// Print every update (seq, client, op kind, bounding box) and presence change.
     Watch {
@@ -82,6 +91,24 @@ enum Command {
         /// Size of the picture if it does not exist yet, `WIDTHxHEIGHT`.
         #[arg(long, env = "RASTER_SIZE", value_parser = bench::size_arg)]
         size: Option<(u32, u32)>,
+        /// Token for a service that asks for one (PROTOCOL.md §13; `raster token` mints one).
+        #[arg(long, env = "RASTER_TOKEN")]
+        token: Option<String>,
+    },
+    /// Mint a token (an HS256 JWT) for a service started with `--token-secret`, and print it.
+    /// For development: an application issues its tokens from its own backend.
+    Token {
+        /// The service's `--token-secret`.
+        #[arg(long, env = "BS_TOKEN_SECRET", hide_env_values = true)]
+        secret: String,
+        /// A picture id, or a prefix ending in `*` (`team-a-*`; `*`: every picture).
+        #[arg(long, env = "RASTER_TOKEN_PICTURE")]
+        picture: String,
+        #[arg(long, env = "RASTER_TOKEN_ROLE", value_enum, default_value_t = TokenRole::Draw)]
+        role: TokenRole,
+        /// How long it is valid: `90s`, `30m`, `1h`, `7d` or plain seconds.
+        #[arg(long, env = "RASTER_TOKEN_TTL", default_value = "1h", value_parser = ttl_arg)]
+        ttl: Duration,
     },
     /// Load generator.
     Bench {
@@ -120,6 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             profile,
             seed,
             timeout,
+            token,
         } => {
             let source = match (random, script) {
                 (Some(n), None) => Source::Random { n, profile, seed },
@@ -130,18 +158,69 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 _ => bail!("give exactly one of --random N and --script FILE"),
             };
-            draw(&cli.url, &picture, size, source, rate, timeout).await
+            draw(&cli.url, &picture, size, source, rate, timeout, token).await
         }
-        Command::Snapshot { picture, output } => {
-            let (seq, png) = raster_client::snapshot(&cli.url, &picture).await?;
+        Command::Snapshot {
+            picture,
+            output,
+            token,
+        } => {
+            let (seq, png) =
+                raster_client::snapshot_with_token(&cli.url, &picture, token.as_deref()).await?;
             std::fs::write(&output, &png)
                 .with_context(|| format!("writing {}", output.display()))?;
             println!("seq {seq} ({} bytes) -> {}", png.len(), output.display());
             Ok(())
         }
-        Command::Watch { picture, size } => watch(&cli.url, &picture, size).await,
+        Command::Watch {
+            picture,
+            size,
+            token,
+        } => watch(&cli.url, &picture, size, token).await,
+        Command::Token {
+            secret,
+            picture,
+            role,
+            ttl,
+        } => {
+            let role = match role {
+                TokenRole::Draw => token::Role::Draw,
+                TokenRole::View => token::Role::View,
+            };
+            println!("{}", token::mint(&secret, &picture, role, ttl)?);
+            Ok(())
+        }
         Command::Bench { common, workload } => bench::run(&cli.url, common, workload).await,
     }
+}
+
+/// The role of `raster token`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TokenRole {
+    Draw,
+    View,
+}
+
+/// A token lifetime: `90s`, `30m`, `1h`, `7d` or plain seconds; more than zero.
+fn ttl_arg(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c @ ('s' | 'm' | 'h' | 'd'))) => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let scale = match unit {
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => 1,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&secs| secs > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("invalid duration {text:?}: expected e.g. 90s, 30m, 1h or 7d"))
 }
 
 /// Where the ops of `raster draw` come from.
@@ -163,10 +242,12 @@ async fn draw(
     source: Source,
     rate: f64,
     timeout: f64,
+    token: Option<String>,
 ) -> anyhow::Result<()> {
     let options = ConnectOptions {
         size,
         keep_raster: false,
+        token,
         ..ConnectOptions::default()
     };
     let client = Client::connect_with(url, picture, options).await?;
@@ -257,10 +338,16 @@ async fn draw(
 }
 
 /// Prints everything that happens on a picture until the connection ends or ctrl-c.
-async fn watch(url: &str, picture: &str, size: Option<(u32, u32)>) -> anyhow::Result<()> {
+async fn watch(
+    url: &str,
+    picture: &str,
+    size: Option<(u32, u32)>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
     let options = ConnectOptions {
         size,
         keep_raster: false,
+        token,
         ..ConnectOptions::default()
     };
     let mut client = Client::connect_with(url, picture, options).await?;
