@@ -206,6 +206,19 @@ pub struct Config {
     #[arg(long, env = "BS_MAX_RASTER_BYTES", default_value = "4G", value_parser = parse_bytes)]
     pub max_raster_bytes: u64,
 
+    /// Most pictures one IP address may have opened on this service at once (a picture counts
+    /// towards the address of the client that opened it, until it closes); a join that would
+    /// open one more is answered 429 with `Retry-After`.
+    #[arg(long, env = "BS_MAX_OPEN_PICTURES_PER_IP", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_open_pictures_per_ip: u32,
+
+    /// Most raster bytes of the pictures one IP address opened (as `--max-open-pictures-per-ip`
+    /// counts them): one address cannot take the whole `--max-raster-bytes`. Over it: 429
+    /// with `Retry-After` (a picture found bigger than its opener asked for: `Error{429}` and
+    /// close 1013). Same suffixes as `--max-raster-bytes`.
+    #[arg(long, env = "BS_MAX_RASTER_BYTES_PER_IP", default_value = "1G", value_parser = parse_bytes)]
+    pub max_raster_bytes_per_ip: u64,
+
     /// Tokens (PROTOCOL.md §13): the shared secret of HS256-signed JWTs. When set (or
     /// `--token-public-key`), every WebSocket join and `snapshot.png` needs a token
     /// (`?token=` or `Authorization: Bearer`) granting the picture; `view` tokens cannot draw.
@@ -223,6 +236,12 @@ pub struct Config {
     /// every join and `snapshot.png` need a token.
     #[arg(long, env = "BS_TOKEN_PUBLIC_KEY")]
     pub token_public_key: Option<std::path::PathBuf>,
+
+    /// The admin API (`/admin/...`, PROTOCOL.md §14): the bearer token it asks for
+    /// (`Authorization: Bearer TOKEN`), at least 16 characters. Absent: the admin API is off
+    /// (404).
+    #[arg(long, env = "BS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Log as JSON lines (for production log pipelines).
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
@@ -295,6 +314,12 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 impl Config {
     /// Checks what one flag alone cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(
+                "--admin-token must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+                    .to_string(),
+            );
+        }
         if self.ws_idle_timeout <= self.ws_ping_interval {
             return Err(format!(
                 "--ws-idle-timeout ({:?}) must be longer than --ws-ping-interval ({:?}): a client answering every ping would be closed",

@@ -35,6 +35,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .merge(crate::admin::router())
         .with_state(state)
 }
 
@@ -267,7 +268,7 @@ where
     let upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => serve(hyper_util::rt::TokioIo::new(upgraded)).await,
+            Ok(upgraded) => serve(crate::ws::Socket::Upgraded(TokioIo::new(upgraded))).await,
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
     });

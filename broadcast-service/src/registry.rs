@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::cluster::{Cluster, LinkId};
 use crate::outbox::Outbox;
-use crate::room::{Ctl, Input, JoinRequest, RelayJoin, Room, RoomSettings, Wants};
+use crate::room::{Ctl, Input, JoinRequest, RelayJoin, Room, RoomSettings, RoomStatus, Wants};
 use crate::session::Sessions;
 
 /// Capacity of a room's input queue: readers wait when it is full (per-client backpressure),
@@ -225,6 +225,49 @@ impl Registry {
             let rooms = self.lock();
             let entry = rooms.open.get(id)?;
             entry.ctl.send(Ctl::LastSeq(tx)).ok()?;
+        }
+        rx.await.ok()
+    }
+
+    /// Every open room's status (the admin API), in picture order.
+    pub(crate) async fn statuses(&self) -> Vec<RoomStatus> {
+        let asked: Vec<oneshot::Receiver<RoomStatus>> = {
+            let rooms = self.lock();
+            rooms
+                .open
+                .values()
+                .filter_map(|entry| {
+                    let (tx, rx) = oneshot::channel();
+                    entry.ctl.send(Ctl::Status(tx)).ok().map(|()| rx)
+                })
+                .collect()
+        };
+        let mut statuses = Vec::with_capacity(asked.len());
+        for rx in asked {
+            // A room that closed meanwhile is simply not listed.
+            if let Ok(status) = rx.await {
+                statuses.push(status);
+            }
+        }
+        statuses.sort_by(|a, b| a.picture.cmp(&b.picture));
+        statuses
+    }
+
+    /// Closes every client of picture `id` here with `code` (the admin API); `None` when the
+    /// picture has no room here.
+    pub(crate) async fn kick(&self, id: &str, code: u16, reason: &str) -> Option<usize> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let rooms = self.lock();
+            let entry = rooms.open.get(id)?;
+            entry
+                .ctl
+                .send(Ctl::Kick {
+                    code,
+                    reason: reason.to_string(),
+                    reply: tx,
+                })
+                .ok()?;
         }
         rx.await.ok()
     }

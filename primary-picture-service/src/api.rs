@@ -42,6 +42,11 @@ pub trait PictureService: Send + Sync + 'static {
     /// from memory. Resolves to the flushed seq once storage has it.
     fn release(&self, request: ReleaseRequest) -> BoxFuture<'static, Result<u64, PpsError>>;
 
+    /// Stores everything the service has accepted of `picture` now, at high priority, without
+    /// letting it go (the admin API's flush). Resolves to the seq storage then holds;
+    /// `PpsError::NotFound` when the picture is not open in that service (nothing to store).
+    fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>>;
+
     /// Subscribes to [`PpsEvent`]s. A lagging receiver must treat `Lagged` as `Reconnected`.
     fn events(&self) -> broadcast::Receiver<PpsEvent>;
 

@@ -408,6 +408,18 @@ impl PictureService for RemotePps {
         .boxed()
     }
 
+    fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>> {
+        let reply = self.call(PpsRequest::Flush { picture });
+        async move {
+            match reply.await? {
+                PpsReply::Flushed { flushed_seq } => Ok(flushed_seq),
+                PpsReply::Error(error) => Err(error),
+                other => Err(unexpected(other)),
+            }
+        }
+        .boxed()
+    }
+
     fn events(&self) -> broadcast::Receiver<PpsEvent> {
         self.shared.events.subscribe()
     }

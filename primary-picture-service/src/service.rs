@@ -401,6 +401,14 @@ impl PictureService for Pps {
         self.call(&picture, |reply| Msg::Release(request, reply))
     }
 
+    fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>> {
+        // A picture not in memory has nothing unstored; asking its actor would load it.
+        if !self.is_open(&picture) {
+            return future::ready(Err(PpsError::NotFound)).boxed();
+        }
+        self.call(&picture, Msg::Store)
+    }
+
     fn events(&self) -> broadcast::Receiver<PpsEvent> {
         self.shared.events.subscribe()
     }
@@ -453,6 +461,10 @@ impl Session {
 
     pub fn release(&self, request: ReleaseRequest) -> BoxFuture<'static, Result<u64, PpsError>> {
         self.pps.release(request)
+    }
+
+    pub fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>> {
+        self.pps.flush(picture)
     }
 }
 

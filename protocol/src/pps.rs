@@ -170,6 +170,11 @@ pub enum PpsRequest {
     Acquire(AcquireRequest),
     /// Keeps the connection (and the leases held over it) alive; answered `Pong`.
     Ping,
+    /// Store everything accepted of the picture now (admin API); answered `Flushed` with the
+    /// seq storage then holds, or `NotFound` when the picture is not open there.
+    Flush {
+        picture: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +191,10 @@ pub enum PpsReply {
     Error(PpsError),
     Acquired(Acquired),
     Pong,
+    /// Every update up to `flushed_seq` is in storage (the answer to `Flush`).
+    Flushed {
+        flushed_seq: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use protocol::snapshot::{with_ownership, Ownership};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::lease::Owning;
 use super::{retry_after, Actor, Mailbox};
@@ -34,6 +35,8 @@ pub(super) enum DurableKind {
     },
     /// A shutdown flush.
     Flush,
+    /// A flush the admin API asked for.
+    Store,
 }
 
 /// Waits until storage holds `target`.
@@ -148,13 +151,23 @@ impl Actor {
         let id = self.id.clone();
         let expected = loaded.version.clone();
         tracing::debug!(picture = %self.id, seq = meta.seq, ?priority, ?kind, ?record, ?expected, "write started");
+        // One span per write to storage (exported over OTLP when configured).
+        let span = tracing::info_span!(
+            "flush",
+            picture = %self.id,
+            seq = meta.seq,
+            bytes = png.len(),
+            released = record.released,
+            takeover = matches!(kind, WriteKind::Takeover { .. }),
+        );
         loaded.write = Some(Write {
             seq: meta.seq,
             started: Instant::now(),
             record,
             kind,
             handle: tokio::spawn(
-                async move { store.save(&id, png, &meta, expected.as_ref()).await },
+                async move { store.save(&id, png, &meta, expected.as_ref()).await }
+                    .instrument(span),
             ),
         });
     }

@@ -90,6 +90,9 @@ pub(crate) enum Msg {
     /// Shutdown: flush everything received so far at high priority, as released (the next
     /// owner takes the picture without waiting); replies the flushed seq.
     Flush(Reply<u64>),
+    /// The admin API: store everything received so far at high priority, keeping the lease and
+    /// the picture; replies the flushed seq.
+    Store(Reply<u64>),
     /// The write-ahead log wrote (or failed to write) the oldest batch waiting for it.
     WalDone(Result<(), WalError>),
     /// Updates the write-ahead log held from before a crash: applied again, then stored.
@@ -699,6 +702,22 @@ impl Actor {
                 let waiter = DurableWaiter {
                     target: loaded.received_seq,
                     kind: DurableKind::Flush,
+                };
+                self.durable_waiters.push(waiter, reply);
+            }
+            Msg::Store(reply) => {
+                let Some(loaded) = self.picture.loaded() else {
+                    let _ = reply.send(Err(PpsError::NotFound));
+                    return;
+                };
+                // Only the owner writes the picture (a copy only read has nothing unstored).
+                if let Some(owner) = loaded.owning.moved_to(self.shared.config.node()) {
+                    let _ = reply.send(Err(PpsError::Moved { owner }));
+                    return;
+                }
+                let waiter = DurableWaiter {
+                    target: loaded.received_seq,
+                    kind: DurableKind::Store,
                 };
                 self.durable_waiters.push(waiter, reply);
             }
