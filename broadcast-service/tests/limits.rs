@@ -584,6 +584,54 @@ async fn one_address_opens_a_bounded_share_of_pictures_and_bytes() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn the_picture_service_loads_pictures_within_its_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // One 64x64 picture (16 KiB) in memory takes the whole budget.
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--max-loaded-bytes",
+            "16384",
+            "--join-timeout",
+            "1s",
+            "--idle-unload",
+            "100ms",
+        ],
+    )
+    .await;
+    let mut a = join(&server, "/pictures/a/ws?width=64&height=64", &[]).await;
+    draws(&mut a, 1).await;
+    let mut b = connect(&server, "/pictures/b/ws?width=64&height=64", &[])
+        .await
+        .unwrap();
+    let (errors, code) = raw_until_close(&mut b).await;
+    assert_eq!(code, Some(1013));
+    assert!(
+        errors
+            .iter()
+            .any(|(code, message)| *code == 503 && message.contains("--max-loaded-bytes")),
+        "{errors:?}"
+    );
+    assert!(metrics(&server).await.contains("pps_loads_refused_total"));
+    // The picture in memory carries on; once it is unloaded, the other one fits.
+    draws(&mut a, 2).await;
+    a.close(None).await.unwrap();
+    drop(a);
+    let mut b = eventually(|| async {
+        let mut socket = connect(&server, "/pictures/b/ws?width=64&height=64", &[])
+            .await
+            .ok()?;
+        match raw_next(&mut socket, deadline()).await {
+            RawEvent::Msg(ServerMsg::Welcome { .. }) => Some(socket),
+            _ => None,
+        }
+    })
+    .await;
+    draws(&mut b, 1).await;
+    server.stop().await;
+}
+
 #[test]
 fn bad_limit_flags_stop_the_binary_with_a_clear_error() {
     let bin = env!("CARGO_BIN_EXE_broadcast-service");

@@ -54,6 +54,13 @@ pub struct PpsArgs {
     /// Largest picture side accepted (creating pictures, decoding stored PNGs).
     #[arg(long = "max-side", env = "PPS_MAX_SIDE", default_value_t = 4096)]
     pub max_side: u32,
+    /// Memory budget of the pictures in memory (`width*height*4` each, in bytes): a picture is
+    /// loaded or created only while those in memory take less than this; otherwise its
+    /// requests fail with `Unavailable` (joiners get 503 after the broadcast service's
+    /// retries) until others are unloaded. Updates recovered from the write-ahead log are
+    /// always loaded. Counted in `pps_loads_refused_total`.
+    #[arg(long = "max-loaded-bytes", env = "PPS_MAX_LOADED_BYTES", default_value_t = 16 << 30)]
+    pub max_loaded_bytes: u64,
     /// Cap of the retry backoff of failed loads and flushes.
     #[arg(long = "max-backoff", env = "PPS_MAX_BACKOFF", default_value = "5s", value_parser = parse_duration)]
     pub max_backoff: Duration,
@@ -121,6 +128,7 @@ impl PpsArgs {
             snapshot_wait: self.snapshot_wait,
             idle_unload: self.idle_unload,
             max_side: self.max_side,
+            max_loaded_bytes: self.max_loaded_bytes,
             max_backoff: self.max_backoff,
             min_backoff: self.min_backoff,
             event_capacity: self.event_capacity.max(1),

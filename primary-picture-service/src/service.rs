@@ -41,6 +41,9 @@ pub struct PpsConfig {
     pub idle_unload: Duration,
     /// Largest accepted picture side, for creating pictures and decoding stored PNGs.
     pub max_side: u32,
+    /// Pictures are loaded or created only while those in memory take less than this many
+    /// raster bytes (`--max-loaded-bytes`).
+    pub max_loaded_bytes: u64,
     /// Upper bound of the exponential backoff of failed loads and flushes.
     pub max_backoff: Duration,
     /// First delay of that backoff.
@@ -79,6 +82,7 @@ impl Default for PpsConfig {
             snapshot_wait: Duration::from_secs(10),
             idle_unload: Duration::from_secs(60),
             max_side: 4096,
+            max_loaded_bytes: 16 << 30,
             max_backoff: Duration::from_secs(5),
             min_backoff: Duration::from_millis(100),
             apply_chunk: 16,
@@ -134,6 +138,32 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// The write-ahead log, when [`PpsConfig::wal`] asks for one.
     pub(crate) wal: Option<Wal>,
+    /// Raster bytes of the pictures in memory (see [`Charge`]).
+    pub(crate) loaded_bytes: Arc<AtomicU64>,
+}
+
+/// A picture's raster bytes, counted in [`Shared::loaded_bytes`] while it lives.
+pub(crate) struct Charge {
+    bytes: u64,
+    total: Arc<AtomicU64>,
+}
+
+impl Charge {
+    pub(crate) fn new(total: &Arc<AtomicU64>, bytes: u64) -> Charge {
+        let now = total.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        metrics::gauge!("pps_loaded_bytes").set(now as f64);
+        Charge {
+            bytes,
+            total: total.clone(),
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let now = self.total.fetch_sub(self.bytes, Ordering::Relaxed) - self.bytes;
+        metrics::gauge!("pps_loaded_bytes").set(now as f64);
+    }
 }
 
 impl Shared {
@@ -200,6 +230,7 @@ impl Pps {
                 accepting: AtomicBool::new(true),
                 next_conn: AtomicU64::new(1),
                 wal,
+                loaded_bytes: Arc::new(AtomicU64::new(0)),
             }),
         })
     }

@@ -60,7 +60,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::scheduler::Priority;
-use crate::service::{ConnId, Shared};
+use crate::service::{Charge, ConnId, Shared};
 use crate::store::{StoredPicture, Version};
 use crate::wal::{Record, WalError};
 
@@ -162,6 +162,9 @@ struct Loaded {
     wal_full: bool,
     /// The recent clients' highest `client_seq`s, for the next lease grant.
     trail: SessionTrail,
+    /// The raster's bytes in the service's memory budget (`--max-loaded-bytes`), given back
+    /// when this state goes.
+    charge: Option<Charge>,
 }
 
 impl Unloaded {
@@ -213,6 +216,7 @@ impl Loaded {
             flush_retry_at: None,
             owning: Owning::Reader { stored: record },
             lease: LeaseState::default(),
+            charge: None,
         }
     }
 }
@@ -754,7 +758,11 @@ impl Actor {
 
     /// The picture is in memory: check the batches that waited for it, then the releases
     /// (one beyond what it holds now is a gap).
-    fn open(&mut self, loaded: Loaded) {
+    fn open(&mut self, mut loaded: Loaded) {
+        if let Some(raster) = &loaded.raster {
+            let bytes = u64::from(raster.width()) * u64::from(raster.height()) * 4;
+            loaded.charge = Some(Charge::new(&self.shared.loaded_bytes, bytes));
+        }
         if let Picture::Unloaded(unloaded) = &mut self.picture {
             // Batches that came before the load were sent under a lease granted before it:
             // refused (`NotHolder`), their sender acquires again.
