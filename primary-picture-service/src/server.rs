@@ -241,6 +241,14 @@ fn dispatch(pps: &Session, request: PpsRequest) -> BoxFuture<'static, PpsReply> 
             Box::pin(async move { or_error(reply.await, PpsReply::Acquired) })
         }
         PpsRequest::Ping => Box::pin(async { PpsReply::Pong }),
+        PpsRequest::History { picture } => {
+            let reply = pps.history(picture);
+            Box::pin(async move { or_error(reply.await, PpsReply::History) })
+        }
+        PpsRequest::Version { picture, seq } => {
+            let reply = pps.version(picture, seq);
+            Box::pin(async move { or_error(reply.await, PpsReply::Version) })
+        }
     }
 }
 
