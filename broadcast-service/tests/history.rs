@@ -525,3 +525,105 @@ async fn history_endpoints_need_a_view_token() {
     }
     server.stop().await;
 }
+
+/// `raster timelapse`: the file it saves is the endpoint's animation byte for byte, and its
+/// progress bar reaches every frame. Runs `target/debug/raster` (`cargo build --bins` first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raster_timelapse_saves_the_animation_with_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--history-interval", "10m"]).await;
+    let picture = "cli";
+    for round in 1..=2u64 {
+        let mut client = Client::connect(&server.url, picture, Some((12, 8)))
+            .await
+            .unwrap();
+        let last = draw_acked(&mut client, 2, round).await;
+        client.close(deadline()).await.unwrap();
+        wait_version(&server, picture, last).await;
+    }
+    let out = dir.path().join("out.png");
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("raster");
+    let output = tokio::process::Command::new(&bin)
+        .args(["--url", &server.url, "timelapse", picture, "-o"])
+        .arg(&out)
+        .args(["--width", "6", "--delay", "40"])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e} (cargo build --bins first)", bin.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let saved = std::fs::read(&out).unwrap();
+    let served = reqwest::get(format!(
+        "{}/pictures/{picture}/timelapse?width=6&delay=40",
+        server.http
+    ))
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    assert_eq!(saved, served);
+    assert_eq!(
+        stdout,
+        format!("2 frames ({} bytes) -> {}\n", saved.len(), out.display())
+    );
+    assert!(stderr.contains("] 2/2 frames"), "{stderr}");
+    assert!(!dir.path().join("out.png.part").exists());
+    // A picture without history: an error, and no file.
+    let missing = dir.path().join("none.png");
+    let output = tokio::process::Command::new(&bin)
+        .args(["--url", &server.url, "timelapse", "nohistory", "-o"])
+        .arg(&missing)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("404"));
+    assert!(!missing.exists() && !dir.path().join("none.png.part").exists());
+    server.stop().await;
+}
+
+/// A version that storage refuses is not the picture's problem: the picture is stored all the
+/// same, and the history catches up at the next flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_version_is_retried_at_the_next_flush_and_never_hurts_the_picture() {
+    use primary_picture_service::store::memory::MemoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    store.set_versions_failing(true);
+    let config = server_config(Duration::ZERO, 10, Duration::from_millis(50));
+    let server = Server::start_with(dir.path(), &[], Pps::new(config, store.clone())).await;
+    let picture = "sick";
+    let mut client = Client::connect(&server.url, picture, Some((8, 8)))
+        .await
+        .unwrap();
+    let first = draw_acked(&mut client, 3, 1).await;
+    wait_picture(store.as_ref(), picture, first).await;
+    let deadline = deadline();
+    while store.version_puts() == 0 {
+        assert!(Instant::now() < deadline, "no version was attempted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(history(&server, picture).await, vec![]);
+    store.set_versions_failing(false);
+    let last = draw_acked(&mut client, 2, 2).await;
+    let png = wait_picture(store.as_ref(), picture, last).await;
+    let listed = wait_version(&server, picture, last).await;
+    assert_eq!(seqs(&listed), vec![last]);
+    assert_eq!(
+        version(&server, picture, &format!("{last}.png")).await.1,
+        png
+    );
+    // The picture was never held back: every update is there.
+    let (seq, raster) = snapshot(&server, picture).await;
+    assert_eq!((seq, &raster), (last, client.raster().unwrap()));
+    client.close(deadline).await.unwrap();
+    server.stop().await;
+}

@@ -32,6 +32,11 @@ pub struct MemoryStore {
     save_attempts: AtomicU64,
     /// Every successful save, in order: (picture, what was stored).
     history: Mutex<Vec<(String, StoredMeta)>>,
+    /// While set, `put_version` fails with [`StoreError::Unavailable`] (the picture's own
+    /// saves still work): a history that fails alone.
+    versions_failing: AtomicBool,
+    /// `put_version` calls so far (including failed ones).
+    version_puts: AtomicU64,
     /// The pictures' stored versions (the `history` above is something else: a log of saves).
     versions: Mutex<Versions>,
 }
@@ -50,6 +55,16 @@ impl MemoryStore {
     pub fn set_delay(&self, delay: Option<Duration>) {
         let nanos = delay.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         self.delay_nanos.store(nanos, Ordering::SeqCst);
+    }
+
+    /// Makes `put_version` fail until switched back (the rest of the store works).
+    pub fn set_versions_failing(&self, failing: bool) {
+        self.versions_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// `put_version` calls so far (including failed ones).
+    pub fn version_puts(&self) -> u64 {
+        self.version_puts.load(Ordering::SeqCst)
     }
 
     /// Loads attempted so far (including failed ones).
@@ -190,7 +205,13 @@ impl Store for MemoryStore {
 
     async fn put_version(&self, picture: &str, seq: u64, png: Bytes) -> Result<(), StoreError> {
         Self::check_id(picture)?;
+        self.version_puts.fetch_add(1, Ordering::SeqCst);
         self.pause_and_check().await?;
+        if self.versions_failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "memory store told to fail versions".to_string(),
+            ));
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
