@@ -222,6 +222,9 @@ impl Render {
         encoder
             .set_animated(frames, 0)
             .and_then(|()| encoder.set_frame_delay(self.delay as u16, 1000))
+            // Whole frames that replace the previous one (as PROTOCOL.md §15 promises).
+            .and_then(|()| encoder.set_dispose_op(png::DisposeOp::None))
+            .and_then(|()| encoder.set_blend_op(png::BlendOp::Source))
             .map_err(|e| e.to_string())?;
         let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
         let max_side = self.state.config.pps.max_side;

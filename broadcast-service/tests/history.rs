@@ -156,6 +156,10 @@ fn scaled(rgba: &[u8], w: u32, h: u32, width: u32) -> (u32, Vec<u8>) {
 
 /// Fetches the timelapse and decodes it frame by frame: (frames header, size, frames).
 async fn timelapse(server: &Server, picture: &str, query: &str) -> (u64, (u32, u32), Vec<Vec<u8>>) {
+    let delay: u16 = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("delay="))
+        .map_or(200, |d| d.parse().unwrap());
     let response = reqwest::get(format!(
         "{}/pictures/{picture}/timelapse?{query}",
         server.http
