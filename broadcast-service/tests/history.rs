@@ -192,6 +192,9 @@ async fn timelapse(server: &Server, picture: &str, query: &str) -> (u64, (u32, u
             (fc.width, fc.height, fc.x_offset, fc.y_offset),
             (size.0, size.1, 0, 0)
         );
+        assert_eq!(fc.dispose_op, png::DisposeOp::None);
+        assert_eq!(fc.blend_op, png::BlendOp::Source);
+        assert_eq!((fc.delay_num, fc.delay_den), (delay, 1000));
         buf.truncate(frame.buffer_size());
         frames.push(buf);
     }
