@@ -124,6 +124,16 @@ pub struct Config {
     #[arg(long, env = "BS_SNAPSHOT_LZ4", default_value_t = true, action = clap::ArgAction::Set)]
     pub snapshot_lz4: bool,
 
+    /// Timelapse (PROTOCOL.md §15): the most frames one animation may have (`?frames=` is
+    /// capped to it; the history is sampled evenly down to it).
+    #[arg(long, env = "BS_TIMELAPSE_MAX_FRAMES", default_value_t = 300)]
+    pub timelapse_max_frames: u32,
+
+    /// Timelapse: the widest animation (`?width=`, in pixels), and the width of one asked
+    /// without `?width=` of a picture wider than this.
+    #[arg(long, env = "BS_TIMELAPSE_MAX_WIDTH", default_value_t = 1024)]
+    pub timelapse_max_width: u32,
+
     /// How long a joining client may wait for its snapshot before it gets an error.
     #[arg(long, env = "BS_JOIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub join_timeout: Duration,

@@ -43,6 +43,7 @@ mod pending;
 mod registry;
 mod room;
 mod session;
+mod timelapse;
 mod upstream;
 mod ws;
 

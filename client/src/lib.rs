@@ -28,7 +28,7 @@ pub mod token;
 
 pub use connection::{Client, ConnectOptions, Event, LogEntry, Receiver, Resumed, Sender};
 pub use error::ClientError;
-pub use http::{snapshot, snapshot_with_token};
+pub use http::{snapshot, snapshot_with_token, timelapse, TimelapseOptions, TimelapseProgress};
 pub use ops::{random_op, Profile};
 
 /// The WebSocket base (`ws://host:port`) for a base URL given as `ws://`, `http://` or bare

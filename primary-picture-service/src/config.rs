@@ -111,6 +111,13 @@ pub struct PpsArgs {
         default_value_t = 4096
     )]
     pub session_trail: usize,
+    /// History (PROTOCOL.md §15): a version of a changing picture is stored when the newest one
+    /// is at least this old (checked at each flush; `0s`: at every flush), and one at release.
+    #[arg(long = "history-interval", env = "PPS_HISTORY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub history_interval: Duration,
+    /// Versions kept per picture; the oldest beyond are deleted. `0` turns history off.
+    #[arg(long = "history-keep", env = "PPS_HISTORY_KEEP", default_value_t = 144)]
+    pub history_keep: usize,
     /// How long SIGTERM waits for dirty pictures to reach storage.
     #[arg(long = "shutdown-timeout", env = "PPS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -134,6 +141,8 @@ impl PpsArgs {
             event_capacity: self.event_capacity.max(1),
             apply_chunk: self.apply_chunk.max(1),
             session_trail: self.session_trail,
+            history_interval: self.history_interval,
+            history_keep: self.history_keep,
             wal: self.wal.then(|| WalConfig {
                 dir: self
                     .wal_dir
@@ -228,6 +237,8 @@ mod tests {
         assert_eq!(from_flags.apply_chunk, defaults.apply_chunk);
         assert_eq!(from_flags.event_capacity, defaults.event_capacity);
         assert_eq!(from_flags.apply_delay, None);
+        assert_eq!(from_flags.history_interval, defaults.history_interval);
+        assert_eq!(from_flags.history_keep, defaults.history_keep);
     }
 
     #[test]

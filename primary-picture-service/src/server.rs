@@ -247,6 +247,14 @@ fn dispatch(pps: &Session, request: PpsRequest) -> BoxFuture<'static, PpsReply> 
                 or_error(reply.await, |flushed_seq| PpsReply::Flushed { flushed_seq })
             })
         }
+        PpsRequest::History { picture } => {
+            let reply = pps.history(picture);
+            Box::pin(async move { or_error(reply.await, PpsReply::History) })
+        }
+        PpsRequest::Version { picture, seq } => {
+            let reply = pps.version(picture, seq);
+            Box::pin(async move { or_error(reply.await, PpsReply::Version) })
+        }
     }
 }
 

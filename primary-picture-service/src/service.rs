@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::future::{self, BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 use protocol::pps::{
-    AcquireRequest, Acquired, ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest,
+    AcquireRequest, Acquired, ApplyBatch, HistoryEntry, PpsError, ReleaseRequest, Snapshot,
+    SnapshotRequest, VersionImage,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -69,6 +70,11 @@ pub struct PpsConfig {
     /// Clients per picture whose highest `client_seq` a lease grant carries
     /// ([`protocol::pps::Acquired::Granted::sessions`]).
     pub session_trail: usize,
+    /// History (PROTOCOL.md §15): a flush stores a version when the newest stored one is at
+    /// least this old (zero: every flush); a release always stores one.
+    pub history_interval: Duration,
+    /// Versions kept per picture (the oldest beyond are pruned); zero: no history at all.
+    pub history_keep: usize,
 }
 
 impl Default for PpsConfig {
@@ -93,6 +99,8 @@ impl Default for PpsConfig {
             lease_timeout: Duration::ZERO,
             wal: None,
             session_trail: 4096,
+            history_interval: Duration::from_secs(600),
+            history_keep: 144,
         }
     }
 }
@@ -365,6 +373,19 @@ impl Pps {
         .boxed()
     }
 
+    /// What a read of storage (history, versions) checks first, as [`Pps::call`] does.
+    fn check_read(&self, picture: &str) -> Result<(), PpsError> {
+        if !self.shared.accepting.load(Ordering::SeqCst) {
+            return Err(PpsError::ShuttingDown);
+        }
+        if !protocol::valid_picture_id(picture) {
+            return Err(PpsError::BadRequest(format!(
+                "invalid picture id {picture:?}"
+            )));
+        }
+        Ok(())
+    }
+
     fn send(&self, picture: &str, msg: Msg) -> Result<(), PpsError> {
         let mut registry = self.shared.registry();
         let msg = match registry.get(picture) {
@@ -440,6 +461,64 @@ impl PictureService for Pps {
         self.call(&picture, Msg::Store)
     }
 
+    fn history(&self, picture: String) -> BoxFuture<'static, Result<Vec<HistoryEntry>, PpsError>> {
+        if let Err(error) = self.check_read(&picture) {
+            return future::ready(Err(error)).boxed();
+        }
+        let store = self.shared.store.clone();
+        async move {
+            let listed = store
+                .list_versions(&picture)
+                .await
+                .map_err(|e| PpsError::Storage(e.to_string()))?;
+            Ok(listed
+                .into_iter()
+                .map(|v| HistoryEntry {
+                    seq: v.seq,
+                    time_ms: v.time_ms,
+                    size: v.size,
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn version(
+        &self,
+        picture: String,
+        seq: u64,
+    ) -> BoxFuture<'static, Result<VersionImage, PpsError>> {
+        if let Err(error) = self.check_read(&picture) {
+            return future::ready(Err(error)).boxed();
+        }
+        let store = self.shared.store.clone();
+        let max_side = self.shared.config.max_side;
+        async move {
+            let png = store
+                .get_version(&picture, seq)
+                .await
+                .map_err(|e| PpsError::Storage(e.to_string()))?
+                .ok_or(PpsError::NotFound)?;
+            // The header only: the caller decodes the pixels if it needs them.
+            let header = protocol::snapshot::check_png(&png, max_side).map_err(|e| {
+                PpsError::Storage(format!("version {seq} of {picture} is corrupt: {e}"))
+            })?;
+            if header.seq != Some(seq) {
+                return Err(PpsError::Storage(format!(
+                    "version {seq} of {picture} is corrupt: its png says seq {:?}",
+                    header.seq
+                )));
+            }
+            Ok(VersionImage {
+                seq,
+                width: header.width,
+                height: header.height,
+                png,
+            })
+        }
+        .boxed()
+    }
+
     fn events(&self) -> broadcast::Receiver<PpsEvent> {
         self.shared.events.subscribe()
     }
@@ -496,6 +575,21 @@ impl Session {
 
     pub fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>> {
         self.pps.flush(picture)
+    }
+
+    pub fn history(
+        &self,
+        picture: String,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, PpsError>> {
+        self.pps.history(picture)
+    }
+
+    pub fn version(
+        &self,
+        picture: String,
+        seq: u64,
+    ) -> BoxFuture<'static, Result<VersionImage, PpsError>> {
+        self.pps.version(picture, seq)
     }
 }
 

@@ -21,6 +21,7 @@ use tracing::Instrument;
 use super::lease::Owning;
 use super::{retry_after, Actor, Mailbox};
 use crate::api::PpsEvent;
+use crate::history::HistoryWriter;
 use crate::scheduler::Priority;
 use crate::store::{StoreError, StoredMeta, Version};
 
@@ -52,6 +53,8 @@ pub(super) struct Write {
     /// The owner record it writes.
     record: Ownership,
     kind: WriteKind,
+    /// The bytes it writes, for the history (`crate::history`) once they are stored.
+    png: Bytes,
     pub(super) handle: JoinHandle<Result<Version, StoreError>>,
 }
 
@@ -165,6 +168,7 @@ impl Actor {
             started: Instant::now(),
             record,
             kind,
+            png: png.clone(),
             handle: tokio::spawn(
                 async move { store.save(&id, png, &meta, expected.as_ref()).await }
                     .instrument(span),
@@ -241,6 +245,7 @@ impl Actor {
                         picture: self.id.clone(),
                         seq: write.seq,
                     });
+                    self.offer_history(write.seq, write.png, write.record.released);
                 }
             }
             Err(StoreError::Conflict { .. }) => {
@@ -258,6 +263,24 @@ impl Actor {
                 self.schedule_flush_retry();
             }
         }
+    }
+
+    /// Hands a stored flush to the history writer (started on the first one), which decides
+    /// whether it becomes a version: never awaited, so versions cost the flush nothing.
+    fn offer_history(&mut self, seq: u64, png: Bytes, released: bool) {
+        let config = &self.shared.config;
+        if config.history_keep == 0 {
+            return;
+        }
+        let writer = self.history.get_or_insert_with(|| {
+            HistoryWriter::start(
+                self.shared.store.clone(),
+                self.id.clone(),
+                config.history_interval,
+                config.history_keep,
+            )
+        });
+        writer.offer(seq, png, released);
     }
 
     /// Backs off after a failed flush. `flush_backoff` grows even when the picture was lost

@@ -59,6 +59,7 @@ use protocol::Raster;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::history::HistoryWriter;
 use crate::scheduler::Priority;
 use crate::service::{Charge, ConnId, Shared};
 use crate::store::{StoredPicture, Version};
@@ -302,6 +303,9 @@ struct Actor {
     last_activity: Instant,
     /// Set when a release completed with nothing happening since it was asked.
     unload_wanted: bool,
+    /// Stores versions of the picture's flushes (`crate::history`); started at the first
+    /// flush, `None` while history is off (`history_keep` 0) or before.
+    history: Option<HistoryWriter>,
 }
 
 /// Runs a picture actor until it unloads.
@@ -325,6 +329,7 @@ pub(crate) async fn run(
         activity: 0,
         last_activity: Instant::now(),
         unload_wanted: false,
+        history: None,
     };
     tracing::debug!(picture = %actor.id, "picture actor started");
     actor.run(&mut mailbox).await;
