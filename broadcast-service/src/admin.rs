@@ -43,6 +43,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/admin/pictures/{id}/flush", post(flush))
         .route("/admin/pictures/{id}/close", post(close))
         .route("/admin/pictures/{id}/clear", post(clear))
+        .route("/admin/pictures/{id}/revert", post(revert))
 }
 
 /// An admin answer that is not a success: its status and a message (as JSON `{"error": ..}`).
@@ -236,13 +237,125 @@ async fn clear(
         Ok(op) => op,
         Err(failure) => return failure.into_response(),
     };
-    match draw(&state, &id, vec![op]).await {
+    match draw(&state, &id, vec![op], None).await {
         Ok(seqs) => {
             tracing::info!(picture = %id, ?seqs, "rectangle cleared by the admin API");
             Json(json!({ "picture": id, "seqs": seqs })).into_response()
         }
         Err(failure) => failure.into_response(),
     }
+}
+
+/// Side of the tiles a revert draws (a `Patch` each: 256 KiB, within every client's message
+/// size).
+const REVERT_TILE: u32 = 256;
+
+/// `POST /admin/pictures/{id}/revert?seq=S`: draws stored version `S` (PROTOCOL.md §15) over
+/// the picture as sequenced `Patch`es, so that every client sees the picture become that
+/// version; answers the seqs of the first and last tile.
+async fn revert(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(failure) = authorize(&state, &headers, "revert").and_then(|()| check_id(&id)) {
+        return failure.into_response();
+    }
+    let seq = match query.get("seq").map(|v| v.parse::<u64>()) {
+        Some(Ok(seq)) => seq,
+        _ => {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                "seq is required: the seq of a stored version (GET /pictures/{id}/history)",
+            )
+            .into_response()
+        }
+    };
+    let cluster = state.registry.cluster().clone();
+    let link = cluster.route(&id, None);
+    let version = match cluster.link(link).pps.version(id.clone(), seq).await {
+        Ok(version) => version,
+        Err(PpsError::NotFound) => {
+            return failure(
+                StatusCode::NOT_FOUND,
+                format!("picture {id} has no stored version at seq {seq}"),
+            )
+            .into_response()
+        }
+        Err(error) => return pps_failure(error).into_response(),
+    };
+    let max_side = state.config.pps.max_side;
+    let decoded = match tokio::task::spawn_blocking(move || {
+        protocol::snapshot::decode_png(&version.png, max_side)
+    })
+    .await
+    {
+        Ok(Ok(decoded)) => decoded,
+        Ok(Err(error)) => {
+            return failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("stored version {seq} does not decode: {error}"),
+            )
+            .into_response()
+        }
+        Err(error) => {
+            return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
+    };
+    let raster = decoded.raster;
+    // A `Patch` blends (§4): it sets exactly the opaque pixels only. Pictures start opaque and
+    // blending keeps them so; only a translucent `Clear` makes pixels a revert cannot redraw.
+    if raster.pixels().chunks_exact(4).any(|p| p[3] != 255) {
+        return failure(
+            StatusCode::CONFLICT,
+            format!("version {seq} has translucent pixels (a translucent Clear): a revert made of Patches would not reproduce it"),
+        )
+        .into_response();
+    }
+    let side = REVERT_TILE.min(state.limits.max_patch_side).max(1);
+    let ops = tiles(&raster, side);
+    let tiles = ops.len();
+    match draw(&state, &id, ops, Some((raster.width(), raster.height()))).await {
+        Ok(seqs) => {
+            let (first, last) = (seqs.first().copied(), seqs.last().copied());
+            tracing::info!(picture = %id, version = seq, tiles, ?first, ?last, "picture reverted by the admin API");
+            Json(json!({
+                "picture": id,
+                "version": seq,
+                "tiles": tiles,
+                "first_seq": first,
+                "last_seq": last,
+            }))
+            .into_response()
+        }
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// `raster` as `Patch`es of at most `side` x `side`, row by row.
+fn tiles(raster: &protocol::Raster, side: u32) -> Vec<Op> {
+    let (width, height) = (raster.width(), raster.height());
+    let pixels = raster.pixels();
+    let mut ops = Vec::new();
+    for y in (0..height).step_by(side as usize) {
+        for x in (0..width).step_by(side as usize) {
+            let (w, h) = (side.min(width - x), side.min(height - y));
+            let mut rgba = Vec::with_capacity((w * h * 4) as usize);
+            for row in y..y + h {
+                let start = ((row * width + x) * 4) as usize;
+                rgba.extend_from_slice(&pixels[start..start + (w * 4) as usize]);
+            }
+            ops.push(Op::Patch {
+                x: x as i32,
+                y: y as i32,
+                w,
+                h,
+                rgba: rgba.into(),
+            });
+        }
+    }
+    ops
 }
 
 /// The `Rect` a clear request asks for.
@@ -327,9 +440,15 @@ async fn exists(state: &AppState, id: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Draws `ops` on picture `id` as the admin API's own client and waits until each is
-/// published; returns their seqs, in order.
-async fn draw(state: &Arc<AppState>, id: &str, ops: Vec<Op>) -> Result<Vec<u64>, Failure> {
+/// Draws `ops` on picture `id` as the admin API's own client, one after the other (each
+/// once the one before is published, so that no frame carries more than one of them), and
+/// returns their seqs. `size`: the picture must be this big (`409` otherwise).
+async fn draw(
+    state: &Arc<AppState>,
+    id: &str,
+    ops: Vec<Op>,
+    size: Option<(u32, u32)>,
+) -> Result<Vec<u64>, Failure> {
     exists(state, id).await?;
     let conn = state.next_client_id();
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
@@ -361,11 +480,19 @@ async fn draw(state: &Arc<AppState>, id: &str, ops: Vec<Op>) -> Result<Vec<u64>,
         Some(config),
     )
     .await;
-    let result = tokio::time::timeout(DRAW_TIMEOUT, async {
-        let mut seqs = vec![0u64; ops.len()];
+    let send = |i: usize| Input::Draw {
+        client_id: conn,
+        client_seq: i as u64 + 1,
+        op: Bytes::from(codec::encode(&ops[i])),
+        via: None,
+        conn,
+        session: false,
+    };
+    let timeout = DRAW_TIMEOUT + Duration::from_millis(10) * ops.len() as u32;
+    let result = tokio::time::timeout(timeout, async {
+        let mut seqs = Vec::with_capacity(ops.len());
         let mut welcomed = false;
-        let mut published = 0;
-        while published < ops.len() {
+        while seqs.len() < ops.len() {
             let frame = match frames.next().await {
                 Some(Ok(tungstenite::Message::Binary(frame))) => frame,
                 Some(Ok(tungstenite::Message::Close(close))) => {
@@ -376,41 +503,36 @@ async fn draw(state: &Arc<AppState>, id: &str, ops: Vec<Op>) -> Result<Vec<u64>,
                     ));
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => {
-                    return Err(failure(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the picture's room closed the admin client",
-                    ))
-                }
+                Some(Err(_)) | None => return Err(closed()),
             };
             match codec::decode_server(&frame) {
-                Ok(ServerMsg::Welcome { .. } | ServerMsg::WelcomeLz4 { .. }) if !welcomed => {
+                Ok(
+                    ServerMsg::Welcome { width, height, .. }
+                    | ServerMsg::WelcomeLz4 { width, height, .. },
+                ) if !welcomed => {
                     welcomed = true;
-                    for (i, op) in ops.iter().enumerate() {
-                        let draw = Input::Draw {
-                            client_id: conn,
-                            client_seq: i as u64 + 1,
-                            op: Bytes::from(codec::encode(op)),
-                            via: None,
-                            conn,
-                            session: false,
-                        };
-                        if input.send(draw).await.is_err() {
-                            return Err(failure(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "the picture's room has closed",
-                            ));
-                        }
+                    if let Some(size) = size.filter(|&size| size != (width, height)) {
+                        return Err(failure(
+                            StatusCode::CONFLICT,
+                            format!(
+                                "the picture is {width}x{height}, the version {}x{}",
+                                size.0, size.1
+                            ),
+                        ));
+                    }
+                    if input.send(send(0)).await.is_err() {
+                        return Err(closed());
                     }
                 }
                 Ok(ServerMsg::Updates(updates)) if welcomed => {
-                    for update in updates.iter().filter(|u| u.client_id == conn) {
-                        let index = (update.client_seq as usize).checked_sub(1);
-                        if let Some(slot) = index.and_then(|i| seqs.get_mut(i)) {
-                            if *slot == 0 {
-                                *slot = update.seq;
-                                published += 1;
-                            }
+                    let next = seqs.len() as u64 + 1;
+                    if let Some(update) = updates
+                        .iter()
+                        .find(|u| u.client_id == conn && u.client_seq == next)
+                    {
+                        seqs.push(update.seq);
+                        if seqs.len() < ops.len() && input.send(send(seqs.len())).await.is_err() {
+                            return Err(closed());
                         }
                     }
                 }
@@ -447,6 +569,13 @@ async fn draw(state: &Arc<AppState>, id: &str, ops: Vec<Op>) -> Result<Vec<u64>,
     result
 }
 
+fn closed() -> Failure {
+    failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the picture's room closed the admin client",
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -460,6 +589,28 @@ mod tests {
         assert_eq!(parse_color("ff00"), None);
         assert_eq!(parse_color("gg0000"), None);
         assert_eq!(parse_color("éé0000"), None);
+    }
+
+    #[test]
+    fn tiles_cover_the_picture_exactly_once() {
+        let mut raster = protocol::Raster::new(5, 3);
+        raster.apply(&Op::Rect {
+            x: 1,
+            y: 1,
+            w: 3,
+            h: 1,
+            color: [1, 2, 3, 255],
+        });
+        let ops = tiles(&raster, 2);
+        assert_eq!(ops.len(), 6); // 3 columns (2, 2, 1) x 2 rows (2, 1)
+        let mut redrawn = protocol::Raster::new(5, 3);
+        redrawn.apply(&Op::Clear {
+            color: [9, 9, 9, 255],
+        });
+        for op in &ops {
+            redrawn.apply(op);
+        }
+        assert_eq!(redrawn, raster);
     }
 
     #[test]

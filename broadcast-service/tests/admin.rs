@@ -69,6 +69,7 @@ async fn admin_calls_need_the_admin_token() {
         ("POST", "/admin/pictures/a/flush"),
         ("POST", "/admin/pictures/a/close"),
         ("POST", "/admin/pictures/a/clear?x=0&y=0&w=1&h=1"),
+        ("POST", "/admin/pictures/a/revert?seq=1"),
     ] {
         for token in [None, Some("wrong-token-wrong-token-wrong-tok"), Some("")] {
             let (status, json) = call(&server, method, path, token).await;
@@ -350,5 +351,94 @@ async fn a_cleared_rectangle_is_a_sequenced_op_every_client_sees() {
     assert_eq!(response.status(), 404);
     let list = admin(&server, "GET", "/admin/pictures").await;
     assert_eq!(picture(&list, "m")["seq"], seq2);
+    server.stop().await;
+}
+
+/// Waits until picture `id` has a stored version at `seq`; returns its PNG.
+async fn version_png(server: &Server, id: &str, seq: u64) -> Vec<u8> {
+    let deadline = deadline();
+    loop {
+        let response = reqwest::get(format!("{}/pictures/{id}/history/{seq}.png", server.http))
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            return response.bytes().await.unwrap().to_vec();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no version {seq} of {id}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revert_draws_a_stored_version_for_every_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = admin_args();
+    args.extend(["--history-interval", "0s"]);
+    let server = Server::start(dir.path(), &args).await;
+    // 300x20: two tiles wide.
+    let mut drawer = logged_client(&server, "r", Some((300, 20))).await;
+    let mut watcher = logged_client(&server, "r", None).await;
+    let at = draw_acked(&mut drawer, 30, 3).await;
+    let flushed = admin(&server, "POST", "/admin/pictures/r/flush").await;
+    assert_eq!(flushed["flushed_seq"], at);
+    let png = version_png(&server, "r", at).await;
+    let version = protocol::snapshot::decode_png(&png, 4096).unwrap().raster;
+    assert_eq!(&version, drawer.raster().unwrap());
+    let later = draw_acked(&mut drawer, 30, 4).await;
+    assert_ne!(&version, drawer.raster().unwrap());
+
+    let reverted = admin(
+        &server,
+        "POST",
+        &format!("/admin/pictures/r/revert?seq={at}"),
+    )
+    .await;
+    assert_eq!(reverted["version"], at);
+    assert_eq!(reverted["tiles"], 2);
+    assert_eq!(reverted["first_seq"], later + 1);
+    assert_eq!(reverted["last_seq"], later + 2);
+    for client in [&mut drawer, &mut watcher] {
+        client.sync_to(later + 2, deadline()).await.unwrap();
+        assert_eq!(client.raster().unwrap(), &version);
+    }
+    let late = logged_client(&server, "r", None).await;
+    assert_eq!(late.raster().unwrap(), &version);
+
+    // A version that does not exist; no seq at all.
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/admin/pictures/r/revert?seq=7",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&server, "POST", "/admin/pictures/r/revert", Some(TOKEN)).await;
+    assert_eq!(status, 400);
+
+    // A version with translucent pixels cannot be redrawn exactly: refused, nothing drawn.
+    drawer
+        .draw(Op::Clear {
+            color: [0, 0, 0, 0],
+        })
+        .await
+        .unwrap();
+    let cleared = later + 3;
+    drawer.sync_to(cleared, deadline()).await.unwrap();
+    admin(&server, "POST", "/admin/pictures/r/flush").await;
+    version_png(&server, "r", cleared).await;
+    let (status, json) = call(
+        &server,
+        "POST",
+        &format!("/admin/pictures/r/revert?seq={cleared}"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 409, "{json}");
+    let list = admin(&server, "GET", "/admin/pictures").await;
+    assert_eq!(picture(&list, "r")["seq"], cleared);
     server.stop().await;
 }
