@@ -175,7 +175,7 @@ struct Shared {
 impl Shared {
     fn unacked(&self) -> MutexGuard<'_, VecDeque<(u64, Op)>> {
         // Every change is one push or a drain from the front: a poisoned lock is consistent.
-        self.unacked.lock().unwrap_or_else(|e| e.into_inner())
+        protocol::sync::lock(&self.unacked)
     }
 
     /// Our ops up to `client_seq` are settled.

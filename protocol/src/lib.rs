@@ -19,6 +19,7 @@ pub mod pps;
 pub mod raster;
 pub mod relay;
 pub mod snapshot;
+pub mod sync;
 pub mod wire;
 
 pub use codec::DecodeError;
