@@ -513,9 +513,14 @@ impl Disc {
     fn new(width: u16) -> Self {
         let r2 = i64::from(width) * i64::from(width);
         let reach = i64::from(width / 2);
+        // The span only narrows away from the centre, so each row's search starts where the
+        // previous row's ended: O(reach) steps in all. Starting every row from `reach` was
+        // O(reach²), a quarter of a second per stroke of width 65,535 (found by fuzzing;
+        // widths that large pass only a raised `--max-stroke-width`, but a client applies
+        // whatever its server sends).
+        let mut dx = reach;
         let half = (0..=reach)
             .map(|dy| {
-                let mut dx = reach;
                 while 4 * (dx * dx + dy * dy) > r2 {
                     dx -= 1;
                 }
@@ -1192,6 +1197,29 @@ pub fn line_reference(a: Point, b: Point) -> Vec<Point> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disc_spans_are_the_widest_inside_the_circle() {
+        let widths = (0..=1024).chain([4097, 32_768, 65_534, 65_535]);
+        for width in widths {
+            let disc = Disc::new(width);
+            let r2 = i64::from(width) * i64::from(width);
+            assert_eq!(disc.reach, i64::from(width / 2));
+            assert_eq!(disc.half.len() as i64, disc.reach + 1);
+            for (dy, &dx) in (0..).zip(&disc.half) {
+                // Inside (PROTOCOL.md §4), and the next one out is not.
+                assert!(
+                    dx >= 0 && 4 * (dx * dx + dy * dy) <= r2,
+                    "width {width} row {dy}"
+                );
+                assert!(
+                    4 * ((dx + 1) * (dx + 1) + dy * dy) > r2,
+                    "width {width} row {dy}"
+                );
+            }
+            assert_eq!(disc.profile.len() as i64, 2 * disc.reach + 1);
+        }
+    }
 
     #[test]
     fn division_by_255_is_exact() {

@@ -1,0 +1,6 @@
+//! An op that decodes and passes the limits, applied to a small picture by every stroke strategy
+//! and by a naive reference: `protocol::fuzz::op_apply`.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| protocol::fuzz::op_apply(data));

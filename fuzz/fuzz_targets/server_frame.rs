@@ -1,0 +1,6 @@
+//! A server's frame as the Rust client reads it (decode or scan, snapshot, updates applied):
+//! `protocol::fuzz::server_frame`.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| protocol::fuzz::server_frame(data));
