@@ -3,4 +3,6 @@
 
 #![no_main]
 
+use raster_fuzz as _; // the capped allocator
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| protocol::fuzz::client_frame(data));
