@@ -13,6 +13,8 @@
 # input is written to fuzz/artifacts/<target>/ (the output names the file) and the script
 # exits non-zero after trying the other targets. Replay one input with
 #   fuzz/target/<host>/release/<target> fuzz/artifacts/<target>/crash-...
+# fuzz/Cargo.lock pins the fuzz build; not `--locked`, so that a dependency added to the
+# protocol crate is added there too (commit the lock file then) instead of failing the build.
 # Limits, all overridable from the environment: FUZZ_TIMEOUT (10 s per input), FUZZ_RSS_MB
 # (1024), FUZZ_MAX_LEN (per target below: the largest input tried).
 set -euo pipefail
@@ -59,7 +61,7 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares \
 -Cllvm-args=-sanitizer-coverage-stack-depth"
-cargo build --release --locked --target "$HOST" --target-dir "$ROOT/fuzz/target" \
+cargo build --release --target "$HOST" --target-dir "$ROOT/fuzz/target" \
   $(printf -- '--bin %s ' "${TARGETS[@]}")
 
 failed=()
