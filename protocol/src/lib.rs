@@ -11,8 +11,11 @@
 //! - [`pps`]: the messages between the broadcast service and the primary picture service.
 //! - [`relay`]: what a relay sends up its link to a picture's sequencer.
 //! - [`placement`]: rendezvous hashing of pictures over picture services, and their owner ids.
+//! - [`fuzz`]: the invariants the fuzz targets (`fuzz/`) check on untrusted bytes, here so that
+//!   `cargo test` replays their corpus and past crashes through the same code.
 
 pub mod codec;
+pub mod fuzz;
 pub mod limits;
 pub mod placement;
 pub mod pps;
