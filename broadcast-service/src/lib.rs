@@ -9,7 +9,9 @@
 //!
 //! - [`config`]: flags and their environment variables.
 //! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics)
-//!   and the HTTP/1.1 server under them (header-read timeout).
+//!   and the HTTP/1.1 server under them (header-read timeout); the history endpoints
+//!   (`history`, `history/{seq}.png`, PROTOCOL.md §15).
+//! - `timelapse`: the history as an animated PNG, rendered and streamed a frame at a time.
 //! - `auth`: tokens (JWTs granting `draw` or `view` on pictures), checked before an upgrade.
 //! - `admission`: connection, picture and raster-byte limits checked before an upgrade.
 //! - `origin`: which web pages may open a WebSocket here.
