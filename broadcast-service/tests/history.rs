@@ -634,3 +634,43 @@ async fn a_failed_version_is_retried_at_the_next_flush_and_never_hurts_the_pictu
     client.close(deadline).await.unwrap();
     server.stop().await;
 }
+
+/// A picture that keeps changing gets versions no closer than the interval (the filesystem's
+/// mtimes are to the millisecond): each version is written once the previous is that old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_versions_are_at_least_the_interval_apart() {
+    let (store, _store_dir) = fs_store();
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(300);
+    let config = server_config(interval, 100, Duration::from_millis(20));
+    let server = Server::start_with(dir.path(), &[], Pps::new(config, store.clone())).await;
+    let picture = "steady";
+    let mut client = Client::connect(&server.url, picture, Some((16, 16)))
+        .await
+        .unwrap();
+    let deadline = deadline();
+    let mut round = 0;
+    let listed = loop {
+        round += 1;
+        draw_acked(&mut client, 1, round).await;
+        let listed = history(&server, picture).await;
+        if listed.len() >= 4 {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "only {} versions", listed.len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for pair in listed.windows(2) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(
+            gap >= interval.as_millis() as u64,
+            "versions {} and {} are {gap} ms apart",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    // Flushes came every few ops; versions were far fewer.
+    assert!(listed.last().unwrap().0 > listed.len() as u64, "{listed:?}");
+    client.close(deadline).await.unwrap();
+    server.stop().await;
+}
