@@ -82,6 +82,9 @@ pub(crate) struct AppState {
     /// (they start at a random point), so a reconnecting client never mistakes another
     /// client's update in a late `Welcome` for its own.
     next_client_id: AtomicU64,
+    /// Timelapses being rendered (PROTOCOL.md §15): each holds a render thread and a few
+    /// frames, so `--timelapse-concurrency` bounds them; over it a request gets 503.
+    timelapses: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -197,6 +200,9 @@ pub async fn run_with(
         metrics: prometheus(),
         tokens,
         next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
+        timelapses: Arc::new(tokio::sync::Semaphore::new(
+            config.timelapse_concurrency.max(1),
+        )),
         config,
     });
     let addr = listener.local_addr()?;

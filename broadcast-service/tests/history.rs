@@ -674,3 +674,50 @@ async fn fs_versions_are_at_least_the_interval_apart() {
     client.close(deadline).await.unwrap();
     server.stop().await;
 }
+
+/// `--timelapse-concurrency`: one timelapse more than allowed is answered 503 at once, and the
+/// next after it is done is served. (A slow store holds the first one: of two requests sent
+/// together, whichever comes first renders for two seconds, the other is refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timelapses_beyond_the_concurrency_limit_are_refused() {
+    use primary_picture_service::store::memory::MemoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let config = server_config(Duration::ZERO, 10, Duration::from_secs(3600));
+    let server = Server::start_with(
+        dir.path(),
+        &["--timelapse-concurrency", "1"],
+        Pps::new(config, store.clone()),
+    )
+    .await;
+    let picture = "busy";
+    let mut client = Client::connect(&server.url, picture, Some((8, 8)))
+        .await
+        .unwrap();
+    let last = draw_acked(&mut client, 2, 1).await;
+    client.close(deadline()).await.unwrap();
+    wait_version(&server, picture, last).await;
+    store.set_delay(Some(Duration::from_secs(2)));
+    let url = format!("{}/pictures/{picture}/timelapse", server.http);
+    let get = || async {
+        let response = reqwest::get(&url).await.unwrap();
+        let status = response.status().as_u16();
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.bytes().await.unwrap();
+        (status, retry, body.len())
+    };
+    let (a, b) = tokio::join!(get(), get());
+    let mut statuses = [(a.0, a.1.clone()), (b.0, b.1.clone())];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [(200, None), (503, Some("5".to_string()))],
+        "{a:?} {b:?}"
+    );
+    store.set_delay(None);
+    assert_eq!(get().await.0, 200);
+    server.stop().await;
+}
