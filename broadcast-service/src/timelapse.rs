@@ -182,6 +182,11 @@ pub(crate) async fn timelapse(
         let _permit = permit;
         let errors = chunks.clone();
         if let Err(error) = render.run(&runtime, ChunkWriter::new(chunks)) {
+            if errors.is_closed() {
+                // The client went away: nothing wrong here.
+                tracing::debug!(%error, "timelapse abandoned by its client");
+                return;
+            }
             // Headers are gone: the best left is to cut the body short, which the client sees.
             tracing::warn!(%error, "timelapse cut short");
             let _ = errors.blocking_send(Err(std::io::Error::other(error)));
