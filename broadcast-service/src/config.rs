@@ -134,6 +134,11 @@ pub struct Config {
     #[arg(long, env = "BS_TIMELAPSE_MAX_WIDTH", default_value_t = 1024)]
     pub timelapse_max_width: u32,
 
+    /// Timelapse: how many may be rendered at once (each takes a thread and a few decoded
+    /// frames); one more is answered 503 with `Retry-After`.
+    #[arg(long, env = "BS_TIMELAPSE_CONCURRENCY", default_value_t = 2)]
+    pub timelapse_concurrency: usize,
+
     /// How long a joining client may wait for its snapshot before it gets an error.
     #[arg(long, env = "BS_JOIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub join_timeout: Duration,

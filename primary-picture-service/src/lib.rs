@@ -7,6 +7,8 @@
 //! - [`api`]: the [`PictureService`] contract the broadcast service talks to.
 //! - [`service`]: [`Pps`], the in-process implementation, and its [`PpsConfig`].
 //! - [`picture`] (private): the per-picture actor that does the work.
+//! - `history` (private): the per-picture writer of stored versions (PROTOCOL.md §15), fed by
+//!   the actor's flushes.
 //! - [`scheduler`]: the priority job queue granting CPU/IO slots.
 //! - [`store`]: the [`Store`](store::Store) trait and its homes (filesystem, S3, memory).
 //! - [`config`]: command-line/environment configuration shared with the broadcast service's
