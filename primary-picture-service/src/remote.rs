@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{self, BoxFuture, FutureExt};
 use futures::{SinkExt, StreamExt};
+use protocol::backoff::{jittered, Backoff};
 use protocol::pps::{
     AcquireRequest, Acquired, ApplyBatch, FromPps, HistoryEntry, PpsError, PpsReply, PpsRequest,
     ReleaseRequest, Snapshot, SnapshotRequest, ToPps, VersionImage,
@@ -235,7 +236,7 @@ async fn run(
     options: RemoteOptions,
     mut stop: watch::Receiver<()>,
 ) {
-    let mut backoff = options.min_backoff;
+    let mut backoff = Backoff::new(options.min_backoff, options.max_backoff);
     let mut connected_before = false;
     let up = metrics::gauge!("bs_pps_link_up", "url" => url.clone());
     up.set(0.0);
@@ -251,7 +252,7 @@ async fn run(
         };
         let failure = match attempt {
             Ok(Ok((socket, _))) => {
-                backoff = options.min_backoff;
+                backoff.reset();
                 let (mut sink, mut stream) = socket.split();
                 let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<Message>();
                 shared.lock().writer = Some(writer_tx);
@@ -338,25 +339,21 @@ async fn run(
             Ok(Err(error)) => Some(describe_ws_error(&error)),
             Err(_) => Some((format!("no answer within {:?}", options.timeout), "timeout")),
         };
-        let delay = jittered(backoff);
-        if let Some((cause, label)) = failure {
-            tracing::warn!(%url, %cause, retry_in_ms = delay.as_millis() as u64, "cannot connect to the picture service");
-            metrics::counter!("bs_pps_link_failures_total", "url" => url.clone(), "cause" => label)
-                .increment(1);
-            backoff = (backoff * 2).min(options.max_backoff);
-        }
+        let delay = match failure {
+            Some((cause, label)) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%url, %cause, retry_in_ms = delay.as_millis() as u64, "cannot connect to the picture service");
+                metrics::counter!("bs_pps_link_failures_total", "url" => url.clone(), "cause" => label)
+                    .increment(1);
+                delay
+            }
+            None => jittered(backoff.current()),
+        };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
         }
     }
-}
-
-/// Between half and all of `base`, so that many broadcast services do not reconnect in lockstep.
-fn jittered(base: Duration) -> Duration {
-    let millis = base.as_millis() as u64;
-    let half = millis / 2;
-    Duration::from_millis(half + rand::random::<u64>() % (millis - half + 1))
 }
 
 impl PictureService for RemotePps {

@@ -14,6 +14,7 @@
 //! - [`fuzz`]: the invariants the fuzz targets (`fuzz/`) check on untrusted bytes, here so that
 //!   `cargo test` replays their corpus and past crashes through the same code.
 
+pub mod backoff;
 pub mod codec;
 pub mod fuzz;
 pub mod limits;

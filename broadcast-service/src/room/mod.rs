@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use primary_picture_service::PictureService;
+use protocol::backoff::Backoff;
 use protocol::codec;
 use protocol::pps::{Acquired, Lease, PpsError, Snapshot};
 use protocol::ServerMsg;
@@ -362,7 +363,7 @@ pub(crate) struct Room {
     generations: u64,
     /// After a failure, no request to the picture service (or relay link) before this.
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     clients: BTreeMap<u64, Client>,
     /// Relays subscribed to this room (sequencer only).
     relays: BTreeMap<u64, Downstream>,
@@ -427,7 +428,7 @@ impl Room {
             force: false,
             generations: 0,
             retry_at: None,
-            backoff: MIN_BACKOFF,
+            backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
             clients: BTreeMap::new(),
             relays: BTreeMap::new(),
             durable: 0,
@@ -882,8 +883,7 @@ impl Room {
 
     /// Backs off before the next attempt: `retry_at` is set, the delay doubles.
     fn back_off(&mut self) {
-        self.retry_at = Some(Instant::now() + jittered(self.backoff));
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.retry_at = Some(Instant::now() + self.backoff.next_delay());
     }
 
     fn on_retry(&mut self) {
@@ -999,18 +999,6 @@ fn send_rejected(outbox: &Outbox, client_seq: u64, reason: &str) {
         reason: format!("not applied: {reason}"),
     };
     outbox.send_direct(&codec::encode(&rejected));
-}
-
-/// `base` give or take a quarter, so that many rooms failing together do not retry in
-/// lockstep.
-fn jittered(base: Duration) -> Duration {
-    let quarter = base.as_millis() as u64 / 4;
-    let offset = if quarter == 0 {
-        0
-    } else {
-        rand::random::<u64>() % (2 * quarter)
-    };
-    Duration::from_millis(base.as_millis() as u64 - quarter + offset)
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -8,7 +8,7 @@
 
 use protocol::codec;
 
-use super::{Opened, Role, Room, MIN_BACKOFF};
+use super::{Opened, Role, Room};
 use crate::upstream::{Relayed, Upstream, UpstreamEvent};
 use crate::ws;
 
@@ -79,7 +79,7 @@ impl Room {
                 pending,
             } => {
                 *started = true;
-                self.backoff = MIN_BACKOFF;
+                self.backoff.reset();
                 let continues = self.opened.is_some() && since == self.log.published();
                 if !continues {
                     if self.opened.is_some() {

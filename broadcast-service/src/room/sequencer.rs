@@ -13,7 +13,7 @@ use protocol::pps::{
 };
 use tokio::time::Instant;
 
-use super::{Ctl, Opened, Role, Room, MIN_BACKOFF};
+use super::{Ctl, Opened, Role, Room};
 use crate::ws;
 
 /// Redirections (`Moved`) followed before asking with `force` where we are.
@@ -138,7 +138,7 @@ impl Room {
         lease_timeout_ms: u64,
         sessions: Vec<SessionMark>,
     ) {
-        self.backoff = MIN_BACKOFF;
+        self.backoff.reset();
         self.redirects = 0;
         let continues = match self.opened {
             None => false,
@@ -283,7 +283,7 @@ impl Room {
         match result {
             Ok(have) => {
                 self.log.accepted(have);
-                self.backoff = MIN_BACKOFF;
+                self.backoff.reset();
                 // The ended ticks' updates it confirmed go out now, not a tick later.
                 self.publish();
             }
@@ -299,7 +299,7 @@ impl Room {
                 self.lease_lost(&error);
             }
             Err(error) => {
-                tracing::warn!(picture = %self.id, %error, backoff_ms = self.backoff.as_millis() as u64, "sending updates to the picture service failed; will resend");
+                tracing::warn!(picture = %self.id, %error, backoff_ms = self.backoff.current().as_millis() as u64, "sending updates to the picture service failed; will resend");
                 self.log.failed();
                 if matches!(error, PpsError::ShuttingDown) || !self.pps().is_ready() {
                     // The owner is going away or unreachable: once it has let the picture

@@ -197,7 +197,7 @@ impl Actor {
                 loaded.flushed_seq = loaded.flushed_seq.max(write.seq);
                 loaded.flush_retry_at = None;
                 loaded.wal_full = false;
-                self.flush_backoff = self.shared.config.min_backoff;
+                self.flush_backoff.reset();
                 if loaded.applied_seq == loaded.flushed_seq {
                     loaded.dirty_since = None;
                 } else {
@@ -259,7 +259,7 @@ impl Actor {
             }
             Err(error) => {
                 metrics::counter!("pps_flush_failures_total").increment(1);
-                tracing::warn!(picture = %self.id, seq = write.seq, %error, retry_in_ms = self.flush_backoff.as_millis() as u64, "flush failed; will retry");
+                tracing::warn!(picture = %self.id, seq = write.seq, %error, retry_in_ms = self.flush_backoff.current().as_millis() as u64, "flush failed; will retry");
                 self.schedule_flush_retry();
             }
         }
@@ -286,7 +286,7 @@ impl Actor {
     /// Backs off after a failed flush. `flush_backoff` grows even when the picture was lost
     /// meanwhile (a failed encode may have lost it): it belongs to the actor, not the copy.
     fn schedule_flush_retry(&mut self) {
-        let at = retry_after(&mut self.flush_backoff, self.shared.config.max_backoff);
+        let at = retry_after(&mut self.flush_backoff);
         if let Some(loaded) = self.picture.loaded_mut() {
             loaded.flush_retry_at = Some(at);
         }

@@ -311,8 +311,7 @@ impl Actor {
             }
             Err(error) => {
                 tracing::warn!(picture = %self.id, %error, "cannot check the picture's owner in storage; will retry");
-                let at =
-                    super::retry_after(&mut self.flush_backoff, self.shared.config.max_backoff);
+                let at = super::retry_after(&mut self.flush_backoff);
                 if let Some(loaded) = self.picture.loaded_mut() {
                     loaded.flush_retry_at = Some(at);
                 }

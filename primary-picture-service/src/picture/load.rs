@@ -212,8 +212,8 @@ impl Actor {
             *load_retry_at = None;
             *create_size = None;
         } else {
-            let backoff = *load_backoff;
-            *load_retry_at = Some(retry_after(load_backoff, self.shared.config.max_backoff));
+            let backoff = load_backoff.current();
+            *load_retry_at = Some(retry_after(load_backoff));
             tracing::warn!(picture = %self.id, %error, retry_in_ms = backoff.as_millis() as u64, batches = unchecked.len(), "picture load failed; retrying while batches wait");
         }
     }

@@ -49,8 +49,8 @@ mod waiters;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
+use protocol::backoff::Backoff;
 use protocol::pps::{
     AcquireRequest, Acquired, ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest,
 };
@@ -118,7 +118,7 @@ struct Unloaded {
     create_size: Option<(u32, u32)>,
     /// A failed load is retried not before this.
     load_retry_at: Option<Instant>,
-    load_backoff: Duration,
+    load_backoff: Backoff,
     /// While a stored picture is being decoded: its stored bytes, already verified, which
     /// answer snapshot requests at once. A cold join then waits for the read only, not also
     /// for the decode (tens of milliseconds for 2048²), which happens meanwhile.
@@ -169,7 +169,7 @@ struct Loaded {
 }
 
 impl Unloaded {
-    fn new(load_backoff: Duration) -> Self {
+    fn new(load_backoff: Backoff) -> Self {
         Self {
             unchecked: Waiters::default(),
             create_size: None,
@@ -296,7 +296,7 @@ struct Actor {
     me: mpsc::WeakUnboundedSender<Msg>,
     /// Delay before retrying the next failed write: doubles with every failure, back to
     /// `min_backoff` after a success only (a lost and reloaded copy carries on from it).
-    flush_backoff: Duration,
+    flush_backoff: Backoff,
     /// Counts snapshot and apply requests, so that a release knows whether anyone asked since.
     activity: u64,
     /// Last request of any kind, for idle eviction.
@@ -315,17 +315,17 @@ pub(crate) async fn run(
     mut mailbox: mpsc::UnboundedReceiver<Msg>,
     me: mpsc::WeakUnboundedSender<Msg>,
 ) {
-    let min_backoff = shared.config.min_backoff;
+    let (min_backoff, max_backoff) = (shared.config.min_backoff, shared.config.max_backoff);
     let mut actor = Actor {
         shared,
         id,
-        picture: Picture::Unloaded(Unloaded::new(min_backoff)),
+        picture: Picture::Unloaded(Unloaded::new(Backoff::new(min_backoff, max_backoff))),
         snapshot_waiters: Waiters::default(),
         durable_waiters: Waiters::default(),
         acquirers: Waiters::default(),
         recovered: Vec::new(),
         me,
-        flush_backoff: min_backoff,
+        flush_backoff: Backoff::new(min_backoff, max_backoff),
         activity: 0,
         last_activity: Instant::now(),
         unload_wanted: false,
@@ -801,7 +801,8 @@ impl Actor {
         }
         // The seqs, the queue, the encoding and the version go with the loaded state. A write
         // in flight finishes on its own; its result no longer concerns this copy.
-        let unloaded = Unloaded::new(self.shared.config.min_backoff);
+        let config = &self.shared.config;
+        let unloaded = Unloaded::new(Backoff::new(config.min_backoff, config.max_backoff));
         if let Picture::Unloaded(mut lost) =
             std::mem::replace(&mut self.picture, Picture::Unloaded(unloaded))
         {
@@ -810,21 +811,7 @@ impl Actor {
     }
 }
 
-/// When to retry after a failure: `backoff` from now (jittered); `backoff` then doubles, up to
-/// `max`, for the failure after.
-fn retry_after(backoff: &mut Duration, max: Duration) -> Instant {
-    let at = Instant::now() + jitter(*backoff);
-    *backoff = (*backoff * 2).min(max);
-    at
-}
-
-/// `base` plus up to 25% random extra, so that many pictures failing together do not retry in
-/// lockstep.
-fn jitter(base: Duration) -> Duration {
-    let extra = base.as_millis() as u64 / 4;
-    base + Duration::from_millis(if extra == 0 {
-        0
-    } else {
-        rand::random::<u64>() % extra
-    })
+/// When to retry after a failure: after `backoff`'s next delay from now.
+fn retry_after(backoff: &mut Backoff) -> Instant {
+    Instant::now() + backoff.next_delay()
 }
