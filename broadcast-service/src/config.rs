@@ -166,7 +166,7 @@ pub struct Config {
     /// became ready for it (a new connection, or an idle kept-alive one) is answered by closing
     /// the connection: a client trickling its headers (slowloris) holds a socket this long at
     /// most. Idle kept-alive HTTP connections are closed after it too.
-    #[arg(long, env = "BS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    #[arg(long, visible_alias = "header-timeout", env = "BS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub header_read_timeout: Duration,
 
     /// How often the service sends each WebSocket client a ping (the browser and the Rust client
@@ -176,7 +176,7 @@ pub struct Config {
 
     /// A WebSocket client from which nothing (no pong, no frame) has arrived for this long is
     /// closed with 1001. Must be longer than `--ws-ping-interval`.
-    #[arg(long, env = "BS_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    #[arg(long, visible_alias = "idle-timeout", env = "BS_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub ws_idle_timeout: Duration,
 
     /// Most WebSocket connections (clients and relay links) this service holds at once; an

@@ -220,7 +220,8 @@ async fn probes_answer_on_both_services() {
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--header-read-timeout", "500ms"]).await;
+    // (`--header-timeout` is the short name of `--header-read-timeout`.)
+    let server = Server::start(dir.path(), &["--header-timeout", "500ms"]).await;
     let addr = server.url.trim_start_matches("ws://").to_string();
     // A slowloris client: a byte of its headers every 100 ms, never finishing.
     let slow = tokio::spawn({
@@ -333,7 +334,7 @@ async fn silent_clients_are_pinged_then_closed() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
-        &["--ws-ping-interval", "200ms", "--ws-idle-timeout", "1s"],
+        &["--ws-ping-interval", "200ms", "--idle-timeout", "1s"],
     )
     .await;
     // A client that answers pings (tungstenite does, as browsers do) stays.
