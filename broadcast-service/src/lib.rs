@@ -79,6 +79,8 @@ pub(crate) struct AppState {
     /// (they start at a random point), so a reconnecting client never mistakes another
     /// client's update in a late `Welcome` for its own.
     next_client_id: AtomicU64,
+    /// Long-poll `updates` requests in progress, against `--max-followers`.
+    followers: std::sync::atomic::AtomicU32,
 }
 
 impl AppState {
@@ -194,6 +196,7 @@ pub async fn run_with(
         metrics: prometheus(),
         tokens,
         next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
+        followers: std::sync::atomic::AtomicU32::new(0),
         config,
     });
     let addr = listener.local_addr()?;
