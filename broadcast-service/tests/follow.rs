@@ -454,7 +454,7 @@ async fn raster_watch_http_follows_to_a_seq_and_saves_the_picture() {
         raster.exists(),
         "run `cargo build --workspace --bins` first"
     );
-    let child = tokio::process::Command::new(&raster)
+    let mut child = tokio::process::Command::new(&raster)
         .args([
             "--url",
             &server.http,
@@ -469,24 +469,47 @@ async fn raster_watch_http_follows_to_a_seq_and_saves_the_picture() {
         ])
         .arg(&out)
         .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // It starts from the snapshot; the next draws come over its long-polls.
+    assert_eq!(
+        next_line(&mut lines).await.as_deref(),
+        Some("snapshot: 32x16 seq 1")
+    );
     draw(&mut a, dot(2)).await;
     draw(&mut a, dot(3)).await;
-    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+    let id = a.client_id();
+    let mut printed = Vec::new();
+    while let Some(line) = next_line(&mut lines).await {
+        printed.push(line);
+    }
+    let status = tokio::time::timeout(PATIENCE, child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(output.status.success());
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.starts_with("snapshot: 32x16 seq "), "{stdout}");
-    assert!(
-        stdout.contains(&format!("seq 3 client {} #3 pixels", a.client_id())),
-        "{stdout}"
+    assert!(status.success());
+    assert_eq!(
+        printed,
+        [
+            format!("seq 2 client {id} #2 pixels (2,1)-(2,1)"),
+            format!("seq 3 client {id} #3 pixels (3,1)-(3,1)"),
+            "at seq 3".to_string(),
+        ]
     );
-    assert!(stdout.trim_end().ends_with("at seq 3"), "{stdout}");
     let saved = protocol::snapshot::decode_png(&std::fs::read(&out).unwrap(), 4096).unwrap();
     assert_eq!(saved.seq, Some(3));
     assert!(Some(&saved.raster) == a.raster());
     server.stop().await;
+}
+
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Option<String> {
+    tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
 }

@@ -43,6 +43,17 @@ pub(crate) enum FollowAnswer {
     Failed(PpsError),
 }
 
+/// What decides the answers to the waiting followers, as of the room's last look at them
+/// (forgotten whenever a follower arrives).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FollowState {
+    serving: bool,
+    sequencer: bool,
+    trimmed: u64,
+    published: u64,
+    last: u64,
+}
+
 /// A follower waiting in the room.
 pub(super) struct Follower {
     since: u64,
@@ -73,6 +84,7 @@ impl Room {
         }
         let now = Instant::now();
         self.follow_until = Some(now + self.settings.follow_linger);
+        self.follow_state = None;
         self.followers.push(Follower {
             since: request.since,
             reply: request.reply,
@@ -105,6 +117,18 @@ impl Room {
         let sequencer = matches!(self.role, Role::Sequencer { .. });
         let (trimmed, published, last) =
             (self.log.trimmed(), self.log.published(), self.log.last());
+        // Most turns (a draw sequenced, not yet published) change nothing for the followers:
+        // with thousands waiting, looking at each on every turn would cost the sequencer.
+        let state = FollowState {
+            serving,
+            sequencer,
+            trimmed,
+            published,
+            last,
+        };
+        if self.follow_state == Some(state) && self.follow_wake().is_some_and(|at| now < at) {
+            return;
+        }
         let mut encoded: HashMap<u64, Bytes> = HashMap::new();
         let mut waiting = Vec::with_capacity(self.followers.len());
         for follower in std::mem::take(&mut self.followers) {
@@ -157,6 +181,7 @@ impl Room {
             }
         }
         self.followers = waiting;
+        self.follow_state = Some(state);
     }
 
     /// When the room must look at its followers again (a wait or the linger ending).

@@ -387,6 +387,8 @@ pub(crate) struct Room {
     followers: Vec<follow::Follower>,
     /// The room stays open until then for followers (`--follow-linger` after the last one).
     follow_until: Option<Instant>,
+    /// What the followers were last answered from: nothing to look at while it holds.
+    follow_state: Option<follow::FollowState>,
 }
 
 /// First and largest delay of the room's retries.
@@ -443,6 +445,7 @@ impl Room {
             etag: None,
             followers: Vec::new(),
             follow_until: None,
+            follow_state: None,
         };
         metrics::gauge!("bs_rooms").increment(1.0);
         tokio::spawn(room.run(ctl_rx, input_rx));
