@@ -750,3 +750,36 @@ fn asset(path: &str, headers: &HeaderMap) -> Response {
 fn hex_prefix(hash: &[u8]) -> String {
     hash.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_lists_weak_tags_and_star() {
+        let etag = "\"7-00112233445566778899aabbccddeeff\"";
+        assert!(etag_matches(etag, etag));
+        assert!(etag_matches(&format!("W/{etag}"), etag));
+        assert!(etag_matches(&format!("\"6-ab\" , {etag}"), etag));
+        assert!(etag_matches("*", etag));
+        assert!(!etag_matches(
+            "\"7-00112233445566778899aabbccddeefe\"",
+            etag
+        ));
+        assert!(!etag_matches("7-00112233445566778899aabbccddeeff", etag));
+        assert!(!etag_matches("", etag));
+    }
+
+    #[test]
+    fn snapshot_etags_name_the_picture_the_seq_and_the_bytes() {
+        let a = snapshot_etag("a", 7, b"png");
+        assert_eq!(a.len(), 1 + 1 + 1 + 32 + 1);
+        assert!(a.starts_with("\"7-") && a.ends_with('"'));
+        assert_eq!(a, snapshot_etag("a", 7, b"png"));
+        assert_ne!(a, snapshot_etag("b", 7, b"png"));
+        assert_ne!(a, snapshot_etag("a", 7, b"pnG"));
+        assert_ne!(a, snapshot_etag("a", 8, b"png"));
+        // The id and the bytes are separated: ("ab", "c") is not ("a", "bc").
+        assert_ne!(snapshot_etag("ab", 1, b"c"), snapshot_etag("a", 1, b"bc"));
+    }
+}
