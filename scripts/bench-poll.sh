@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Conditional snapshots (PROTOCOL.md §14, BENCHMARKS.md "Conditional snapshot.png"): what
+# Conditional snapshots (PROTOCOL.md §16, BENCHMARKS.md "Conditional snapshot.png"): what
 # polling snapshot.png costs the service, conditional (If-None-Match: 304) against
 # unconditional (the PNG every time), alternated in one session, release binaries, embedded
 # mode. Each run: a fresh service, a picture of SIZE with STROKES random ops kept open by a

@@ -34,6 +34,10 @@ pub(crate) enum Refused {
     OpenPictures,
     /// `--max-raster-bytes`.
     RasterBytes,
+    /// `--max-open-pictures-per-ip`.
+    OpenPicturesPerIp,
+    /// `--max-raster-bytes-per-ip`.
+    RasterBytesPerIp,
 }
 
 impl Refused {
@@ -45,13 +49,17 @@ impl Refused {
             Refused::PictureClients => "max_clients_per_picture",
             Refused::OpenPictures => "max_open_pictures",
             Refused::RasterBytes => "max_raster_bytes",
+            Refused::OpenPicturesPerIp => "max_open_pictures_per_ip",
+            Refused::RasterBytesPerIp => "max_raster_bytes_per_ip",
         }
     }
 
     pub(crate) fn status(self) -> StatusCode {
         match self {
             // Too much of this one client: it should slow down.
-            Refused::PerIp => StatusCode::TOO_MANY_REQUESTS,
+            Refused::PerIp | Refused::OpenPicturesPerIp | Refused::RasterBytesPerIp => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             // The service (or the picture) is full: try later, or another instance.
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -71,6 +79,12 @@ impl Refused {
             }
             Refused::RasterBytes => {
                 "this service holds as many raster bytes as it may (--max-raster-bytes)"
+            }
+            Refused::OpenPicturesPerIp => {
+                "your address has opened as many pictures as it may (--max-open-pictures-per-ip)"
+            }
+            Refused::RasterBytesPerIp => {
+                "your address has opened as many raster bytes as it may (--max-raster-bytes-per-ip)"
             }
         }
     }
@@ -96,11 +110,23 @@ struct Counts {
     per_ip: HashMap<IpAddr, u32>,
     pictures: HashMap<String, PictureUse>,
     raster_bytes: u64,
+    /// What each address opened: pictures and their raster bytes.
+    opened_by: HashMap<IpAddr, Opened>,
 }
 
 struct PictureUse {
     clients: u32,
     /// Counted in `raster_bytes`: the size asked for, then the real one once known.
+    bytes: u64,
+    /// The address of the client that opened it here, which it counts towards until it closes
+    /// (whoever else joins meanwhile); `None` for an address nobody is charged for.
+    opener: Option<IpAddr>,
+}
+
+/// Pictures one address opened, and their raster bytes.
+#[derive(Default)]
+struct Opened {
+    pictures: u32,
     bytes: u64,
 }
 
@@ -110,6 +136,8 @@ pub(crate) struct Admission {
     max_clients_per_picture: u32,
     max_open_pictures: u32,
     max_raster_bytes: u64,
+    max_open_pictures_per_ip: u32,
+    max_raster_bytes_per_ip: u64,
     trusted_proxies: Vec<IpAddr>,
     /// std Mutex: held for a few lines, never across `.await`.
     counts: Mutex<Counts>,
@@ -135,6 +163,8 @@ impl Admission {
             max_clients_per_picture: config.max_clients_per_picture,
             max_open_pictures: config.max_open_pictures,
             max_raster_bytes: config.max_raster_bytes,
+            max_open_pictures_per_ip: config.max_open_pictures_per_ip,
+            max_raster_bytes_per_ip: config.max_raster_bytes_per_ip,
             trusted_proxies: config.trust_forwarded_for.clone(),
             counts: Mutex::new(Counts::default()),
         })
@@ -204,10 +234,17 @@ impl Admission {
         counts
             .pictures
             .entry(picture.to_string())
-            .or_insert(PictureUse { clients: 0, bytes })
+            .or_insert(PictureUse {
+                clients: 0,
+                bytes,
+                opener: Some(ip),
+            })
             .clients += 1;
         if new {
             counts.raster_bytes += bytes;
+            let opened = counts.opened_by.entry(ip).or_default();
+            opened.pictures += 1;
+            opened.bytes += bytes;
         }
         Ok(Permit {
             admission: self.clone(),
@@ -240,7 +277,17 @@ impl Admission {
             None if counts.raster_bytes + raster_bytes(size.0, size.1) > self.max_raster_bytes => {
                 Err(Refused::RasterBytes)
             }
-            None => Ok(()),
+            None => {
+                let opened = counts.opened_by.get(&ip);
+                let (pictures, bytes) = opened.map_or((0, 0), |o| (o.pictures, o.bytes));
+                if pictures >= self.max_open_pictures_per_ip {
+                    Err(Refused::OpenPicturesPerIp)
+                } else if bytes + raster_bytes(size.0, size.1) > self.max_raster_bytes_per_ip {
+                    Err(Refused::RasterBytesPerIp)
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 }
@@ -263,11 +310,27 @@ impl Permit {
         if before == real {
             return Ok(());
         }
+        let opener = open.opener;
         counts.raster_bytes = counts.raster_bytes.saturating_sub(before) + real;
-        if real > before && counts.raster_bytes > admission.max_raster_bytes {
-            drop(counts);
-            Refused::RasterBytes.count();
-            return Err(Refused::RasterBytes);
+        let mut opener_bytes = 0;
+        if let Some(opened) = opener.and_then(|ip| counts.opened_by.get_mut(&ip)) {
+            opened.bytes = opened.bytes.saturating_sub(before) + real;
+            opener_bytes = opened.bytes;
+        }
+        if real > before {
+            let refused = if counts.raster_bytes > admission.max_raster_bytes {
+                Some(Refused::RasterBytes)
+            } else if opener == self.ip && opener_bytes > admission.max_raster_bytes_per_ip {
+                // Only the opener's own client is refused for the opener's budget.
+                Some(Refused::RasterBytesPerIp)
+            } else {
+                None
+            };
+            if let Some(refused) = refused {
+                drop(counts);
+                refused.count();
+                return Err(refused);
+            }
         }
         Ok(())
     }
@@ -289,13 +352,22 @@ impl Drop for Permit {
             let gone = match counts.pictures.get_mut(&picture) {
                 Some(open) => {
                     open.clients -= 1;
-                    (open.clients == 0).then_some(open.bytes)
+                    (open.clients == 0).then_some((open.bytes, open.opener))
                 }
                 None => None,
             };
-            if let Some(bytes) = gone {
+            if let Some((bytes, opener)) = gone {
                 counts.pictures.remove(&picture);
                 counts.raster_bytes = counts.raster_bytes.saturating_sub(bytes);
+                if let Some(ip) = opener {
+                    if let Some(opened) = counts.opened_by.get_mut(&ip) {
+                        opened.pictures = opened.pictures.saturating_sub(1);
+                        opened.bytes = opened.bytes.saturating_sub(bytes);
+                        if opened.pictures == 0 {
+                            counts.opened_by.remove(&ip);
+                        }
+                    }
+                }
             }
         }
     }
@@ -332,6 +404,7 @@ mod tests {
         let counts = adm.counts();
         assert_eq!(counts.connections, 1);
         assert!(counts.per_ip.is_empty() && counts.pictures.is_empty());
+        assert!(counts.opened_by.is_empty());
         assert_eq!(counts.raster_bytes, 0);
     }
 
@@ -365,6 +438,40 @@ mod tests {
         drop(q);
         assert!(p1.confirm_size(10, 10).is_ok());
         assert_eq!(adm.counts().raster_bytes, 400);
+    }
+
+    #[test]
+    fn each_address_opens_a_bounded_share() {
+        let adm = admission(&[
+            "--max-open-pictures-per-ip",
+            "2",
+            "--max-raster-bytes-per-ip",
+            "1000",
+        ]);
+        let p = adm.admit_client(A, "p", (10, 10)).unwrap(); // A opens p: 400 bytes
+        assert_eq!(
+            adm.admit_client(A, "big", (15, 15)).err(), // 900 more
+            Some(Refused::RasterBytesPerIp)
+        );
+        let q = adm.admit_client(A, "q", (10, 10)).unwrap(); // 800 bytes
+        assert_eq!(
+            adm.admit_client(A, "r", (1, 1)).err(),
+            Some(Refused::OpenPicturesPerIp)
+        );
+        // Joining pictures that are open already costs A nothing; B has its own share.
+        let _b_on_p = adm.admit_client(B, "p", (10, 10)).unwrap();
+        let _b_on_r = adm.admit_client(B, "r", (15, 15)).unwrap();
+        // q turns out bigger than asked: over A's share, A's client is refused after all.
+        assert_eq!(q.confirm_size(13, 13), Err(Refused::RasterBytesPerIp)); // 400 + 676
+        drop(q);
+        // p stays A's while B is on it, even once A has left.
+        drop(p);
+        assert_eq!(adm.counts().opened_by[&A].pictures, 1);
+        let _q = adm.admit_client(A, "q", (10, 10)).unwrap();
+        assert_eq!(
+            adm.admit_client(A, "s", (1, 1)).err(),
+            Some(Refused::OpenPicturesPerIp)
+        );
     }
 
     #[test]

@@ -124,6 +124,16 @@ pub struct Config {
     #[arg(long, env = "BS_SNAPSHOT_LZ4", default_value_t = true, action = clap::ArgAction::Set)]
     pub snapshot_lz4: bool,
 
+    /// Timelapse (PROTOCOL.md §15): the most frames one animation may have (`?frames=` is
+    /// capped to it; the history is sampled evenly down to it).
+    #[arg(long, env = "BS_TIMELAPSE_MAX_FRAMES", default_value_t = 300)]
+    pub timelapse_max_frames: u32,
+
+    /// Timelapse: the widest animation (`?width=`, in pixels), and the width of one asked
+    /// without `?width=` of a picture wider than this.
+    #[arg(long, env = "BS_TIMELAPSE_MAX_WIDTH", default_value_t = 1024)]
+    pub timelapse_max_width: u32,
+
     /// How long a joining client may wait for its snapshot before it gets an error.
     #[arg(long, env = "BS_JOIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub join_timeout: Duration,
@@ -142,14 +152,14 @@ pub struct Config {
     #[arg(long, env = "BS_SESSION_LINGER", default_value = "10m", value_parser = parse_duration)]
     pub session_linger: Duration,
 
-    /// `snapshot.png` (PROTOCOL.md §14): how long a cache (a CDN, a browser) may serve a copy
+    /// `snapshot.png` (PROTOCOL.md §16): how long a cache (a CDN, a browser) may serve a copy
     /// without asking again, as `Cache-Control: max-age`. `0s` (the default): every use is
     /// revalidated (`no-cache`), which costs a `304` while the picture has not changed; a longer
     /// age spares those requests but a cached copy may then lack up to that long of drawing.
     #[arg(long, env = "BS_SNAPSHOT_MAX_AGE", default_value = "0s", value_parser = parse_duration)]
     pub snapshot_max_age: Duration,
 
-    /// Long-poll follow (`GET /pictures/{id}/updates`, PROTOCOL.md §14): the longest `wait` a
+    /// Long-poll follow (`GET /pictures/{id}/updates`, PROTOCOL.md §16): the longest `wait` a
     /// request may ask for; a longer one is cut to it. Keep it below the idle timeouts of the
     /// proxies in front (a request that waits sends nothing until it answers).
     #[arg(long, env = "BS_FOLLOW_MAX_WAIT", default_value = "30s", value_parser = parse_duration)]
@@ -232,6 +242,19 @@ pub struct Config {
     #[arg(long, env = "BS_MAX_RASTER_BYTES", default_value = "4G", value_parser = parse_bytes)]
     pub max_raster_bytes: u64,
 
+    /// Most pictures one IP address may have opened on this service at once (a picture counts
+    /// towards the address of the client that opened it, until it closes); a join that would
+    /// open one more is answered 429 with `Retry-After`.
+    #[arg(long, env = "BS_MAX_OPEN_PICTURES_PER_IP", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_open_pictures_per_ip: u32,
+
+    /// Most raster bytes of the pictures one IP address opened (as `--max-open-pictures-per-ip`
+    /// counts them): one address cannot take the whole `--max-raster-bytes`. Over it: 429
+    /// with `Retry-After` (a picture found bigger than its opener asked for: `Error{429}` and
+    /// close 1013). Same suffixes as `--max-raster-bytes`.
+    #[arg(long, env = "BS_MAX_RASTER_BYTES_PER_IP", default_value = "1G", value_parser = parse_bytes)]
+    pub max_raster_bytes_per_ip: u64,
+
     /// Tokens (PROTOCOL.md §13): the shared secret of HS256-signed JWTs. When set (or
     /// `--token-public-key`), every WebSocket join and `snapshot.png` needs a token
     /// (`?token=` or `Authorization: Bearer`) granting the picture; `view` tokens cannot draw.
@@ -249,6 +272,12 @@ pub struct Config {
     /// every join and `snapshot.png` need a token.
     #[arg(long, env = "BS_TOKEN_PUBLIC_KEY")]
     pub token_public_key: Option<std::path::PathBuf>,
+
+    /// The admin API (`/admin/...`, PROTOCOL.md §14): the bearer token it asks for
+    /// (`Authorization: Bearer TOKEN`), at least 16 characters. Absent: the admin API is off
+    /// (404).
+    #[arg(long, env = "BS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Log as JSON lines (for production log pipelines).
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
@@ -321,6 +350,12 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 impl Config {
     /// Checks what one flag alone cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(
+                "--admin-token must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+                    .to_string(),
+            );
+        }
         if self.ws_idle_timeout <= self.ws_ping_interval {
             return Err(format!(
                 "--ws-idle-timeout ({:?}) must be longer than --ws-ping-interval ({:?}): a client answering every ping would be closed",

@@ -78,12 +78,15 @@ pub(crate) async fn serve(
         };
     metrics::gauge!("bs_clients").increment(1.0);
     let _connected = scopeguard(|| metrics::gauge!("bs_clients").decrement(1.0));
-    let Ok(Ok((width, height))) = joined.await else {
+    // One span per join, until the `Welcome` is queued (exported over OTLP when configured).
+    let span =
+        tracing::info_span!("join", picture = %picture, client = client_id, since = ?wants.since);
+    let Ok(Ok((width, height))) = tracing::Instrument::instrument(joined, span).await else {
         return; // the room told the client why and closed it
     };
     if let Err(refused) = permit.confirm_size(width, height) {
         // The picture turned out bigger than its joiner asked for (PROTOCOL.md §12).
-        outbox.error_and_close(503, refused.message(), 1013);
+        outbox.error_and_close(refused.status().as_u16(), refused.message(), 1013);
         let _ = input.send(Input::Leave { client_id, conn }).await;
         return;
     }

@@ -28,6 +28,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/pictures/{id}/relay", get(relay))
         .route("/pictures/{id}/snapshot.png", get(snapshot))
         .route("/pictures/{id}/updates", get(updates))
+        .route("/pictures/{id}/history", get(history))
+        .route("/pictures/{id}/history/{file}", get(version))
+        .route("/pictures/{id}/timelapse", get(crate::timelapse::timelapse))
         .route("/", get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
         .route("/p/{id}", get(picture_page))
         .route("/static/{*path}", get(|Path(path): Path<String>, headers: HeaderMap| async move { asset(&path, &headers) }))
@@ -36,6 +39,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .merge(crate::admin::router())
         .with_state(state)
 }
 
@@ -110,7 +114,7 @@ pub(crate) async fn serve(
     done.closed().await;
 }
 
-fn bad_request(message: String) -> Response {
+pub(crate) fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message + "\n").into_response()
 }
 
@@ -268,7 +272,7 @@ where
     let upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => serve(hyper_util::rt::TokioIo::new(upgraded)).await,
+            Ok(upgraded) => serve(crate::ws::Socket::Upgraded(TokioIo::new(upgraded))).await,
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
     });
@@ -339,7 +343,7 @@ async fn snapshot(
     let room = state.registry.last_seq(&id).await;
     if let (Some(if_none_match), Some(room)) = (if_none_match, &room) {
         // The room knows the ETag of the PNG at its seq: a match costs neither the picture
-        // service nor an encoding (PROTOCOL.md §14).
+        // service nor an encoding (PROTOCOL.md §16).
         if let Some(etag) = room
             .etag
             .as_deref()
@@ -431,7 +435,7 @@ async fn snapshot(
     }
 }
 
-/// The strong `ETag` of a `snapshot.png` answer (PROTOCOL.md §14): the seq, then the first 16
+/// The strong `ETag` of a `snapshot.png` answer (PROTOCOL.md §16): the seq, then the first 16
 /// bytes of the SHA-256 of the picture id and the PNG bytes, so two answers share an `ETag`
 /// exactly when they are the same bytes of the same picture, whichever broadcast service (or
 /// history of the picture, or encoding) gave them.
@@ -513,7 +517,7 @@ impl Drop for FollowerSlot<'_> {
 }
 
 /// `GET /pictures/{id}/updates?since=SEQ&wait=SECONDS`: the long-poll follow (PROTOCOL.md
-/// §14). The picture's room answers: the published updates after `since`, at once when there
+/// §16). The picture's room answers: the published updates after `since`, at once when there
 /// are any, else when the next come or `wait` ends (none); `410` when its log no longer
 /// holds them.
 async fn updates(
@@ -653,6 +657,147 @@ async fn updates(
 fn updates_json(body: &[u8]) -> Result<Vec<u8>, String> {
     let message = protocol::codec::decode_server(body).map_err(|e| e.to_string())?;
     serde_json::to_vec(&message).map_err(|e| e.to_string())
+}
+
+/// Why a read of `id` (history, versions, timelapse) is refused: a bad id, or no valid token
+/// for it (PROTOCOL.md §13: `view` is enough), as for `snapshot.png`; `None`: go ahead.
+pub(crate) fn refuse_read(
+    state: &AppState,
+    id: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    if let Err(message) = check_id(id) {
+        return Some(bad_request(message));
+    }
+    let refused = crate::auth::authorize(
+        state.tokens.as_ref(),
+        query.get("token").map(String::as_str),
+        headers,
+        id,
+    )
+    .err()?;
+    metrics::counter!("bs_unauthorized_total", "reason" => refused.label()).increment(1);
+    Some(refused.into_response())
+}
+
+/// Asks a picture service a question about stored history: any of them can answer (they all
+/// read the same storage), so the first reachable in the picture's rendezvous order does, as a
+/// link that is reconnecting is waited for a while (as `snapshot.png` does).
+pub(crate) async fn ask_storage<T, F>(state: &AppState, id: &str, ask: F) -> Result<T, PpsError>
+where
+    F: Fn(
+        &dyn primary_picture_service::api::PictureService,
+    ) -> futures::future::BoxFuture<'static, Result<T, PpsError>>,
+{
+    let cluster = state.registry.cluster().clone();
+    let give_up = tokio::time::Instant::now() + state.config.join_timeout;
+    loop {
+        let link = cluster.route(id, None);
+        match ask(cluster.link(link).pps.as_ref()).await {
+            Err(PpsError::Unavailable(_)) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The answer to a failed history request.
+pub(crate) fn history_error(error: PpsError) -> Response {
+    match error {
+        PpsError::NotFound => (StatusCode::NOT_FOUND, "no such version\n").into_response(),
+        PpsError::BadRequest(message) => bad_request(message),
+        error => {
+            tracing::warn!(%error, "history request failed");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response()
+        }
+    }
+}
+
+/// `GET /pictures/{id}/history`: the picture's stored versions as JSON (PROTOCOL.md §15).
+async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refuse_read(&state, &id, &query, &headers) {
+        return refused;
+    }
+    let picture = id.clone();
+    match ask_storage(&state, &id, |pps| pps.history(picture.clone())).await {
+        Ok(versions) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            history_json(&id, &versions),
+        )
+            .into_response(),
+        Err(error) => history_error(error),
+    }
+}
+
+/// `{"picture":ID,"versions":[{"seq":S,"time_ms":T,"size":B},...]}`, by seq ascending. Written
+/// by hand: every value is a number or an id (`[A-Za-z0-9_-]`), nothing needs escaping.
+pub(crate) fn history_json(id: &str, versions: &[protocol::pps::HistoryEntry]) -> String {
+    let entries: Vec<String> = versions
+        .iter()
+        .map(|v| {
+            format!(
+                "{{\"seq\":{},\"time_ms\":{},\"size\":{}}}",
+                v.seq, v.time_ms, v.size
+            )
+        })
+        .collect();
+    format!(
+        "{{\"picture\":\"{id}\",\"versions\":[{}]}}\n",
+        entries.join(",")
+    )
+}
+
+/// `GET /pictures/{id}/history/{seq}.png`: one stored version, byte for byte (PROTOCOL.md §15).
+async fn version(
+    State(state): State<Arc<AppState>>,
+    Path((id, file)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refuse_read(&state, &id, &query, &headers) {
+        return refused;
+    }
+    let Some(seq) = file
+        .strip_suffix(".png")
+        .and_then(|seq| seq.parse::<u64>().ok())
+    else {
+        return bad_request(format!(
+            "a version is named SEQ.png (SEQ an unsigned 64-bit integer), got {file:?}"
+        ));
+    };
+    let picture = id.clone();
+    match ask_storage(&state, &id, |pps| pps.version(picture.clone(), seq)).await {
+        Ok(version) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
+                // A version never changes (it may be pruned): cache it, privately (tokens).
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, max-age=86400, immutable"),
+                ),
+                (
+                    header::HeaderName::from_static("x-picture-seq"),
+                    HeaderValue::from(version.seq),
+                ),
+            ],
+            version.png,
+        )
+            .into_response(),
+        Err(error) => history_error(error),
+    }
 }
 
 async fn picture_page(Path(id): Path<String>, headers: HeaderMap) -> Response {

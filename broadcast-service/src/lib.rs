@@ -11,6 +11,7 @@
 //! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics)
 //!   and the HTTP/1.1 server under them (header-read timeout).
 //! - `auth`: tokens (JWTs granting `draw` or `view` on pictures), checked before an upgrade.
+//! - `admin`: the admin API behind `--admin-token` (list, flush, close, moderation ops).
 //! - `admission`: connection, picture and raster-byte limits checked before an upgrade.
 //! - `origin`: which web pages may open a WebSocket here.
 //! - `connection`: one client's reader (decode, limits, rate limit) feeding its room.
@@ -28,6 +29,7 @@
 //! store, or remote picture services at `--pps-url`); [`run_with`] takes any
 //! [`PictureService`]s.
 
+mod admin;
 mod admission;
 mod auth;
 mod cluster;
@@ -41,6 +43,7 @@ mod pending;
 mod registry;
 mod room;
 mod session;
+mod timelapse;
 mod upstream;
 mod ws;
 

@@ -5,15 +5,19 @@ use broadcast_service::Config;
 use clap::{CommandFactory, Parser};
 use primary_picture_service::process::{init_logs, shutdown_signal};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if let Err(message) = config.validate() {
         Config::command()
             .error(clap::error::ErrorKind::ArgumentConflict, message)
             .exit();
     }
-    init_logs(config.log_json);
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    broadcast_service::run(config, listener, shutdown_signal()).await
+    // Outside the runtime: the trace exporter's blocking HTTP client must be neither built
+    // nor dropped on a runtime thread. Dropped last, it exports the last spans.
+    let _telemetry = init_logs(config.log_json, "broadcast-service");
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        broadcast_service::run(config, listener, shutdown_signal()).await
+    })
 }

@@ -18,7 +18,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::cluster::{Cluster, LinkId};
 use crate::outbox::Outbox;
 use crate::room::{
-    Ctl, FollowRequest, Input, JoinRequest, RelayJoin, Room, RoomSeq, RoomSettings, Wants,
+    Ctl, FollowRequest, Input, JoinRequest, RelayJoin, Room, RoomSeq, RoomSettings, RoomStatus,
+    Wants,
 };
 use crate::session::Sessions;
 
@@ -115,7 +116,7 @@ impl Registry {
         Ok((input, joined_rx))
     }
 
-    /// A long-poll follower of picture `id` (PROTOCOL.md §14): handed to its room, which is
+    /// A long-poll follower of picture `id` (PROTOCOL.md §16): handed to its room, which is
     /// opened as for a joiner when the picture has none here.
     pub(crate) fn follow(&self, id: &str, request: FollowRequest) -> Result<(), JoinError> {
         if self.is_shutting_down() {
@@ -250,6 +251,49 @@ impl Registry {
         if let Some(entry) = self.lock().open.get(id) {
             let _ = entry.ctl.send(Ctl::RememberEtag { history, seq, etag });
         }
+    }
+
+    /// Every open room's status (the admin API), in picture order.
+    pub(crate) async fn statuses(&self) -> Vec<RoomStatus> {
+        let asked: Vec<oneshot::Receiver<RoomStatus>> = {
+            let rooms = self.lock();
+            rooms
+                .open
+                .values()
+                .filter_map(|entry| {
+                    let (tx, rx) = oneshot::channel();
+                    entry.ctl.send(Ctl::Status(tx)).ok().map(|()| rx)
+                })
+                .collect()
+        };
+        let mut statuses = Vec::with_capacity(asked.len());
+        for rx in asked {
+            // A room that closed meanwhile is simply not listed.
+            if let Ok(status) = rx.await {
+                statuses.push(status);
+            }
+        }
+        statuses.sort_by(|a, b| a.picture.cmp(&b.picture));
+        statuses
+    }
+
+    /// Closes every client of picture `id` here with `code` (the admin API); `None` when the
+    /// picture has no room here.
+    pub(crate) async fn kick(&self, id: &str, code: u16, reason: &str) -> Option<usize> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let rooms = self.lock();
+            let entry = rooms.open.get(id)?;
+            entry
+                .ctl
+                .send(Ctl::Kick {
+                    code,
+                    reason: reason.to_string(),
+                    reply: tx,
+                })
+                .ok()?;
+        }
+        rx.await.ok()
     }
 
     /// Whether picture `id` has a room here.

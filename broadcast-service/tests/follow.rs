@@ -1,4 +1,4 @@
-//! Following a picture over plain HTTP (PROTOCOL.md §14), over loopback against a real service
+//! Following a picture over plain HTTP (PROTOCOL.md §16), over loopback against a real service
 //! (embedded, filesystem store): conditional `snapshot.png` (strong `ETag`, `304` for a
 //! matching `If-None-Match`), the long-poll `updates` endpoint (at once, waiting and woken by
 //! a draw, an empty answer when the wait ends, `410` for a `since` the log no longer holds or

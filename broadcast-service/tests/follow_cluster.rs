@@ -1,4 +1,4 @@
-//! Following over plain HTTP (PROTOCOL.md §14) in a cluster (§9): one picture service and two
+//! Following over plain HTTP (PROTOCOL.md §16) in a cluster (§9): one picture service and two
 //! broadcast services as processes. The picture's clients are on the first (its sequencer);
 //! one HTTP follower polls the sequencer, another the second broadcast service, whose room is
 //! opened by the follower and relays. Both get the same updates under the same seqs as a

@@ -1,4 +1,4 @@
-//! Following over plain HTTP (PROTOCOL.md §14) with the picture service on S3 (LocalStack), in
+//! Following over plain HTTP (PROTOCOL.md §16) with the picture service on S3 (LocalStack), in
 //! services mode (both services as processes): conditional `snapshot.png` (304, a new `ETag`
 //! after a draw), long-poll gaps and `410` once a flush to S3 has trimmed the log, and a
 //! follower of a busy picture that ends byte-identical to a WebSocket client through a resync.

@@ -549,6 +549,89 @@ async fn raster_bytes_over_the_limit_are_refused() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn one_address_opens_a_bounded_share_of_pictures_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Loopback is the trusted proxy: each forwarded address is a client of its own.
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--trust-forwarded-for",
+            "127.0.0.1",
+            "--max-open-pictures-per-ip",
+            "2",
+            "--max-raster-bytes-per-ip",
+            "1M",
+        ],
+    )
+    .await;
+    let greedy = [("x-forwarded-for", "192.0.2.1")];
+    let other = [("x-forwarded-for", "192.0.2.2")];
+    let mut a = join(&server, "/pictures/a/ws?width=256&height=256", &greedy).await;
+    // 256 KiB opened: 1 MiB more does not fit this address's share.
+    let (status, retry) = refused(&server, "/pictures/huge/ws?width=512&height=512", &greedy).await;
+    assert_eq!((status, retry.as_str()), (429, "5"));
+    refusals_counted(&server, "max_raster_bytes_per_ip").await;
+    let _b = join(&server, "/pictures/b/ws?width=8&height=8", &greedy).await;
+    let (status, _) = refused(&server, "/pictures/c/ws?width=8&height=8", &greedy).await;
+    assert_eq!(status, 429);
+    refusals_counted(&server, "max_open_pictures_per_ip").await;
+    // Joining what is open costs nothing; another address opens its own share.
+    let _a2 = join(&server, "/pictures/a/ws", &greedy).await;
+    let mut huge = join(&server, "/pictures/huge/ws?width=512&height=512", &other).await;
+    draws(&mut huge, 1).await;
+    draws(&mut a, 1).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_picture_service_loads_pictures_within_its_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // One 64x64 picture (16 KiB) in memory takes the whole budget.
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--max-loaded-bytes",
+            "16384",
+            "--join-timeout",
+            "1s",
+            "--idle-unload",
+            "100ms",
+        ],
+    )
+    .await;
+    let mut a = join(&server, "/pictures/a/ws?width=64&height=64", &[]).await;
+    draws(&mut a, 1).await;
+    let mut b = connect(&server, "/pictures/b/ws?width=64&height=64", &[])
+        .await
+        .unwrap();
+    let (errors, code) = raw_until_close(&mut b).await;
+    assert_eq!(code, Some(1013));
+    assert!(
+        errors
+            .iter()
+            .any(|(code, message)| *code == 503 && message.contains("--max-loaded-bytes")),
+        "{errors:?}"
+    );
+    assert!(metrics(&server).await.contains("pps_loads_refused_total"));
+    // The picture in memory carries on; once it is unloaded, the other one fits.
+    draws(&mut a, 2).await;
+    a.close(None).await.unwrap();
+    drop(a);
+    let mut b = eventually(|| async {
+        let mut socket = connect(&server, "/pictures/b/ws?width=64&height=64", &[])
+            .await
+            .ok()?;
+        match raw_next(&mut socket, deadline()).await {
+            RawEvent::Msg(ServerMsg::Welcome { .. }) => Some(socket),
+            _ => None,
+        }
+    })
+    .await;
+    draws(&mut b, 1).await;
+    server.stop().await;
+}
+
 #[test]
 fn bad_limit_flags_stop_the_binary_with_a_clear_error() {
     let bin = env!("CARGO_BIN_EXE_broadcast-service");

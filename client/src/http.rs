@@ -1,5 +1,6 @@
 //! `GET /pictures/{id}/snapshot.png`: the picture as the server has it, with the last seq it
-//! includes (read-your-writes: every update sequenced before the request is in it).
+//! includes (read-your-writes: every update sequenced before the request is in it); its history
+//! as an animated PNG; and following a picture with long-polls of `updates` (PROTOCOL.md §16).
 
 use crate::error::ClientError;
 
@@ -42,7 +43,163 @@ pub async fn snapshot_with_token(
     Ok((seq, png.to_vec()))
 }
 
-/// One answer of `GET /pictures/{id}/updates` (PROTOCOL.md §14).
+/// What to ask of `GET /pictures/{id}/timelapse` (PROTOCOL.md §15); `None`: the server's
+/// default.
+#[derive(Clone, Debug, Default)]
+pub struct TimelapseOptions {
+    /// Width of the animation in pixels (nearest-neighbour scaling).
+    pub width: Option<u32>,
+    /// Most frames, sampled evenly over the history.
+    pub frames: Option<u32>,
+    /// Milliseconds per frame.
+    pub delay_ms: Option<u32>,
+    /// For a service that asks for one (PROTOCOL.md §13); `view` is enough.
+    pub token: Option<String>,
+}
+
+/// How far a timelapse download is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimelapseProgress {
+    /// Frames received whole so far.
+    pub frames: u64,
+    /// Frames the animation has (`X-Timelapse-Frames`).
+    pub total: u64,
+    /// Bytes received so far.
+    pub bytes: u64,
+}
+
+/// Downloads the picture's timelapse (an animated PNG) into `out` as it streams, calling
+/// `progress` after every chunk. Returns the final progress.
+pub async fn timelapse(
+    base_url: &str,
+    picture: &str,
+    options: &TimelapseOptions,
+    out: &mut impl std::io::Write,
+    mut progress: impl FnMut(TimelapseProgress),
+) -> Result<TimelapseProgress, ClientError> {
+    let mut url = format!(
+        "{}/pictures/{picture}/timelapse?",
+        crate::http_base(base_url)
+    );
+    for (name, value) in [
+        ("width", options.width),
+        ("frames", options.frames),
+        ("delay", options.delay_ms),
+    ] {
+        if let Some(value) = value {
+            url.push_str(&format!("{name}={value}&"));
+        }
+    }
+    let mut request = reqwest::Client::new().get(url.trim_end_matches(['?', '&']));
+    if let Some(token) = &options.token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request.send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(ClientError::Http {
+            status: status.as_u16(),
+        });
+    }
+    let total = response
+        .headers()
+        .get("x-timelapse-frames")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            ClientError::Protocol("timelapse without a decimal X-Timelapse-Frames header".into())
+        })?;
+    let mut counter = FrameCounter::default();
+    let mut done = TimelapseProgress {
+        frames: 0,
+        total,
+        bytes: 0,
+    };
+    progress(done);
+    while let Some(chunk) = response.chunk().await? {
+        out.write_all(&chunk)
+            .map_err(|e| ClientError::Protocol(format!("writing the timelapse: {e}")))?;
+        counter.feed(&chunk);
+        done.bytes += chunk.len() as u64;
+        done.frames = counter.frames;
+        progress(done);
+    }
+    if !counter.ended {
+        return Err(ClientError::Protocol(
+            "the timelapse ended before its IEND chunk".into(),
+        ));
+    }
+    Ok(done)
+}
+
+/// Counts an APNG's frames as its bytes stream by: a frame is whole once the next frame's
+/// `fcTL` chunk (or `IEND`) starts. Reads chunk headers only.
+#[derive(Debug, Default)]
+struct FrameCounter {
+    /// Bytes of the stream seen so far.
+    seen: u64,
+    /// Where the next chunk header starts (after the 8-byte signature).
+    next: u64,
+    /// The current chunk header's bytes, while it is split between two reads.
+    header: Vec<u8>,
+    /// `fcTL` chunks seen: frames started.
+    started: u64,
+    /// Frames complete.
+    frames: u64,
+    ended: bool,
+}
+
+impl FrameCounter {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        if self.next == 0 {
+            self.next = 8;
+        }
+        while !bytes.is_empty() && !self.ended {
+            if self.header.is_empty() {
+                // Skip to the next chunk header.
+                let end = self.seen + bytes.len() as u64;
+                if end <= self.next {
+                    self.seen = end;
+                    return;
+                }
+                let skip = (self.next - self.seen) as usize;
+                bytes = &bytes[skip..];
+                self.seen = self.next;
+            }
+            // Gather its 8 bytes (length, type), maybe over several reads.
+            let want = 8 - self.header.len();
+            let take = want.min(bytes.len());
+            self.header.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            self.seen += take as u64;
+            if self.header.len() < 8 {
+                return;
+            }
+            let length = u32::from_be_bytes([
+                self.header[0],
+                self.header[1],
+                self.header[2],
+                self.header[3],
+            ]);
+            match &self.header[4..8] {
+                b"fcTL" => {
+                    self.frames = self.started;
+                    self.started += 1;
+                }
+                b"IEND" => {
+                    self.frames = self.started;
+                    self.ended = true;
+                }
+                _ => {}
+            }
+            self.header.clear();
+            // Data and CRC follow the header.
+            self.next = self.seen + u64::from(length) + 4;
+        }
+    }
+}
+
+/// One answer of `GET /pictures/{id}/updates` (PROTOCOL.md §16).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Poll {
     /// The updates after the asked `since`, up to `last` (`X-Picture-Seq`); none when the wait
@@ -136,7 +293,7 @@ pub enum Step {
     Resynced { seq: u64 },
 }
 
-/// Follows a picture over plain HTTP (PROTOCOL.md §14): `snapshot.png` once, then long-polls
+/// Follows a picture over plain HTTP (PROTOCOL.md §16): `snapshot.png` once, then long-polls
 /// of `updates` applied to a local raster; a `410 Gone` fetches the snapshot again and
 /// carries on from its `X-Picture-Seq`. The local picture is the server's at [`Follower::seq`].
 pub struct Follower {
@@ -240,5 +397,54 @@ impl Follower {
     /// How many times a `410 Gone` made it fetch the snapshot again.
     pub fn resyncs(&self) -> u64 {
         self.resyncs
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A minimal chunk stream: signature, then chunks of the given types and lengths.
+    fn stream(chunks: &[(&[u8; 4], usize)]) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        for (kind, len) in chunks {
+            out.extend_from_slice(&(*len as u32).to_be_bytes());
+            out.extend_from_slice(*kind);
+            out.extend(std::iter::repeat_n(7u8, *len));
+            out.extend_from_slice(&[0, 0, 0, 0]);
+        }
+        out
+    }
+
+    #[test]
+    fn frames_are_counted_whatever_the_chunking() {
+        let bytes = stream(&[
+            (b"IHDR", 13),
+            (b"acTL", 8),
+            (b"fcTL", 26),
+            (b"IDAT", 100),
+            (b"fcTL", 26),
+            (b"fdAT", 50),
+            (b"fdAT", 3),
+            (b"fcTL", 26),
+            (b"fdAT", 0),
+            (b"IEND", 0),
+        ]);
+        for step in [1, 2, 3, 7, 13, 64, bytes.len()] {
+            let mut counter = FrameCounter::default();
+            for piece in bytes.chunks(step) {
+                counter.feed(piece);
+                // A frame is counted once the next one starts (or the image ends).
+                if !counter.ended {
+                    assert_eq!(
+                        counter.frames,
+                        counter.started.saturating_sub(1),
+                        "step {step}"
+                    );
+                }
+            }
+            assert_eq!((counter.frames, counter.ended), (3, true), "step {step}");
+        }
     }
 }

@@ -3,8 +3,10 @@
 //! - `raster draw PICTURE --random N | --script FILE [--rate OPS/S]`: draws, waits for every
 //!   echo, prints a summary.
 //! - `raster snapshot PICTURE -o FILE.png`: saves the server's picture, prints its seq.
+//! - `raster timelapse PICTURE -o FILE.png [--width W] [--frames N] [--delay MS]`: saves the
+//!   picture's history as an animated PNG (PROTOCOL.md §15), with a progress bar on stderr.
 //! - `raster watch PICTURE`: prints every update and presence change; `--http` follows over
-//!   plain HTTP instead (`snapshot.png`, then long-polls of `updates`, PROTOCOL.md §14).
+//!   plain HTTP instead (`snapshot.png`, then long-polls of `updates`, PROTOCOL.md §16).
 //! - `raster bench w1|w2|w3|pictures ...`: the load generator (see [`bench`]).
 //! - `raster token --secret S --picture P --role draw|view --ttl 1h`: mints a token for a
 //!   service started with `--token-secret` (PROTOCOL.md §13); `draw`, `snapshot` and `watch`
@@ -86,6 +88,25 @@ enum Command {
         #[arg(long, env = "RASTER_TOKEN")]
         token: Option<String>,
     },
+    /// Save the picture's history as an animated PNG (PROTOCOL.md §15), showing progress.
+    Timelapse {
+        picture: String,
+        #[arg(short, long, env = "RASTER_OUTPUT")]
+        output: PathBuf,
+        /// Width in pixels (nearest-neighbour scaling; default: the picture's, within the
+        /// server's `--timelapse-max-width`).
+        #[arg(long, env = "RASTER_TIMELAPSE_WIDTH")]
+        width: Option<u32>,
+        /// Most frames, sampled evenly over the history (default: the server's, 100).
+        #[arg(long, env = "RASTER_TIMELAPSE_FRAMES")]
+        frames: Option<u32>,
+        /// Milliseconds per frame (default: the server's, 200).
+        #[arg(long, env = "RASTER_TIMELAPSE_DELAY")]
+        delay: Option<u32>,
+        /// Token for a service that asks for one (PROTOCOL.md §13; `raster token` mints one).
+        #[arg(long, env = "RASTER_TOKEN")]
+        token: Option<String>,
+    },
     /// Print every update (seq, client, op kind, bounding box) and presence change.
     Watch {
         picture: String,
@@ -96,7 +117,7 @@ enum Command {
         #[arg(long, env = "RASTER_TOKEN")]
         token: Option<String>,
         /// Follow over plain HTTP (long-polls of `GET /pictures/{id}/updates`, PROTOCOL.md
-        /// §14) instead of a WebSocket: no presence, and the picture must exist.
+        /// §16) instead of a WebSocket: no presence, and the picture must exist.
         #[arg(long, env = "RASTER_HTTP")]
         http: bool,
         /// With `--http`: seconds each long-poll may wait for the next update.
@@ -186,6 +207,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("seq {seq} ({} bytes) -> {}", png.len(), output.display());
             Ok(())
         }
+        Command::Timelapse {
+            picture,
+            output,
+            width,
+            frames,
+            delay,
+            token,
+        } => {
+            let options = raster_client::TimelapseOptions {
+                width,
+                frames,
+                delay_ms: delay,
+                token,
+            };
+            timelapse(&cli.url, &picture, &options, &output).await
+        }
         Command::Watch {
             picture,
             size,
@@ -216,6 +253,78 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { common, workload } => bench::run(&cli.url, common, workload).await,
+    }
+}
+
+/// `raster timelapse`: streams the animation into `OUTPUT.part`, renamed to `OUTPUT` once
+/// whole (an interrupted download leaves no truncated file under the name asked for).
+async fn timelapse(
+    url: &str,
+    picture: &str,
+    options: &raster_client::TimelapseOptions,
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut part = output.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let file =
+        std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut bar = ProgressBar::default();
+    let result = raster_client::timelapse(url, picture, options, &mut out, |p| bar.show(p)).await;
+    bar.finish();
+    let done = match result.map_err(anyhow::Error::from).and_then(|done| {
+        out.flush()?;
+        Ok(done)
+    }) {
+        Ok(done) => done,
+        Err(error) => {
+            let _ = std::fs::remove_file(&part);
+            return Err(error.context(format!("timelapse of {picture}")));
+        }
+    };
+    drop(out);
+    std::fs::rename(&part, output).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "{} frames ({} bytes) -> {}",
+        done.frames,
+        done.bytes,
+        output.display()
+    );
+    Ok(())
+}
+
+/// A one-line progress bar on stderr, redrawn when the frame count moves.
+#[derive(Default)]
+struct ProgressBar {
+    /// What was drawn last (frames, total): a new chunk of the same frame draws nothing.
+    last: Option<(u64, u64)>,
+}
+
+impl ProgressBar {
+    const WIDTH: u64 = 30;
+
+    fn show(&mut self, p: raster_client::TimelapseProgress) {
+        if self.last == Some((p.frames, p.total)) {
+            return;
+        }
+        self.last = Some((p.frames, p.total));
+        let filled = (p.frames * Self::WIDTH).checked_div(p.total).unwrap_or(0);
+        eprint!(
+            "\r[{}{}] {}/{} frames, {} KiB",
+            "#".repeat(filled as usize),
+            "-".repeat((Self::WIDTH - filled.min(Self::WIDTH)) as usize),
+            p.frames,
+            p.total,
+            p.bytes / 1024
+        );
+    }
+
+    fn finish(&self) {
+        if self.last.is_some() {
+            eprintln!();
+        }
     }
 }
 
@@ -362,7 +471,7 @@ async fn draw(
     Ok(())
 }
 
-/// `watch --http`: follows the picture with long-polls (PROTOCOL.md §14) and prints each
+/// `watch --http`: follows the picture with long-polls (PROTOCOL.md §16) and prints each
 /// update, until ctrl-c or, with `until_seq`, until the picture includes that seq (then saves
 /// it to `output`).
 async fn watch_http(

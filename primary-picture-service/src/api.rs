@@ -3,7 +3,8 @@
 
 use futures::future::BoxFuture;
 use protocol::pps::{
-    AcquireRequest, Acquired, ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest,
+    AcquireRequest, Acquired, ApplyBatch, HistoryEntry, PpsError, ReleaseRequest, Snapshot,
+    SnapshotRequest, VersionImage,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -41,6 +42,22 @@ pub trait PictureService: Send + Sync + 'static {
     /// Applies everything up to `last_seq`, flushes it at high priority and drops the picture
     /// from memory. Resolves to the flushed seq once storage has it.
     fn release(&self, request: ReleaseRequest) -> BoxFuture<'static, Result<u64, PpsError>>;
+
+    /// Stores everything the service has accepted of `picture` now, at high priority, without
+    /// letting it go (the admin API's flush). Resolves to the seq storage then holds;
+    /// `PpsError::NotFound` when the picture is not open in that service (nothing to store).
+    fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>>;
+    /// The picture's stored versions, by seq ascending (PROTOCOL.md §15): read from storage,
+    /// so any picture service answers for any picture, open or not. Empty when it has none.
+    fn history(&self, picture: String) -> BoxFuture<'static, Result<Vec<HistoryEntry>, PpsError>>;
+
+    /// Stored version `seq` of the picture: its PNG byte for byte as stored, with its decoded
+    /// width and height; `PpsError::NotFound` when there is no such version.
+    fn version(
+        &self,
+        picture: String,
+        seq: u64,
+    ) -> BoxFuture<'static, Result<VersionImage, PpsError>>;
 
     /// Subscribes to [`PpsEvent`]s. A lagging receiver must treat `Lagged` as `Reconnected`.
     fn events(&self) -> broadcast::Receiver<PpsEvent>;

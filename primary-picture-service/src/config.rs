@@ -54,6 +54,13 @@ pub struct PpsArgs {
     /// Largest picture side accepted (creating pictures, decoding stored PNGs).
     #[arg(long = "max-side", env = "PPS_MAX_SIDE", default_value_t = 4096)]
     pub max_side: u32,
+    /// Memory budget of the pictures in memory (`width*height*4` each, in bytes): a picture is
+    /// loaded or created only while those in memory take less than this; otherwise its
+    /// requests fail with `Unavailable` (joiners get 503 after the broadcast service's
+    /// retries) until others are unloaded. Updates recovered from the write-ahead log are
+    /// always loaded. Counted in `pps_loads_refused_total`.
+    #[arg(long = "max-loaded-bytes", env = "PPS_MAX_LOADED_BYTES", default_value_t = 16 << 30)]
+    pub max_loaded_bytes: u64,
     /// Cap of the retry backoff of failed loads and flushes.
     #[arg(long = "max-backoff", env = "PPS_MAX_BACKOFF", default_value = "5s", value_parser = parse_duration)]
     pub max_backoff: Duration,
@@ -104,6 +111,13 @@ pub struct PpsArgs {
         default_value_t = 4096
     )]
     pub session_trail: usize,
+    /// History (PROTOCOL.md §15): a version of a changing picture is stored when the newest one
+    /// is at least this old (checked at each flush; `0s`: at every flush), and one at release.
+    #[arg(long = "history-interval", env = "PPS_HISTORY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub history_interval: Duration,
+    /// Versions kept per picture; the oldest beyond are deleted. `0` turns history off.
+    #[arg(long = "history-keep", env = "PPS_HISTORY_KEEP", default_value_t = 144)]
+    pub history_keep: usize,
     /// How long SIGTERM waits for dirty pictures to reach storage.
     #[arg(long = "shutdown-timeout", env = "PPS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -121,11 +135,14 @@ impl PpsArgs {
             snapshot_wait: self.snapshot_wait,
             idle_unload: self.idle_unload,
             max_side: self.max_side,
+            max_loaded_bytes: self.max_loaded_bytes,
             max_backoff: self.max_backoff,
             min_backoff: self.min_backoff,
             event_capacity: self.event_capacity.max(1),
             apply_chunk: self.apply_chunk.max(1),
             session_trail: self.session_trail,
+            history_interval: self.history_interval,
+            history_keep: self.history_keep,
             wal: self.wal.then(|| WalConfig {
                 dir: self
                     .wal_dir
@@ -220,6 +237,8 @@ mod tests {
         assert_eq!(from_flags.apply_chunk, defaults.apply_chunk);
         assert_eq!(from_flags.event_capacity, defaults.event_capacity);
         assert_eq!(from_flags.apply_delay, None);
+        assert_eq!(from_flags.history_interval, defaults.history_interval);
+        assert_eq!(from_flags.history_keep, defaults.history_keep);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod config;
+mod history;
 mod picture;
 pub mod process;
 pub mod remote;

@@ -44,10 +44,15 @@ struct Config {
     pps: PpsArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    init_logs(config.log_json);
+    // Outside the runtime: the trace exporter's blocking HTTP client must be neither built
+    // nor dropped on a runtime thread. Dropped last, it exports the last spans.
+    let _telemetry = init_logs(config.log_json, "primary-picture-service");
+    tokio::runtime::Runtime::new()?.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;

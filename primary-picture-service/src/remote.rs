@@ -22,8 +22,8 @@ use bytes::Bytes;
 use futures::future::{self, BoxFuture, FutureExt};
 use futures::{SinkExt, StreamExt};
 use protocol::pps::{
-    AcquireRequest, Acquired, ApplyBatch, FromPps, PpsError, PpsReply, PpsRequest, ReleaseRequest,
-    Snapshot, SnapshotRequest, ToPps,
+    AcquireRequest, Acquired, ApplyBatch, FromPps, HistoryEntry, PpsError, PpsReply, PpsRequest,
+    ReleaseRequest, Snapshot, SnapshotRequest, ToPps, VersionImage,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -401,6 +401,46 @@ impl PictureService for RemotePps {
         async move {
             match reply.await? {
                 PpsReply::Released { flushed_seq } => Ok(flushed_seq),
+                PpsReply::Error(error) => Err(error),
+                other => Err(unexpected(other)),
+            }
+        }
+        .boxed()
+    }
+
+    fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>> {
+        let reply = self.call(PpsRequest::Flush { picture });
+        async move {
+            match reply.await? {
+                PpsReply::Flushed { flushed_seq } => Ok(flushed_seq),
+                PpsReply::Error(error) => Err(error),
+                other => Err(unexpected(other)),
+            }
+        }
+        .boxed()
+    }
+
+    fn history(&self, picture: String) -> BoxFuture<'static, Result<Vec<HistoryEntry>, PpsError>> {
+        let reply = self.call(PpsRequest::History { picture });
+        async move {
+            match reply.await? {
+                PpsReply::History(history) => Ok(history),
+                PpsReply::Error(error) => Err(error),
+                other => Err(unexpected(other)),
+            }
+        }
+        .boxed()
+    }
+
+    fn version(
+        &self,
+        picture: String,
+        seq: u64,
+    ) -> BoxFuture<'static, Result<VersionImage, PpsError>> {
+        let reply = self.call(PpsRequest::Version { picture, seq });
+        async move {
+            match reply.await? {
+                PpsReply::Version(version) => Ok(version),
                 PpsReply::Error(error) => Err(error),
                 other => Err(unexpected(other)),
             }

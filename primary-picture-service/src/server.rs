@@ -241,6 +241,20 @@ fn dispatch(pps: &Session, request: PpsRequest) -> BoxFuture<'static, PpsReply> 
             Box::pin(async move { or_error(reply.await, PpsReply::Acquired) })
         }
         PpsRequest::Ping => Box::pin(async { PpsReply::Pong }),
+        PpsRequest::Flush { picture } => {
+            let reply = pps.flush(picture);
+            Box::pin(async move {
+                or_error(reply.await, |flushed_seq| PpsReply::Flushed { flushed_seq })
+            })
+        }
+        PpsRequest::History { picture } => {
+            let reply = pps.history(picture);
+            Box::pin(async move { or_error(reply.await, PpsReply::History) })
+        }
+        PpsRequest::Version { picture, seq } => {
+            let reply = pps.version(picture, seq);
+            Box::pin(async move { or_error(reply.await, PpsReply::Version) })
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::future::{self, BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 use protocol::pps::{
-    AcquireRequest, Acquired, ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest,
+    AcquireRequest, Acquired, ApplyBatch, HistoryEntry, PpsError, ReleaseRequest, Snapshot,
+    SnapshotRequest, VersionImage,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -41,6 +42,9 @@ pub struct PpsConfig {
     pub idle_unload: Duration,
     /// Largest accepted picture side, for creating pictures and decoding stored PNGs.
     pub max_side: u32,
+    /// Pictures are loaded or created only while those in memory take less than this many
+    /// raster bytes (`--max-loaded-bytes`).
+    pub max_loaded_bytes: u64,
     /// Upper bound of the exponential backoff of failed loads and flushes.
     pub max_backoff: Duration,
     /// First delay of that backoff.
@@ -66,6 +70,11 @@ pub struct PpsConfig {
     /// Clients per picture whose highest `client_seq` a lease grant carries
     /// ([`protocol::pps::Acquired::Granted::sessions`]).
     pub session_trail: usize,
+    /// History (PROTOCOL.md §15): a flush stores a version when the newest stored one is at
+    /// least this old (zero: every flush); a release always stores one.
+    pub history_interval: Duration,
+    /// Versions kept per picture (the oldest beyond are pruned); zero: no history at all.
+    pub history_keep: usize,
 }
 
 impl Default for PpsConfig {
@@ -79,6 +88,7 @@ impl Default for PpsConfig {
             snapshot_wait: Duration::from_secs(10),
             idle_unload: Duration::from_secs(60),
             max_side: 4096,
+            max_loaded_bytes: 16 << 30,
             max_backoff: Duration::from_secs(5),
             min_backoff: Duration::from_millis(100),
             apply_chunk: 16,
@@ -89,6 +99,8 @@ impl Default for PpsConfig {
             lease_timeout: Duration::ZERO,
             wal: None,
             session_trail: 4096,
+            history_interval: Duration::from_secs(600),
+            history_keep: 144,
         }
     }
 }
@@ -134,6 +146,32 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// The write-ahead log, when [`PpsConfig::wal`] asks for one.
     pub(crate) wal: Option<Wal>,
+    /// Raster bytes of the pictures in memory (see [`Charge`]).
+    pub(crate) loaded_bytes: Arc<AtomicU64>,
+}
+
+/// A picture's raster bytes, counted in [`Shared::loaded_bytes`] while it lives.
+pub(crate) struct Charge {
+    bytes: u64,
+    total: Arc<AtomicU64>,
+}
+
+impl Charge {
+    pub(crate) fn new(total: &Arc<AtomicU64>, bytes: u64) -> Charge {
+        let now = total.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        metrics::gauge!("pps_loaded_bytes").set(now as f64);
+        Charge {
+            bytes,
+            total: total.clone(),
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let now = self.total.fetch_sub(self.bytes, Ordering::Relaxed) - self.bytes;
+        metrics::gauge!("pps_loaded_bytes").set(now as f64);
+    }
 }
 
 impl Shared {
@@ -200,6 +238,7 @@ impl Pps {
                 accepting: AtomicBool::new(true),
                 next_conn: AtomicU64::new(1),
                 wal,
+                loaded_bytes: Arc::new(AtomicU64::new(0)),
             }),
         })
     }
@@ -334,6 +373,19 @@ impl Pps {
         .boxed()
     }
 
+    /// What a read of storage (history, versions) checks first, as [`Pps::call`] does.
+    fn check_read(&self, picture: &str) -> Result<(), PpsError> {
+        if !self.shared.accepting.load(Ordering::SeqCst) {
+            return Err(PpsError::ShuttingDown);
+        }
+        if !protocol::valid_picture_id(picture) {
+            return Err(PpsError::BadRequest(format!(
+                "invalid picture id {picture:?}"
+            )));
+        }
+        Ok(())
+    }
+
     fn send(&self, picture: &str, msg: Msg) -> Result<(), PpsError> {
         let mut registry = self.shared.registry();
         let msg = match registry.get(picture) {
@@ -401,6 +453,72 @@ impl PictureService for Pps {
         self.call(&picture, |reply| Msg::Release(request, reply))
     }
 
+    fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>> {
+        // A picture not in memory has nothing unstored; asking its actor would load it.
+        if !self.is_open(&picture) {
+            return future::ready(Err(PpsError::NotFound)).boxed();
+        }
+        self.call(&picture, Msg::Store)
+    }
+
+    fn history(&self, picture: String) -> BoxFuture<'static, Result<Vec<HistoryEntry>, PpsError>> {
+        if let Err(error) = self.check_read(&picture) {
+            return future::ready(Err(error)).boxed();
+        }
+        let store = self.shared.store.clone();
+        async move {
+            let listed = store
+                .list_versions(&picture)
+                .await
+                .map_err(|e| PpsError::Storage(e.to_string()))?;
+            Ok(listed
+                .into_iter()
+                .map(|v| HistoryEntry {
+                    seq: v.seq,
+                    time_ms: v.time_ms,
+                    size: v.size,
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn version(
+        &self,
+        picture: String,
+        seq: u64,
+    ) -> BoxFuture<'static, Result<VersionImage, PpsError>> {
+        if let Err(error) = self.check_read(&picture) {
+            return future::ready(Err(error)).boxed();
+        }
+        let store = self.shared.store.clone();
+        let max_side = self.shared.config.max_side;
+        async move {
+            let png = store
+                .get_version(&picture, seq)
+                .await
+                .map_err(|e| PpsError::Storage(e.to_string()))?
+                .ok_or(PpsError::NotFound)?;
+            // The header only: the caller decodes the pixels if it needs them.
+            let header = protocol::snapshot::check_png(&png, max_side).map_err(|e| {
+                PpsError::Storage(format!("version {seq} of {picture} is corrupt: {e}"))
+            })?;
+            if header.seq != Some(seq) {
+                return Err(PpsError::Storage(format!(
+                    "version {seq} of {picture} is corrupt: its png says seq {:?}",
+                    header.seq
+                )));
+            }
+            Ok(VersionImage {
+                seq,
+                width: header.width,
+                height: header.height,
+                png,
+            })
+        }
+        .boxed()
+    }
+
     fn events(&self) -> broadcast::Receiver<PpsEvent> {
         self.shared.events.subscribe()
     }
@@ -453,6 +571,25 @@ impl Session {
 
     pub fn release(&self, request: ReleaseRequest) -> BoxFuture<'static, Result<u64, PpsError>> {
         self.pps.release(request)
+    }
+
+    pub fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>> {
+        self.pps.flush(picture)
+    }
+
+    pub fn history(
+        &self,
+        picture: String,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, PpsError>> {
+        self.pps.history(picture)
+    }
+
+    pub fn version(
+        &self,
+        picture: String,
+        seq: u64,
+    ) -> BoxFuture<'static, Result<VersionImage, PpsError>> {
+        self.pps.version(picture, seq)
     }
 }
 

@@ -168,6 +168,120 @@ mod cases {
         }
     }
 
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    pub async fn versions_put_list_get_delete(f: Fixture) {
+        assert_eq!(f.store.list_versions("p").await.unwrap(), vec![]);
+        assert_eq!(f.store.get_version("p", 5).await.unwrap(), None);
+        let before = now_ms();
+        let versions: Vec<(u64, Bytes)> = [20u64, 5, 3]
+            .iter()
+            .map(|&seq| (seq, picture(seq, 8 + seq as u32, 4).0))
+            .collect();
+        for (seq, png) in &versions {
+            f.store.put_version("p", *seq, png.clone()).await.unwrap();
+        }
+        let after = now_ms();
+        for store in [&f.store, &f.other] {
+            let listed = store.list_versions("p").await.unwrap();
+            let seqs_sizes: Vec<(u64, u64)> = listed.iter().map(|v| (v.seq, v.size)).collect();
+            let want = |seq: u64| versions.iter().find(|(s, _)| *s == seq).unwrap().1.len() as u64;
+            assert_eq!(seqs_sizes, vec![(3, want(3)), (5, want(5)), (20, want(20))]);
+            for v in &listed {
+                // S3 keeps times to the second.
+                assert!(
+                    v.time_ms + 1_000 >= before && v.time_ms <= after + 1_000,
+                    "{v:?} not within {before}..{after}"
+                );
+            }
+            for (seq, png) in &versions {
+                assert_eq!(
+                    store.get_version("p", *seq).await.unwrap().as_ref(),
+                    Some(png)
+                );
+            }
+        }
+        // Versions are not pictures, and belong to their picture only.
+        assert!(f.store.load("p").await.unwrap().is_none());
+        assert_eq!(f.store.list_versions("p-1").await.unwrap(), vec![]);
+        assert_eq!(f.store.get_version("p", 4).await.unwrap(), None);
+        f.store.delete_version("p", 5).await.unwrap();
+        // Deleting what is not there is fine (a prune retried, or raced).
+        f.store.delete_version("p", 5).await.unwrap();
+        f.store.delete_version("p", 999).await.unwrap();
+        let seqs: Vec<u64> = f
+            .other
+            .list_versions("p")
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.seq)
+            .collect();
+        assert_eq!(seqs, vec![3, 20]);
+        assert_eq!(f.other.get_version("p", 5).await.unwrap(), None);
+    }
+
+    pub async fn versions_are_created_once_and_never_replaced(f: Fixture) {
+        let (first, _) = picture(7, 8, 4);
+        let (second, _) = picture(8, 8, 4);
+        f.store.put_version("v", 7, first.clone()).await.unwrap();
+        let again = f.other.put_version("v", 7, second.clone()).await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict { .. })),
+            "{again:?}"
+        );
+        assert_eq!(f.store.get_version("v", 7).await.unwrap(), Some(first));
+        // Two writers racing on one new version: exactly one wins, and its bytes are stored.
+        for seq in 100..104u64 {
+            let (a, b) = (picture(seq, 8, 4).0, picture(seq + 50, 8, 4).0);
+            let (ra, rb) = tokio::join!(
+                f.store.put_version("v", seq, a.clone()),
+                f.other.put_version("v", seq, b.clone()),
+            );
+            let stored = match (ra, rb) {
+                (Ok(()), Err(StoreError::Conflict { .. })) => a,
+                (Err(StoreError::Conflict { .. }), Ok(())) => b,
+                other => panic!("seq {seq}: expected exactly one winner, got {other:?}"),
+            };
+            assert_eq!(f.store.get_version("v", seq).await.unwrap(), Some(stored));
+        }
+        let seqs: Vec<u64> = f
+            .store
+            .list_versions("v")
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.seq)
+            .collect();
+        assert_eq!(seqs, vec![7, 100, 101, 102, 103]);
+    }
+
+    pub async fn versions_sit_beside_the_picture_and_leave_it_alone(f: Fixture) {
+        let (png, meta) = picture(9, 8, 4);
+        let version = f.store.save("q", png.clone(), &meta, None).await.unwrap();
+        f.store.put_version("q", 9, png.clone()).await.unwrap();
+        f.store
+            .put_version("q_2", 1, picture(1, 8, 4).0)
+            .await
+            .unwrap();
+        let loaded = f.store.load("q").await.unwrap().unwrap();
+        assert_eq!((loaded.png, loaded.version), (png.clone(), version));
+        assert_eq!(f.store.get_version("q", 9).await.unwrap(), Some(png));
+        let seqs = |list: Vec<primary_picture_service::store::VersionInfo>| {
+            list.iter().map(|v| v.seq).collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(f.store.list_versions("q").await.unwrap()), vec![9]);
+        assert_eq!(seqs(f.store.list_versions("q_2").await.unwrap()), vec![1]);
+        // Ids that could leave the history's directory or prefix are refused.
+        let bad = f.store.list_versions("../q").await;
+        assert!(matches!(bad, Err(StoreError::Refused(_))), "{bad:?}");
+    }
+
     pub async fn corrupt_object_is_corrupt(f: Fixture) {
         let Some(plant) = &f.plant else {
             // Memory holds typed values: there are no bytes to be corrupt.
@@ -204,6 +318,9 @@ macro_rules! suite {
                 ids_with_dash_and_underscore_are_separate_pictures,
                 racing_writers_exactly_one_wins,
                 corrupt_object_is_corrupt,
+                versions_put_list_get_delete,
+                versions_are_created_once_and_never_replaced,
+                versions_sit_beside_the_picture_and_leave_it_alone,
             );
         }
     };

@@ -170,6 +170,42 @@ pub enum PpsRequest {
     Acquire(AcquireRequest),
     /// Keeps the connection (and the leases held over it) alive; answered `Pong`.
     Ping,
+    /// Store everything accepted of the picture now (admin API); answered `Flushed` with the
+    /// seq storage then holds, or `NotFound` when the picture is not open there.
+    Flush {
+        picture: String,
+    },
+    /// The picture's stored versions (PROTOCOL.md §15), answered `History`. Read from storage:
+    /// any picture service can answer, whoever owns the picture.
+    History {
+        picture: String,
+    },
+    /// One stored version, answered `Version`, or `NotFound` when there is no such version.
+    Version {
+        picture: String,
+        seq: u64,
+    },
+}
+
+/// One stored version of a picture, as listed in its history (PROTOCOL.md §15).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The picture as it was at this seq: every update up to it, none after.
+    pub seq: u64,
+    /// When the version was stored, in milliseconds since the Unix epoch (storage's clock).
+    pub time_ms: u64,
+    /// The version's PNG, in bytes.
+    pub size: u64,
+}
+
+/// One stored version of a picture: exactly the PNG stored for it, and its decoded size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionImage {
+    pub seq: u64,
+    pub width: u32,
+    pub height: u32,
+    /// RGBA8 PNG with the `tEXt` `seq` chunk, byte for byte as stored.
+    pub png: Bytes,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +222,12 @@ pub enum PpsReply {
     Error(PpsError),
     Acquired(Acquired),
     Pong,
+    /// Every update up to `flushed_seq` is in storage (the answer to `Flush`).
+    Flushed {
+        flushed_seq: u64,
+    },
+    History(Vec<HistoryEntry>),
+    Version(VersionImage),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

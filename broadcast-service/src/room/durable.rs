@@ -22,7 +22,10 @@ impl Room {
     /// Storage holds every update up to `seq` (a `Flushed` event, a release, or the
     /// sequencer's word on a relay link).
     pub(super) fn stored(&mut self, seq: u64) {
-        self.durable = self.durable.max(seq);
+        if seq > self.durable {
+            self.durable = seq;
+            self.durable_at = Some(std::time::SystemTime::now());
+        }
     }
 
     /// The seq clients may be told durable now: in storage, and sent to them.

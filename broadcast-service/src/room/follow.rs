@@ -1,4 +1,4 @@
-//! Long-poll followers (`GET /pictures/{id}/updates?since=SEQ&wait=SECONDS`, PROTOCOL.md §14):
+//! Long-poll followers (`GET /pictures/{id}/updates?since=SEQ&wait=SECONDS`, PROTOCOL.md §16):
 //! a follower is a resuming client (PROTOCOL.md §11) that takes what the log holds after its
 //! `since` and leaves. It is answered at once when the log has published updates after `since`,
 //! with `Gone` when the log no longer holds them, or else waits in the room (no task of its own)

@@ -99,14 +99,23 @@ pub(crate) enum Ctl {
     /// seq's PNG if known, for `snapshot.png`.
     LastSeq(oneshot::Sender<RoomSeq>),
     /// `snapshot.png` served the PNG at `seq` with this `ETag`, asked while the room was at
-    /// `history`: kept for the conditional requests that follow (PROTOCOL.md §14).
+    /// `history`: kept for the conditional requests that follow (PROTOCOL.md §16).
     RememberEtag {
         history: u64,
         seq: u64,
         etag: Arc<str>,
     },
-    /// A long-poll follower (`GET /pictures/{id}/updates`, PROTOCOL.md §14).
+    /// A long-poll follower (`GET /pictures/{id}/updates`, PROTOCOL.md §16).
     Follow(FollowRequest),
+    /// The admin API's view of the room.
+    Status(oneshot::Sender<RoomStatus>),
+    /// The admin API closes every client of this room here with close code `code`; replies how
+    /// many.
+    Kick {
+        code: u16,
+        reason: String,
+        reply: oneshot::Sender<usize>,
+    },
     Shutdown,
 }
 
@@ -119,10 +128,37 @@ pub(crate) struct RoomSeq {
     /// The picture service the room asks.
     pub link: LinkId,
     /// The room's history: bumped whenever its log restarts at another seq, after which a
-    /// seq may name other updates than before (PROTOCOL.md §14).
+    /// seq may name other updates than before (PROTOCOL.md §16).
     pub history: u64,
     /// The `ETag` of the PNG at `seq` in this history, when `snapshot.png` served one.
     pub etag: Option<Arc<str>>,
+}
+
+/// One open picture as the admin API lists it (`GET /admin/pictures`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct RoomStatus {
+    pub picture: String,
+    /// `sequencer`, `relay` or `acquiring`.
+    pub role: &'static str,
+    /// The sequencer's advertise URL, on a relay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<String>,
+    /// Clients connected to this service (joining ones included).
+    pub clients: usize,
+    /// Relay links from other broadcast services (a sequencer's).
+    pub relays: usize,
+    /// The picture's size, once known.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// The last seq sent to clients.
+    pub seq: u64,
+    /// The last seq storage is known to hold.
+    pub durable_seq: u64,
+    /// When `durable_seq` last advanced (milliseconds since the Unix epoch), if it did while
+    /// this room was open.
+    pub last_flush_unix_ms: Option<u64>,
+    /// Sequenced updates held for the picture service (the pending log).
+    pub pending: usize,
 }
 
 /// What a connected client's or relay's reader sends, in the order it was sent.
@@ -361,6 +397,8 @@ pub(crate) struct Room {
     relays: BTreeMap<u64, Downstream>,
     /// The highest seq known to be in storage (PROTOCOL.md §10).
     durable: u64,
+    /// When `durable` last advanced (the admin API's "last flush").
+    durable_at: Option<std::time::SystemTime>,
     /// The highest `min(durable, published)` announced to the clients and relays.
     durable_announced: u64,
     /// The highest `client_seq` sequenced of each session (a sequencer's; a relay keeps it for
@@ -383,7 +421,7 @@ pub(crate) struct Room {
     history: u64,
     /// The `ETag` `snapshot.png` gave the PNG at a seq in a history: `(history, seq, etag)`.
     etag: Option<(u64, u64, Arc<str>)>,
-    /// Long-poll followers waiting for updates after their `since` (PROTOCOL.md §14).
+    /// Long-poll followers waiting for updates after their `since` (PROTOCOL.md §16).
     followers: Vec<follow::Follower>,
     /// The room stays open until then for followers (`--follow-linger` after the last one).
     follow_until: Option<Instant>,
@@ -433,6 +471,7 @@ impl Room {
             clients: BTreeMap::new(),
             relays: BTreeMap::new(),
             durable: 0,
+            durable_at: None,
             durable_announced: 0,
             sessions,
             forwarded: HashMap::new(),
@@ -592,6 +631,16 @@ impl Room {
                 }
             }
             Ctl::Follow(request) => self.on_follow(request),
+            Ctl::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Ctl::Kick {
+                code,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.kick(code, &reason));
+            }
             Ctl::Shutdown => self.on_shutdown(),
         }
     }
@@ -914,6 +963,58 @@ impl Room {
             }
             _ => {}
         }
+    }
+
+    fn status(&self) -> RoomStatus {
+        let (role, sequencer) = match &self.role {
+            Role::Acquiring { .. } => ("acquiring", None),
+            Role::Sequencer { .. } => ("sequencer", None),
+            Role::Relay { holder, .. } => ("relay", Some(holder.clone())),
+        };
+        RoomStatus {
+            picture: self.id.clone(),
+            role,
+            sequencer,
+            clients: self.clients.len() + self.joining.len(),
+            relays: self.relays.len(),
+            width: self.opened.map(|o| o.width),
+            height: self.opened.map(|o| o.height),
+            seq: if self.opened.is_some() {
+                self.log.published()
+            } else {
+                0
+            },
+            durable_seq: self.durable,
+            last_flush_unix_ms: self.durable_at.and_then(|at| {
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_millis() as u64)
+            }),
+            pending: self.log.len(),
+        }
+    }
+
+    /// Closes every client of this room here (joining ones too) with `code`; they are gone from
+    /// the room at once, whatever their readers do next.
+    fn kick(&mut self, code: u16, reason: &str) -> usize {
+        let mut closed = 0;
+        for (_, client) in std::mem::take(&mut self.clients) {
+            client.outbox.close(code, reason);
+            closed += 1;
+        }
+        for (join, joining) in std::mem::take(&mut self.joining) {
+            self.log.unpin(join);
+            joining.outbox.close(code, reason);
+            if let Some(joined) = joining.joined {
+                let _ = joined.send(Err(()));
+            }
+            closed += 1;
+        }
+        if closed > 0 {
+            tracing::info!(picture = %self.id, closed, code, "clients closed by the admin API");
+            self.clients_changed();
+        }
+        closed
     }
 
     fn on_shutdown(&mut self) {

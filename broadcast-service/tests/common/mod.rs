@@ -530,7 +530,7 @@ pub async fn wait_gone(http: &str, picture: &str, since: u64) {
     }
 }
 
-/// A busy picture followed over plain HTTP (PROTOCOL.md §14) while a WebSocket client watches:
+/// A busy picture followed over plain HTTP (PROTOCOL.md §16) while a WebSocket client watches:
 /// `drawers` clients draw `ops` random ops each, concurrently; the follower long-polls, and
 /// once it has some of the updates it pauses until a flush has trimmed the service's log past
 /// where it stands, so that it is answered `410` and resyncs from `snapshot.png`. Both end at

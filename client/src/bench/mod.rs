@@ -190,7 +190,7 @@ pub enum Workload {
     },
     /// `snapshot.png` polled RATE times a second over CONNECTIONS kept-alive connections,
     /// conditionally (`If-None-Match`, answered 304) or not: the service's CPU per 10,000
-    /// polls (with `--server-pid`), PROTOCOL.md §14.
+    /// polls (with `--server-pid`), PROTOCOL.md §16.
     Poll {
         #[arg(long, env = "RASTER_BENCH_MODE", value_enum, default_value_t = poll::PollMode::Conditional)]
         mode: poll::PollMode,

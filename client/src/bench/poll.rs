@@ -1,4 +1,4 @@
-//! `raster bench poll`: what polling `snapshot.png` costs the service (PROTOCOL.md §14).
+//! `raster bench poll`: what polling `snapshot.png` costs the service (PROTOCOL.md §16).
 //! `CONNECTIONS` kept-alive HTTP connections together send `RATE` requests a second to one
 //! picture for `--duration`; `conditional` requests carry the `ETag` of the picture's last PNG
 //! (`If-None-Match`: a `304` while it does not change), `unconditional` ones fetch the PNG

@@ -75,11 +75,21 @@ impl Actor {
         let mut applied = loaded.applied_seq;
         let delay = self.shared.config.apply_delay;
         let started = Instant::now();
+        let id = self.id.clone();
         let result = self
             .with_raster(mailbox, "applying updates", move |raster| {
                 let mut count = 0u64;
                 let mut batch_count = 0u64;
                 for batch in &batches {
+                    // One span per batch (exported over OTLP when configured).
+                    let _span = tracing::info_span!(
+                        "apply_batch",
+                        picture = %id,
+                        first_seq = batch.updates.first().map_or(0, |u| u.seq),
+                        last_seq = batch.updates.last().map_or(0, |u| u.seq),
+                        updates = batch.updates.len(),
+                    )
+                    .entered();
                     for update in &batch.updates {
                         if update.seq > applied {
                             raster.apply(&update.op);

@@ -16,10 +16,12 @@ use bytes::Bytes;
 use protocol::snapshot::{with_ownership, Ownership};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::lease::Owning;
 use super::{retry_after, Actor, Mailbox};
 use crate::api::PpsEvent;
+use crate::history::HistoryWriter;
 use crate::scheduler::Priority;
 use crate::store::{StoreError, StoredMeta, Version};
 
@@ -34,6 +36,8 @@ pub(super) enum DurableKind {
     },
     /// A shutdown flush.
     Flush,
+    /// A flush the admin API asked for.
+    Store,
 }
 
 /// Waits until storage holds `target`.
@@ -49,6 +53,8 @@ pub(super) struct Write {
     /// The owner record it writes.
     record: Ownership,
     kind: WriteKind,
+    /// The bytes it writes, for the history (`crate::history`) once they are stored.
+    png: Bytes,
     pub(super) handle: JoinHandle<Result<Version, StoreError>>,
 }
 
@@ -148,13 +154,24 @@ impl Actor {
         let id = self.id.clone();
         let expected = loaded.version.clone();
         tracing::debug!(picture = %self.id, seq = meta.seq, ?priority, ?kind, ?record, ?expected, "write started");
+        // One span per write to storage (exported over OTLP when configured).
+        let span = tracing::info_span!(
+            "flush",
+            picture = %self.id,
+            seq = meta.seq,
+            bytes = png.len(),
+            released = record.released,
+            takeover = matches!(kind, WriteKind::Takeover { .. }),
+        );
         loaded.write = Some(Write {
             seq: meta.seq,
             started: Instant::now(),
             record,
             kind,
+            png: png.clone(),
             handle: tokio::spawn(
-                async move { store.save(&id, png, &meta, expected.as_ref()).await },
+                async move { store.save(&id, png, &meta, expected.as_ref()).await }
+                    .instrument(span),
             ),
         });
     }
@@ -228,6 +245,7 @@ impl Actor {
                         picture: self.id.clone(),
                         seq: write.seq,
                     });
+                    self.offer_history(write.seq, write.png, write.record.released);
                 }
             }
             Err(StoreError::Conflict { .. }) => {
@@ -245,6 +263,24 @@ impl Actor {
                 self.schedule_flush_retry();
             }
         }
+    }
+
+    /// Hands a stored flush to the history writer (started on the first one), which decides
+    /// whether it becomes a version: never awaited, so versions cost the flush nothing.
+    fn offer_history(&mut self, seq: u64, png: Bytes, released: bool) {
+        let config = &self.shared.config;
+        if config.history_keep == 0 {
+            return;
+        }
+        let writer = self.history.get_or_insert_with(|| {
+            HistoryWriter::start(
+                self.shared.store.clone(),
+                self.id.clone(),
+                config.history_interval,
+                config.history_keep,
+            )
+        });
+        writer.offer(seq, png, released);
     }
 
     /// Backs off after a failed flush. `flush_backoff` grows even when the picture was lost

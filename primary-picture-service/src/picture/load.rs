@@ -17,6 +17,9 @@ use crate::store::{StoreError, StoredPicture};
 
 impl Actor {
     pub(super) async fn load(&mut self, priority: Priority, mailbox: &mut Mailbox) {
+        if self.over_budget() {
+            return;
+        }
         let started = Instant::now();
         match self.read(priority, mailbox).await {
             Ok(Some((raster, stored))) => {
@@ -38,7 +41,7 @@ impl Actor {
                     ));
                 }
                 None => {
-                    // Only snapshots, leases (a long-poll follower's room, PROTOCOL.md §14)
+                    // Only snapshots, leases (a long-poll follower's room, PROTOCOL.md §16)
                     // without `create` and releases asked: nothing to open.
                     self.snapshot_waiters.reply_all(|_| Err(PpsError::NotFound));
                     self.acquirers.reply_all(|_| Err(PpsError::NotFound));
@@ -53,6 +56,41 @@ impl Actor {
             },
             Err(error) => self.load_failed(error),
         }
+    }
+
+    /// Whether the pictures in memory take the whole `--max-loaded-bytes`: then this one is not
+    /// loaded, and everything that waits for it is answered `Unavailable` (the actor exits).
+    /// Updates recovered from the write-ahead log, and releases, are served whatever the
+    /// budget says.
+    fn over_budget(&mut self) -> bool {
+        let loaded = self
+            .shared
+            .loaded_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let budget = self.shared.config.max_loaded_bytes;
+        // Releases and flushes alone (nothing that needs the picture in memory afterwards)
+        // are answered as before, loading it if they must.
+        let needs_memory = !self.snapshot_waiters.is_empty()
+            || !self.acquirers.is_empty()
+            || self
+                .picture
+                .unloaded_mut()
+                .is_some_and(|u| !u.unchecked.is_empty());
+        if loaded < budget || !self.recovered.is_empty() || !needs_memory {
+            return false;
+        }
+        metrics::counter!("pps_loads_refused_total").increment(1);
+        tracing::warn!(picture = %self.id, loaded, budget, "not loading the picture: the pictures in memory take --max-loaded-bytes");
+        let error = PpsError::Unavailable(format!(
+            "the picture service's memory budget is taken ({loaded} of --max-loaded-bytes {budget} bytes in pictures): try again later"
+        ));
+        self.snapshot_waiters.reply_all(|_| Err(error.clone()));
+        self.durable_waiters.reply_all(|_| Err(error.clone()));
+        self.acquirers.reply_all(|_| Err(error.clone()));
+        if let Some(unloaded) = self.picture.unloaded_mut() {
+            unloaded.unchecked.reply_all(|_| Err(error.clone()));
+        }
+        true
     }
 
     /// The stored picture, decoded (`None`: storage has none). A stored picture that does not

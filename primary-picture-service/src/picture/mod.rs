@@ -59,8 +59,9 @@ use protocol::Raster;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::history::HistoryWriter;
 use crate::scheduler::Priority;
-use crate::service::{ConnId, Shared};
+use crate::service::{Charge, ConnId, Shared};
 use crate::store::{StoredPicture, Version};
 use crate::wal::{Record, WalError};
 
@@ -90,6 +91,9 @@ pub(crate) enum Msg {
     /// Shutdown: flush everything received so far at high priority, as released (the next
     /// owner takes the picture without waiting); replies the flushed seq.
     Flush(Reply<u64>),
+    /// The admin API: store everything received so far at high priority, keeping the lease and
+    /// the picture; replies the flushed seq.
+    Store(Reply<u64>),
     /// The write-ahead log wrote (or failed to write) the oldest batch waiting for it.
     WalDone(Result<(), WalError>),
     /// Updates the write-ahead log held from before a crash: applied again, then stored.
@@ -159,6 +163,9 @@ struct Loaded {
     wal_full: bool,
     /// The recent clients' highest `client_seq`s, for the next lease grant.
     trail: SessionTrail,
+    /// The raster's bytes in the service's memory budget (`--max-loaded-bytes`), given back
+    /// when this state goes.
+    charge: Option<Charge>,
 }
 
 impl Unloaded {
@@ -210,6 +217,7 @@ impl Loaded {
             flush_retry_at: None,
             owning: Owning::Reader { stored: record },
             lease: LeaseState::default(),
+            charge: None,
         }
     }
 }
@@ -295,6 +303,9 @@ struct Actor {
     last_activity: Instant,
     /// Set when a release completed with nothing happening since it was asked.
     unload_wanted: bool,
+    /// Stores versions of the picture's flushes (`crate::history`); started at the first
+    /// flush, `None` while history is off (`history_keep` 0) or before.
+    history: Option<HistoryWriter>,
 }
 
 /// Runs a picture actor until it unloads.
@@ -318,6 +329,7 @@ pub(crate) async fn run(
         activity: 0,
         last_activity: Instant::now(),
         unload_wanted: false,
+        history: None,
     };
     tracing::debug!(picture = %actor.id, "picture actor started");
     actor.run(&mut mailbox).await;
@@ -702,6 +714,22 @@ impl Actor {
                 };
                 self.durable_waiters.push(waiter, reply);
             }
+            Msg::Store(reply) => {
+                let Some(loaded) = self.picture.loaded() else {
+                    let _ = reply.send(Err(PpsError::NotFound));
+                    return;
+                };
+                // Only the owner writes the picture (a copy only read has nothing unstored).
+                if let Some(owner) = loaded.owning.moved_to(self.shared.config.node()) {
+                    let _ = reply.send(Err(PpsError::Moved { owner }));
+                    return;
+                }
+                let waiter = DurableWaiter {
+                    target: loaded.received_seq,
+                    kind: DurableKind::Store,
+                };
+                self.durable_waiters.push(waiter, reply);
+            }
         }
     }
 
@@ -735,7 +763,11 @@ impl Actor {
 
     /// The picture is in memory: check the batches that waited for it, then the releases
     /// (one beyond what it holds now is a gap).
-    fn open(&mut self, loaded: Loaded) {
+    fn open(&mut self, mut loaded: Loaded) {
+        if let Some(raster) = &loaded.raster {
+            let bytes = u64::from(raster.width()) * u64::from(raster.height()) * 4;
+            loaded.charge = Some(Charge::new(&self.shared.loaded_bytes, bytes));
+        }
         if let Picture::Unloaded(unloaded) = &mut self.picture {
             // Batches that came before the load were sent under a lease granted before it:
             // refused (`NotHolder`), their sender acquires again.

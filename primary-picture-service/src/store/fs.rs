@@ -8,6 +8,11 @@
 //! coarse as the kernel tick, so a stale writer could match a newer file. Conditional saves
 //! compare the version while holding an exclusive `flock` on `{data_dir}/locks/{id}.lock`, so
 //! they are atomic across store instances and processes sharing the directory.
+//!
+//! Versions (the history, PROTOCOL.md §15) live beside the picture, in
+//! `{data_dir}/pictures/{id}.history/{seq:020}.png`. One is written to a temp file, synced, and
+//! then hard-linked to its name: `link` fails if the name exists, so a version is created once
+//! and never replaced, and never seen partially written.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -19,7 +24,10 @@ use sha2::{Digest, Sha256};
 
 use protocol::snapshot::png_header;
 
-use super::{Ownership, Store, StoreError, StoredMeta, StoredPicture, Version};
+use super::{
+    parse_version_name, version_key, Ownership, Store, StoreError, StoredMeta, StoredPicture,
+    Version, VersionInfo,
+};
 
 pub struct FsStore {
     /// Root of the data directory; pictures live in its `pictures/` subdirectory, the lock
@@ -48,6 +56,106 @@ impl FsStore {
         }
         Ok(self.dir().join(format!("{picture}.png")))
     }
+
+    /// The directory of `picture`'s versions.
+    fn history_dir(&self, picture: &str) -> Result<PathBuf, StoreError> {
+        // Checks the id as `path` does.
+        self.path(picture)?;
+        Ok(self.dir().join(format!("{picture}.history")))
+    }
+
+    fn version_path(&self, picture: &str, seq: u64) -> Result<PathBuf, StoreError> {
+        self.path(picture)?;
+        Ok(self.dir().join(version_key(picture, seq)))
+    }
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("{what} task failed: {e}")))?
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("fsync", dir, e))
+}
+
+fn put_version_blocking(
+    picture: &str,
+    pictures_dir: &Path,
+    dir: &Path,
+    path: &Path,
+    png_bytes: &[u8],
+) -> Result<(), StoreError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+        // The new directory's own entry must be durable for the versions in it to be.
+        fsync_dir(pictures_dir)?;
+    }
+    let temp = dir.join(format!(
+        ".tmp-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp).map_err(|e| io_error("create", &temp, e))?;
+        file.write_all(png_bytes)
+            .map_err(|e| io_error("write", &temp, e))?;
+        file.sync_all().map_err(|e| io_error("fsync", &temp, e))?;
+        drop(file);
+        // `link` refuses an existing name: create-only, atomic.
+        match std::fs::hard_link(&temp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Conflict {
+                    picture: picture.to_string(),
+                })
+            }
+            Err(e) => return Err(io_error("link", path, e)),
+        }
+        fsync_dir(dir)
+    })();
+    let _ = std::fs::remove_file(&temp);
+    result
+}
+
+fn list_versions_blocking(dir: &Path) -> Result<Vec<VersionInfo>, StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("list", dir, e)),
+    };
+    let mut versions = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("list", dir, e))?;
+        let Some(seq) = entry.file_name().to_str().and_then(parse_version_name) else {
+            continue;
+        };
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Pruned while we listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error("stat", &entry.path(), e)),
+        };
+        let time_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        versions.push(VersionInfo {
+            seq,
+            time_ms,
+            size: meta.len(),
+        });
+    }
+    versions.sort_by_key(|v| v.seq);
+    Ok(versions)
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
@@ -190,6 +298,43 @@ impl Store for FsStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("save task failed: {e}")))?
+    }
+
+    async fn put_version(&self, picture: &str, seq: u64, png: Bytes) -> Result<(), StoreError> {
+        let (pictures_dir, dir) = (self.dir(), self.history_dir(picture)?);
+        let path = self.version_path(picture, seq)?;
+        let picture = picture.to_string();
+        blocking("put version", move || {
+            put_version_blocking(&picture, &pictures_dir, &dir, &path, &png)
+        })
+        .await
+    }
+
+    async fn list_versions(&self, picture: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        let dir = self.history_dir(picture)?;
+        blocking("list versions", move || list_versions_blocking(&dir)).await
+    }
+
+    async fn get_version(&self, picture: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        let path = self.version_path(picture, seq)?;
+        blocking("get version", move || match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("read", &path, e)),
+        })
+        .await
+    }
+
+    async fn delete_version(&self, picture: &str, seq: u64) -> Result<(), StoreError> {
+        let path = self.version_path(picture, seq)?;
+        blocking("delete version", move || {
+            match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_error("delete", &path, e)),
+            }
+        })
+        .await
     }
 
     fn describe(&self) -> String {

@@ -9,7 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Store, StoreError, StoredMeta, StoredPicture, Version};
+use super::{Store, StoreError, StoredMeta, StoredPicture, Version, VersionInfo};
+
+/// The stored versions: picture -> seq -> (png, time stored in ms since the epoch).
+type Versions = HashMap<String, std::collections::BTreeMap<u64, (Bytes, u64)>>;
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -29,6 +32,13 @@ pub struct MemoryStore {
     save_attempts: AtomicU64,
     /// Every successful save, in order: (picture, what was stored).
     history: Mutex<Vec<(String, StoredMeta)>>,
+    /// While set, `put_version` fails with [`StoreError::Unavailable`] (the picture's own
+    /// saves still work): a history that fails alone.
+    versions_failing: AtomicBool,
+    /// `put_version` calls so far (including failed ones).
+    version_puts: AtomicU64,
+    /// The pictures' stored versions (the `history` above is something else: a log of saves).
+    versions: Mutex<Versions>,
 }
 
 impl MemoryStore {
@@ -45,6 +55,16 @@ impl MemoryStore {
     pub fn set_delay(&self, delay: Option<Duration>) {
         let nanos = delay.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         self.delay_nanos.store(nanos, Ordering::SeqCst);
+    }
+
+    /// Makes `put_version` fail until switched back (the rest of the store works).
+    pub fn set_versions_failing(&self, failing: bool) {
+        self.versions_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// `put_version` calls so far (including failed ones).
+    pub fn version_puts(&self) -> u64 {
+        self.version_puts.load(Ordering::SeqCst)
     }
 
     /// Loads attempted so far (including failed ones).
@@ -108,8 +128,23 @@ impl MemoryStore {
         ))
     }
 
+    fn versions(&self) -> MutexGuard<'_, Versions> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, StoredPicture>> {
         self.pictures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses ids the other stores refuse (they become file names and keys there).
+    fn check_id(picture: &str) -> Result<(), StoreError> {
+        if protocol::valid_picture_id(picture) {
+            Ok(())
+        } else {
+            Err(StoreError::Refused(format!(
+                "invalid picture id {picture:?}"
+            )))
+        }
     }
 
     async fn pause_and_check(&self) -> Result<(), StoreError> {
@@ -166,6 +201,67 @@ impl Store for MemoryStore {
         drop(pictures);
         self.saves.fetch_add(1, Ordering::SeqCst);
         Ok(version)
+    }
+
+    async fn put_version(&self, picture: &str, seq: u64, png: Bytes) -> Result<(), StoreError> {
+        Self::check_id(picture)?;
+        self.version_puts.fetch_add(1, Ordering::SeqCst);
+        self.pause_and_check().await?;
+        if self.versions_failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "memory store told to fail versions".to_string(),
+            ));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut versions = self.versions();
+        let of_picture = versions.entry(picture.to_string()).or_default();
+        if of_picture.contains_key(&seq) {
+            return Err(StoreError::Conflict {
+                picture: picture.to_string(),
+            });
+        }
+        of_picture.insert(seq, (png, now));
+        Ok(())
+    }
+
+    async fn list_versions(&self, picture: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        Self::check_id(picture)?;
+        self.pause_and_check().await?;
+        Ok(self
+            .versions()
+            .get(picture)
+            .map(|of_picture| {
+                of_picture
+                    .iter()
+                    .map(|(&seq, (png, time_ms))| VersionInfo {
+                        seq,
+                        time_ms: *time_ms,
+                        size: png.len() as u64,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn get_version(&self, picture: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        Self::check_id(picture)?;
+        self.pause_and_check().await?;
+        Ok(self
+            .versions()
+            .get(picture)
+            .and_then(|of_picture| of_picture.get(&seq))
+            .map(|(png, _)| png.clone()))
+    }
+
+    async fn delete_version(&self, picture: &str, seq: u64) -> Result<(), StoreError> {
+        Self::check_id(picture)?;
+        self.pause_and_check().await?;
+        if let Some(of_picture) = self.versions().get_mut(picture) {
+            of_picture.remove(&seq);
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -3,6 +3,11 @@
 //! A picture is stored as one PNG (PROTOCOL.md §6) plus its seq, width and height. Writes are
 //! conditional: [`Store::save`] names the version it expects to replace (`None`: the picture
 //! must not exist yet), so two writers can never silently overwrite each other.
+//!
+//! Next to each picture the store keeps its *history* (PROTOCOL.md §15): stored versions, each
+//! a copy of the picture's PNG as flushed at one seq, under `{id}.history/{seq:020}.png` beside
+//! the picture's own key or file. A version is written once (create-only, so a retry or a
+//! second writer can never replace one), never partially, and deleted only by pruning.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -70,6 +75,35 @@ pub enum StoreError {
     Refused(String),
 }
 
+/// One stored version of a picture, as listed (without its bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The picture's seq this version shows: every update up to it, none after.
+    pub seq: u64,
+    /// When the version was stored, in milliseconds since the Unix epoch (the file's mtime,
+    /// the object's `LastModified`: the store's own clock, so S3 says it to the second).
+    pub time_ms: u64,
+    /// Its size in bytes (the PNG).
+    pub size: u64,
+}
+
+/// The key (relative to the store's root or prefix) of version `seq` of `picture`:
+/// `{id}.history/{seq:020}.png`. Zero-padded so that key order is seq order; `.` cannot occur in
+/// an id, so no picture's key ever falls under another picture's history.
+pub fn version_key(picture: &str, seq: u64) -> String {
+    format!("{picture}.history/{seq:020}.png")
+}
+
+/// The seq of a version's file or object name (`{seq:020}.png`); `None` for anything else
+/// (a temp file, a stray object).
+pub fn parse_version_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".png")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The stored picture, or `None` when it has never been stored.
@@ -93,6 +127,20 @@ pub trait Store: Send + Sync + 'static {
         meta: &StoredMeta,
         expected: Option<&Version>,
     ) -> Result<Version, StoreError>;
+
+    /// Stores `png` as version `seq` of `picture`, only if that version does not exist yet
+    /// ([`StoreError::Conflict`] if it does: versions are never replaced). All or nothing: a
+    /// failed write leaves no version behind.
+    async fn put_version(&self, picture: &str, seq: u64, png: Bytes) -> Result<(), StoreError>;
+
+    /// The stored versions of `picture`, by seq ascending (empty when it has none).
+    async fn list_versions(&self, picture: &str) -> Result<Vec<VersionInfo>, StoreError>;
+
+    /// The PNG of version `seq` of `picture`, exactly as stored, or `None`.
+    async fn get_version(&self, picture: &str, seq: u64) -> Result<Option<Bytes>, StoreError>;
+
+    /// Deletes version `seq` of `picture`; deleting a missing version is not an error.
+    async fn delete_version(&self, picture: &str, seq: u64) -> Result<(), StoreError>;
 
     /// For logs: `file:///data`, `s3://bucket/prefix`, `memory`.
     fn describe(&self) -> String;

@@ -6,6 +6,10 @@
 //! its absence (`If-None-Match: *`) for a picture's first write: of two writers racing on
 //! one picture exactly one wins, the other gets [`StoreError::Conflict`].
 //!
+//! A picture's versions (its history, PROTOCOL.md §15) are objects beside it:
+//! `{prefix}{id}.history/{seq:020}.png`, the same bytes as the picture was flushed with, written
+//! with `If-None-Match: *` (created once, never replaced; S3 never shows a partial object).
+//!
 //! Configuration comes from the standard AWS chain (`AWS_ENDPOINT_URL`, `AWS_REGION`,
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, profiles, ...). An endpoint URL means
 //! LocalStack or another S3-compatible server, which wants path-style addressing.
@@ -27,7 +31,10 @@ use bytes::{Bytes, BytesMut};
 
 use protocol::snapshot::{owner_text, png_header};
 
-use super::{Ownership, Store, StoreError, StoredHead, StoredMeta, StoredPicture, Version};
+use super::{
+    parse_version_name, version_key, Ownership, Store, StoreError, StoredHead, StoredMeta,
+    StoredPicture, Version, VersionInfo,
+};
 
 /// The key prefix used when the URL names only a bucket (`s3://bucket`).
 pub const DEFAULT_PREFIX: &str = "pictures/";
@@ -154,6 +161,131 @@ impl S3Store {
     /// The normalised key prefix (empty or ending in `/`).
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The object key of version `seq` of `picture`.
+    pub fn version_key(&self, picture: &str, seq: u64) -> String {
+        format!("{}{}", self.prefix, version_key(picture, seq))
+    }
+
+    async fn put_version_object(
+        &self,
+        picture: &str,
+        seq: u64,
+        png: Bytes,
+    ) -> Result<(), StoreError> {
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.version_key(picture, seq))
+            .content_type("image/png")
+            .metadata("seq", seq.to_string())
+            .if_none_match("*")
+            .body(ByteStream::from(png))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(err) => Err(classify(&err).into_error(picture, &err)),
+        }
+    }
+
+    async fn list_version_objects(&self, picture: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        let prefix = format!("{}{picture}.history/", self.prefix);
+        let mut versions = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let sent = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(err) => return Err(classify(&err).into_error(picture, &err)),
+            };
+            for object in response.contents() {
+                let Some(seq) = object
+                    .key()
+                    .and_then(|key| key.strip_prefix(&prefix))
+                    .and_then(parse_version_name)
+                else {
+                    continue;
+                };
+                versions.push(VersionInfo {
+                    seq,
+                    time_ms: object
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .unwrap_or(0),
+                    size: object
+                        .size()
+                        .and_then(|size| u64::try_from(size).ok())
+                        .unwrap_or(0),
+                });
+            }
+            match response.next_continuation_token() {
+                Some(next) if response.is_truncated() == Some(true) => {
+                    token = Some(next.to_string())
+                }
+                _ => break,
+            }
+        }
+        versions.sort_by_key(|v| v.seq);
+        Ok(versions)
+    }
+
+    async fn get_version_object(
+        &self,
+        picture: &str,
+        seq: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let key = self.version_key(picture, seq);
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await;
+        let Some(response) = found(picture, sent)? else {
+            return Ok(None);
+        };
+        let png = read_bounded(response.body, self.max_object_bytes)
+            .await
+            .map_err(|err| match err {
+                ReadError::TooLarge => corrupt(
+                    picture,
+                    format!(
+                        "version {seq} is larger than the {} bytes accepted",
+                        self.max_object_bytes
+                    ),
+                ),
+                ReadError::Stream(msg) => StoreError::Unavailable(format!("reading {key}: {msg}")),
+            })?;
+        Ok(Some(png))
+    }
+
+    async fn delete_version_object(&self, picture: &str, seq: u64) -> Result<(), StoreError> {
+        let sent = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.version_key(picture, seq))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(err) => match classify(&err) {
+                Failure::NotFound => Ok(()),
+                failure => Err(failure.into_error(picture, &err)),
+            },
+        }
     }
 
     async fn get(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError> {
@@ -307,6 +439,39 @@ impl Store for S3Store {
         result
     }
 
+    async fn put_version(&self, picture: &str, seq: u64, png: Bytes) -> Result<(), StoreError> {
+        check_id(picture)?;
+        let result = self.put_version_object(picture, seq, png).await;
+        count("put_version", &result);
+        result
+    }
+
+    async fn list_versions(&self, picture: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        check_id(picture)?;
+        let result = self.list_version_objects(picture).await;
+        count("list_versions", &result);
+        result
+    }
+
+    async fn get_version(&self, picture: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        check_id(picture)?;
+        let result = self.get_version_object(picture, seq).await;
+        let outcome = match &result {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "not_found",
+            Err(err) => outcome(err),
+        };
+        metrics::counter!("s3_requests", "op" => "get_version", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn delete_version(&self, picture: &str, seq: u64) -> Result<(), StoreError> {
+        check_id(picture)?;
+        let result = self.delete_version_object(picture, seq).await;
+        count("delete_version", &result);
+        result
+    }
+
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
@@ -404,6 +569,15 @@ fn corrupt(picture: &str, reason: String) -> StoreError {
         picture: picture.to_string(),
         reason,
     }
+}
+
+/// Counts one request of `op` in `s3_requests` by its outcome.
+fn count<T>(op: &'static str, result: &Result<T, StoreError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(err) => outcome(err),
+    };
+    metrics::counter!("s3_requests", "op" => op, "outcome" => outcome).increment(1);
 }
 
 fn outcome(err: &StoreError) -> &'static str {
