@@ -2,8 +2,8 @@
 # The whole test suite, from a fresh machine: installs what it needs (Debian's chromium and
 # docker-compose, LocalStack in a venv, the web tests' npm packages), starts LocalStack on a
 # free port, runs formatting and lint checks, every Rust test (S3 tests against LocalStack, none
-# skipped), the offline compose/Dockerfile/k8s checks and the browser tests in headless
-# Chromium, and stops everything it started.
+# skipped), every fuzz target for FUZZ_SECONDS (30) each, the offline compose/Dockerfile/k8s
+# checks and the browser tests in headless Chromium, and stops everything it started.
 #
 #   scripts/test.sh            # everything
 #   SKIP_LINT=1 scripts/test.sh  # skip fmt/clippy (local iteration only)
@@ -23,6 +23,8 @@ need_apt=()
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+# libfuzzer-sys compiles libFuzzer (C++) for scripts/fuzz.sh.
+command -v c++ >/dev/null || command -v g++ >/dev/null || need_apt+=(g++)
 if ((${#need_apt[@]})); then
   step "installing ${need_apt[*]} (apt)"
   SUDO=""
@@ -52,6 +54,12 @@ fi
 step "cargo test (workspace)"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+
+# --- fuzzing -------------------------------------------------------------------------------
+step "fuzzing (bounded)"
+# Every fuzz target for FUZZ_SECONDS each (README "Fuzzing"); a crash fails the suite and
+# leaves its input in fuzz/artifacts/<target>/.
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 # --- deployment files ----------------------------------------------------------------------
 step "docker-compose, Dockerfiles and Kubernetes manifests (offline checks)"

@@ -172,7 +172,7 @@ impl Admission {
 
     fn counts(&self) -> MutexGuard<'_, Counts> {
         // Every change under the lock is a few plain updates that cannot panic half-way.
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+        protocol::sync::lock(&self.counts)
     }
 
     /// The address a connection counts towards: the TCP peer, or, when the peer is a trusted

@@ -73,7 +73,7 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the queue inconsistent (every update of
         // it is a single push or drain), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        protocol::sync::lock(&self.state)
     }
 }
 

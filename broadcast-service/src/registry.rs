@@ -88,7 +88,7 @@ impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Rooms> {
         // A panic while holding this lock leaves the maps consistent (every change is one
         // insert or remove), so a poisoned lock is still usable.
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+        protocol::sync::lock(&self.rooms)
     }
 
     /// Joins `client_id` to picture `id`, creating its room if needed. Returns the room's

@@ -175,7 +175,7 @@ struct Shared {
 impl Shared {
     fn unacked(&self) -> MutexGuard<'_, VecDeque<(u64, Op)>> {
         // Every change is one push or a drain from the front: a poisoned lock is consistent.
-        self.unacked.lock().unwrap_or_else(|e| e.into_inner())
+        protocol::sync::lock(&self.unacked)
     }
 
     /// Our ops up to `client_seq` are settled.
@@ -776,11 +776,13 @@ impl Receiver {
         client_seq: u64,
         what: &str,
     ) -> Result<(), ClientError> {
-        if seq != self.last_seq + 1 {
+        // `last_seq` comes from the server (a Welcome's `snapshot_seq`): u64::MAX has no next.
+        let expected = self.last_seq.checked_add(1);
+        if Some(seq) != expected {
+            let expected = expected.map_or_else(|| "none".to_string(), |e| e.to_string());
             return Err(ClientError::Protocol(format!(
-                "{what}: seq {seq} after {} (expected {})",
-                self.last_seq,
-                self.last_seq + 1
+                "{what}: seq {seq} after {} (expected {expected})",
+                self.last_seq
             )));
         }
         if client_id == self.client_id {

@@ -226,6 +226,22 @@ async fn a_duplicate_is_a_protocol_violation() {
 }
 
 #[tokio::test]
+async fn an_update_after_the_largest_seq_is_a_protocol_violation_not_a_panic() {
+    // The shared vector `welcome_max`: snapshot_seq u64::MAX and a pending update; nothing
+    // can follow u64::MAX (computing its successor overflowed).
+    let (url, _server) = scripted(vec![Step::Send(welcome(
+        &Raster::new(2, 2),
+        u64::MAX,
+        vec![update(u64::MAX, 7, 1)],
+    ))])
+    .await;
+    assert_protocol(
+        logged(&url).await,
+        "seq 18446744073709551615 after 18446744073709551615 (expected none)",
+    );
+}
+
+#[tokio::test]
 async fn pending_that_overlaps_the_snapshot_is_a_protocol_violation() {
     let (url, _server) = scripted(vec![Step::Send(welcome(
         &Raster::new(2, 2),

@@ -197,7 +197,7 @@ fn unexpected(reply: PpsReply) -> PpsError {
 impl ClientShared {
     fn lock(&self) -> MutexGuard<'_, ClientState> {
         // Critical sections are map operations and channel sends: consistent even on panic.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        protocol::sync::lock(&self.state)
     }
 
     /// Marks the connection gone and fails every request still waiting on it.

@@ -135,7 +135,7 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves the counters consistent (no code between the
         // lock and the unlock can panic halfway), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        protocol::sync::lock(&self.state)
     }
 
     /// Frees one slot and hands it to the most urgent live waiter, if any.

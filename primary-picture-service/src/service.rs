@@ -178,7 +178,7 @@ impl Shared {
     pub(crate) fn registry(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Msg>>> {
         // Every critical section is a map operation or a channel send: nothing that could leave
         // the map inconsistent on panic.
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+        protocol::sync::lock(&self.registry)
     }
 }
 
@@ -548,7 +548,7 @@ pub struct Session {
 impl Session {
     /// The connection delivered a message now.
     pub fn heard(&self) {
-        *self.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *protocol::sync::lock(&self.last_heard) = Instant::now();
     }
 
     pub fn acquire(
@@ -595,7 +595,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let last_heard = *self.last_heard.lock().unwrap_or_else(|e| e.into_inner());
+        let last_heard = *protocol::sync::lock(&self.last_heard);
         self.pps.disconnected(self.conn, last_heard);
     }
 }

@@ -295,7 +295,7 @@ where
     impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedVec<T> {
         type Value = Vec<T>;
 
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a sequence")
         }
 

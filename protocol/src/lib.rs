@@ -11,14 +11,18 @@
 //! - [`pps`]: the messages between the broadcast service and the primary picture service.
 //! - [`relay`]: what a relay sends up its link to a picture's sequencer.
 //! - [`placement`]: rendezvous hashing of pictures over picture services, and their owner ids.
+//! - [`fuzz`]: the invariants the fuzz targets (`fuzz/`) check on untrusted bytes, here so that
+//!   `cargo test` replays their corpus and past crashes through the same code.
 
 pub mod codec;
+pub mod fuzz;
 pub mod limits;
 pub mod placement;
 pub mod pps;
 pub mod raster;
 pub mod relay;
 pub mod snapshot;
+pub mod sync;
 pub mod wire;
 
 pub use codec::DecodeError;

@@ -64,7 +64,8 @@ pub enum StrokeStrategy {
     Auto,
     /// Always stamp one span per row of every spine point's disc.
     Stamp,
-    /// Always use the distance transform over the affected box.
+    /// Always use the distance transform over the affected box (but for strokes wider than
+    /// [`DT_MAX_REACH`] allows, which are always stamped).
     DistanceTransform,
 }
 
@@ -72,6 +73,10 @@ pub enum StrokeStrategy {
 /// many times the number of pixels of the distance transform's box. Measured with the raster
 /// bench: one span costs about as much as one or two pixels of the transform.
 pub const DT_COST_FACTOR: u64 = 2;
+
+/// The widest reach (half the stroke width) the distance transform handles: its distances are
+/// `u8`s that go up to `reach + 2`. Strokes of width 508 and more are always stamped.
+pub const DT_MAX_REACH: i64 = u8::MAX as i64 - 2;
 
 impl Raster {
     /// A fresh picture, every pixel `(255, 255, 255, 255)`.
@@ -294,21 +299,27 @@ impl Raster {
             std::mem::take(&mut scratch.bits),
             std::mem::take(&mut scratch.touched),
         );
-        let use_stamp = match strategy {
-            StrokeStrategy::Stamp => true,
-            StrokeStrategy::DistanceTransform => false,
-            StrokeStrategy::Auto => {
-                // Written for stamping one span per row of each run; stamping now widens a
-                // row bound per run and sets one span per row per segment, never more work, so
-                // this overestimates it and Auto stamps at least whenever it used to.
-                let rows = 2 * reach as u64 + 1;
-                let spans: u64 = lines.iter().map(|l| l.runs() * rows + l.len).sum();
-                let stamp_cost = spans * (1 + rows / 64);
-                let dt_cost =
-                    spine.width().max(area.width()) * area.height() + spine.area() + area.area();
-                stamp_cost <= DT_COST_FACTOR * dt_cost
-            }
-        };
+        // The distance transform counts distances in `u8`, capped at `reach + 1`, and adds one
+        // to a capped distance before capping it again: `reach + 2` must fit. Wider strokes
+        // (only under a raised `--max-stroke-width`) are stamped, whatever the strategy: the
+        // pixels are the same, and the transform got them wrong (found by fuzzing).
+        let use_stamp = reach > DT_MAX_REACH
+            || match strategy {
+                StrokeStrategy::Stamp => true,
+                StrokeStrategy::DistanceTransform => false,
+                StrokeStrategy::Auto => {
+                    // Written for stamping one span per row of each run; stamping now widens a
+                    // row bound per run and sets one span per row per segment, never more work, so
+                    // this overestimates it and Auto stamps at least whenever it used to.
+                    let rows = 2 * reach as u64 + 1;
+                    let spans: u64 = lines.iter().map(|l| l.runs() * rows + l.len).sum();
+                    let stamp_cost = spans * (1 + rows / 64);
+                    let dt_cost = spine.width().max(area.width()) * area.height()
+                        + spine.area()
+                        + area.area();
+                    stamp_cost <= DT_COST_FACTOR * dt_cost
+                }
+            };
         if use_stamp {
             let rows = area.height() as usize;
             let (left, right) = (&mut scratch.left, &mut scratch.right);
@@ -513,9 +524,14 @@ impl Disc {
     fn new(width: u16) -> Self {
         let r2 = i64::from(width) * i64::from(width);
         let reach = i64::from(width / 2);
+        // The span only narrows away from the centre, so each row's search starts where the
+        // previous row's ended: O(reach) steps in all (0.3 ms at width 65,535). Starting
+        // every row from `reach` was O(reach²), about a second per stroke of width 65,535
+        // even in a release build (found by fuzzing; widths that large pass only a raised
+        // `--max-stroke-width`, but a client applies whatever its server sends).
+        let mut dx = reach;
         let half = (0..=reach)
             .map(|dy| {
-                let mut dx = reach;
                 while 4 * (dx * dx + dy * dy) > r2 {
                     dx -= 1;
                 }
@@ -1192,6 +1208,29 @@ pub fn line_reference(a: Point, b: Point) -> Vec<Point> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disc_spans_are_the_widest_inside_the_circle() {
+        let widths = (0..=1024).chain([4097, 32_768, 65_534, 65_535]);
+        for width in widths {
+            let disc = Disc::new(width);
+            let r2 = i64::from(width) * i64::from(width);
+            assert_eq!(disc.reach, i64::from(width / 2));
+            assert_eq!(disc.half.len() as i64, disc.reach + 1);
+            for (dy, &dx) in (0..).zip(&disc.half) {
+                // Inside (PROTOCOL.md §4), and the next one out is not.
+                assert!(
+                    dx >= 0 && 4 * (dx * dx + dy * dy) <= r2,
+                    "width {width} row {dy}"
+                );
+                assert!(
+                    4 * ((dx + 1) * (dx + 1) + dy * dy) > r2,
+                    "width {width} row {dy}"
+                );
+            }
+            assert_eq!(disc.profile.len() as i64, 2 * disc.reach + 1);
+        }
+    }
 
     #[test]
     fn division_by_255_is_exact() {

@@ -146,3 +146,26 @@ fn largest_other_ops() {
     };
     timed(&mut r, &stroke);
 }
+
+/// Strokes wider than the default limit reach the rasterizer where `--max-stroke-width` is
+/// raised, and in every client, which applies what its server sequenced. Each builds a disc of
+/// reach up to 32,767 (only widths below 65 are cached); building one took O(reach²) steps,
+/// about a second each in release and test builds alike, until fuzzing found it
+/// (`tests/fuzz-regressions/server_frame/stroke-width-65283-disc-quadratic`). Now it is
+/// O(reach): these 400 strokes take well under a second; before, 449 s.
+#[test]
+fn widest_strokes_build_their_discs_in_linear_time() {
+    let mut r = Raster::new(64, 64);
+    let start = Instant::now();
+    for i in 0..400 {
+        let op = Op::Stroke {
+            color: [9, 8, 7, 255],
+            width: u16::MAX - i,
+            points: vec![Point::new(32, -1_000)],
+        };
+        assert_eq!(r.apply(&op), 64 * 64);
+    }
+    let took = start.elapsed();
+    assert!(took < BUDGET, "400 strokes took {took:?}");
+    assert_eq!(r.pixel(0, 63), Some([9, 8, 7, 255]));
+}

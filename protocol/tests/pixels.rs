@@ -320,6 +320,25 @@ fn wide_strokes_whose_spine_is_outside() {
 }
 
 #[test]
+fn strokes_wider_than_the_distance_transform_reaches() {
+    // `--max-stroke-width` may be raised past 256; the distance transform counts distances in
+    // u8 and once gave these wrong (fuzzing found it; see DT_MAX_REACH). Width 600 (radius
+    // 300) centred 300 above (0, 0): 4*(x^2 + 300^2) <= 360000 holds for x = 0 only, and row 1
+    // has 4*301^2 > 360000.
+    let (r, n) = draw(4, 4, &stroke(BLACK, 600, &[(0, -300)]));
+    assert_eq!((n, painted(&r)), (1, set(&[(0, 0)])));
+    // Width 509 (reach 254, the first stamped): from (0, -254), row 0 has
+    // 4*(x^2 + 254^2) <= 259081 up to x^2 <= 254.25 (all four columns); row 1 has
+    // 4*255^2 = 260100 > 259081.
+    let (r, n) = draw(4, 4, &stroke(BLACK, 509, &[(0, -254)]));
+    assert_eq!((n, painted(&r)), (4, (0..4).map(|x| (x, 0)).collect()));
+    // Width 507 (reach 253, the widest transformed): from (0, -253), row 0 has
+    // 4*(x^2 + 253^2) <= 257049 up to x^2 <= 253.25; row 1 has 4*254^2 = 258064 > 257049.
+    let (r, n) = draw(4, 4, &stroke(BLACK, 507, &[(0, -253)]));
+    assert_eq!((n, painted(&r)), (4, (0..4).map(|x| (x, 0)).collect()));
+}
+
+#[test]
 fn clear_sets_without_blending() {
     let mut r = Raster::new(2, 2);
     assert_eq!(

@@ -36,6 +36,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
+use protocol::sync::lock;
 use rand::{Rng, SeedableRng};
 use raster_client::{random_op, Client, ConnectOptions, Event, Profile, Receiver, Sender};
 use serde::Serialize;
@@ -503,11 +504,6 @@ impl SendTimes {
 
 fn picture_id(prefix: &str, run: u32, picture: usize) -> String {
     format!("{prefix}-{run:08x}-{picture}")
-}
-
-/// Locks `m`, also when a panicking holder poisoned it (a histogram stays usable).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn new_histogram() -> Histogram<u64> {
