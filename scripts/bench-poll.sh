@@ -96,6 +96,6 @@ PY
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-  run "conditional-$round" conditional "$RATE"
-  run "unconditional-$round" unconditional "$UNCONDITIONAL_RATE"
+  run "conditional-$SIZE-$round" conditional "$RATE"
+  run "unconditional-$SIZE-$round" unconditional "$UNCONDITIONAL_RATE"
 done
