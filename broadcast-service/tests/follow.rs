@@ -513,3 +513,33 @@ async fn next_line(
         .unwrap()
         .unwrap()
 }
+
+#[tokio::test]
+async fn followers_beyond_max_followers_get_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-followers", "1"]).await;
+    let mut a = client(&server, "capped").await;
+    draw(&mut a, dot(1)).await;
+    let http = server.http.clone();
+    let mut waiting =
+        tokio::spawn(
+            async move { get(&http, "/pictures/capped/updates?since=1&wait=20", &[]).await },
+        );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+            .await
+            .is_err(),
+        "the first follower was answered before anything was drawn"
+    );
+    let refused = get(&server.http, "/pictures/capped/updates?since=1", &[]).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    assert!(String::from_utf8_lossy(&refused.body).contains("--max-followers"));
+    // The waiting one is still served, and its slot is free again afterwards.
+    draw(&mut a, dot(2)).await;
+    let woken = waiting.await.unwrap();
+    assert_eq!((woken.status, woken.seq()), (200, 2));
+    let next = get(&server.http, "/pictures/capped/updates?since=2", &[]).await;
+    assert_eq!((next.status, next.seq()), (200, 2));
+    server.stop().await;
+}
