@@ -50,6 +50,9 @@ if [[ -z "${SKIP_LINT:-}" ]]; then
   cargo fmt --all -- --check
   step "cargo clippy"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  step "cargo deny: licences, duplicate crates, sources (deny.toml)"
+  command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --version 0.20.2
+  cargo deny --locked check licenses bans sources
 fi
 step "cargo test (workspace)"
 cargo build --workspace --bins --locked

@@ -740,3 +740,112 @@ test('browser client: a view-only token shows "View only" and hides the drawing 
   assert.equal(await drawer.locator('button[data-tool="pen"]').isVisible(), true);
   await until('both pages on the picture', () => viewer.evaluate(() => window.raster.presence === 2));
 });
+
+test('browser client: the history slider shows every stored version exactly, and plays the timelapse', { timeout: 120_000 }, async (t) => {
+  assert.ok(existsSync(BS_BIN), `no service binary at ${BS_BIN} (build it, or set BS_BIN)`);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const log = createWriteStream(join(ARTIFACTS, 'browser-bs-history.log'));
+  const dataDir = mkdtempSync(join(tmpdir(), 'raster-e2e-history-'));
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  // A version at every flush, and flushes soon after each change.
+  const service = await startService(port, dataDir, log, ['--history-interval', '0s', '--flush-interval', '100ms']);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-quic'],
+  });
+  t.after(async () => {
+    await browser.close();
+    await service.stop();
+    log.end();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const id = `history-${process.pid}`;
+  const [w, h] = [64, 48];
+  await page.goto(`${base}/p/${id}?width=${w}&height=${h}`);
+  await until('the page to connect', () => page.evaluate(() => window.raster.state === 'connected'));
+
+  const listed = async () => (await (await fetch(`${base}/pictures/${id}/history`)).json()).versions.map((v) => v.seq);
+  // Three steps of opaque rectangles (opaque: the canvas gives back exactly what it was given);
+  // after each, wait for the version at that seq.
+  const steps = [
+    [{ Rect: { x: 0, y: 0, w: 20, h: 10, color: [200, 30, 30, 255] } }],
+    [{ Rect: { x: 10, y: 5, w: 30, h: 30, color: [30, 160, 40, 255] } }, { Rect: { x: 60, y: 40, w: 4, h: 8, color: [0, 0, 0, 255] } }],
+    [{ Clear: { color: [250, 240, 10, 255] } }],
+  ];
+  let seq = 0;
+  for (const ops of steps) {
+    await rawOps(page, id, ops);
+    seq += ops.length;
+    await until(`version ${seq} to be stored`, async () => (await listed()).includes(seq));
+  }
+  const seqs = await listed();
+  assert.ok(seqs.length >= 3 && seqs.at(-1) === seq, JSON.stringify(seqs));
+  const versions = [];
+  for (const s of seqs) {
+    const res = await fetch(`${base}/pictures/${id}/history/${s}.png`);
+    assert.equal(res.status, 200);
+    const png = await decodePng(new Uint8Array(await res.arrayBuffer()));
+    assert.equal(png.seq, BigInt(s));
+    versions.push(png);
+  }
+
+  await page.click('#history-refresh');
+  await until('the page to list the versions', () => page.evaluate((n) => window.raster.history.versions.length === n, seqs.length));
+  assert.equal(await page.locator('#history').getAttribute('max'), String(seqs.length));
+  for (const [i, s] of seqs.entries()) {
+    await page.evaluate((i) => {
+      const slider = document.getElementById('history');
+      slider.value = String(i);
+      slider.dispatchEvent(new Event('input', { bubbles: true }));
+    }, i);
+    await until(`the page to show version ${s}`, () => page.evaluate((s) => window.raster.history.shown === s, s));
+    const shown = await page.evaluate(() => {
+      const canvas = document.getElementById('version');
+      const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+      return { hook: Array.from(window.raster.versionRgba()), canvas: Array.from(data), size: [canvas.width, canvas.height], visible: !canvas.hidden };
+    });
+    assert.deepStrictEqual(shown.size, [w, h]);
+    assert.ok(shown.visible, 'the version canvas is shown');
+    assertSamePixels(Uint8Array.from(shown.hook), versions[i].pixels, `version ${s} (hook)`, 'stored version');
+    assertSamePixels(Uint8Array.from(shown.canvas), versions[i].pixels, `version ${s} (displayed)`, 'stored version');
+    assert.match(await page.locator('#history-label').textContent(), new RegExp(`^seq ${s} `));
+  }
+  await page.screenshot({ path: join(ARTIFACTS, 'browser-history.png') });
+  // Drawing is paused while a version is shown.
+  const sentBefore = await page.evaluate(() => window.raster.sent);
+  const box = await page.locator('#picture').boundingBox();
+  await page.mouse.click(box.x + 5, box.y + 5);
+  assert.equal(await page.evaluate(() => window.raster.sent), sentBefore);
+  // The slider's end is live again.
+  await page.evaluate((n) => {
+    const slider = document.getElementById('history');
+    slider.value = String(n);
+    slider.dispatchEvent(new Event('input', { bubbles: true }));
+  }, seqs.length);
+  await until('live again', () => page.evaluate(() => window.raster.history.shown === null));
+  assert.equal(await page.locator('#version').isVisible(), false);
+  assert.equal(await page.locator('#history-label').textContent(), 'live');
+
+  // Play: the timelapse loads in the <img> over the picture, at the picture's size.
+  await page.click('#history-play');
+  const played = await until('the timelapse to load', () =>
+    page.evaluate(() => {
+      const img = document.getElementById('timelapse');
+      return img.complete && img.naturalWidth > 0 ? { w: img.naturalWidth, h: img.naturalHeight, src: img.getAttribute('src'), visible: !img.hidden } : null;
+    }),
+  );
+  assert.deepStrictEqual([played.w, played.h, played.visible], [w, h, true]);
+  assert.equal(played.src, `/pictures/${id}/timelapse?delay=300`);
+  assert.equal(await page.evaluate(() => window.raster.history.playing), true);
+  await page.screenshot({ path: join(ARTIFACTS, 'browser-timelapse.png') });
+  await page.click('#history-play');
+  assert.equal(await page.evaluate(() => window.raster.history.playing), false);
+  assert.equal(await page.locator('#timelapse').isVisible(), false);
+  assert.deepStrictEqual(errors, []);
+});

@@ -101,8 +101,8 @@ pub struct Config {
     /// --tick-per-client)`, at most `--tick-max`. Every tick costs one frame (one write) per
     /// client, so big rooms coalesce longer and their fan-out stays near
     /// 1 / tick-per-client frames a second (by default rooms of up to 119 clients keep
-    /// `--tick`; 256 clients get 10.75 ms: W1 N=256 takes about a quarter of a core at p99
-    /// 17.5 ms, against half a core at 5 ms, BENCHMARKS.md). `0s`: every room uses `--tick`.
+    /// `--tick`; 256 clients get 10.75 ms; BENCHMARKS.md has the measured trade-off). `0s`:
+    /// every room uses `--tick`.
     #[arg(long, env = "BS_TICK_PER_CLIENT", default_value = "42us", value_parser = parse_duration)]
     pub tick_per_client: Duration,
 
@@ -133,6 +133,11 @@ pub struct Config {
     /// without `?width=` of a picture wider than this.
     #[arg(long, env = "BS_TIMELAPSE_MAX_WIDTH", default_value_t = 1024)]
     pub timelapse_max_width: u32,
+
+    /// Timelapse: how many may be rendered at once (each takes a thread and a few decoded
+    /// frames); one more is answered 503 with `Retry-After`.
+    #[arg(long, env = "BS_TIMELAPSE_CONCURRENCY", default_value_t = 2)]
+    pub timelapse_concurrency: usize,
 
     /// How long a joining client may wait for its snapshot before it gets an error.
     #[arg(long, env = "BS_JOIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]

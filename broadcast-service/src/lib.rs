@@ -9,7 +9,9 @@
 //!
 //! - [`config`]: flags and their environment variables.
 //! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics)
-//!   and the HTTP/1.1 server under them (header-read timeout).
+//!   and the HTTP/1.1 server under them (header-read timeout); the history endpoints
+//!   (`history`, `history/{seq}.png`, PROTOCOL.md §15).
+//! - `timelapse`: the history as an animated PNG, rendered and streamed a frame at a time.
 //! - `auth`: tokens (JWTs granting `draw` or `view` on pictures), checked before an upgrade.
 //! - `admin`: the admin API behind `--admin-token` (list, flush, close, moderation ops).
 //! - `admission`: connection, picture and raster-byte limits checked before an upgrade.
@@ -84,6 +86,9 @@ pub(crate) struct AppState {
     next_client_id: AtomicU64,
     /// Long-poll `updates` requests in progress, against `--max-followers`.
     followers: std::sync::atomic::AtomicU32,
+    /// Timelapses being rendered (PROTOCOL.md §15): each holds a render thread and a few
+    /// frames, so `--timelapse-concurrency` bounds them; over it a request gets 503.
+    timelapses: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -200,6 +205,9 @@ pub async fn run_with(
         tokens,
         next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
         followers: std::sync::atomic::AtomicU32::new(0),
+        timelapses: Arc::new(tokio::sync::Semaphore::new(
+            config.timelapse_concurrency.max(1),
+        )),
         config,
     });
     let addr = listener.local_addr()?;

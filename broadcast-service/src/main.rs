@@ -3,7 +3,7 @@
 
 use broadcast_service::Config;
 use clap::{CommandFactory, Parser};
-use primary_picture_service::process::{init_logs, shutdown_signal};
+use process::{init_logs, shutdown_signal};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();

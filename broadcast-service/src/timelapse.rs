@@ -127,6 +127,16 @@ pub(crate) async fn timelapse(
         Ok(delay) => delay,
         Err(message) => return bad_request(message),
     };
+    // Held until the render thread is done (moved into it below).
+    let Ok(permit) = state.timelapses.clone().try_acquire_owned() else {
+        metrics::counter!("bs_timelapses_refused_total").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
+            "too many timelapses being rendered (--timelapse-concurrency); try again soon\n",
+        )
+            .into_response();
+    };
     let picture = id.clone();
     let versions = match ask_storage(&state, &id, |pps| pps.history(picture.clone())).await {
         Ok(versions) => versions,
@@ -169,8 +179,14 @@ pub(crate) async fn timelapse(
     };
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let errors = chunks.clone();
         if let Err(error) = render.run(&runtime, ChunkWriter::new(chunks)) {
+            if errors.is_closed() {
+                // The client went away: nothing wrong here.
+                tracing::debug!(%error, "timelapse abandoned by its client");
+                return;
+            }
             // Headers are gone: the best left is to cut the body short, which the client sees.
             tracing::warn!(%error, "timelapse cut short");
             let _ = errors.blocking_send(Err(std::io::Error::other(error)));

@@ -13,10 +13,15 @@
 // Automation hook: `window.raster = { seq, width, height, rgba(), state, welcomes, presence,
 // pending, sent, lastGesture }` (seq: a Number below 2^53, else a BigInt; rgba(): a copy of the
 // buffer; lastGesture: {tool, color, width, points} of the latest pen or eraser gesture, the
-// points being the spine of the one Stroke it stands for).
+// points being the spine of the one Stroke it stands for), plus `history` (the history panel's
+// {versions, shown, playing, timelapse}) and `versionRgba()` (the shown version's pixels).
+//
+// History (PROTOCOL.md §15, history.js): a slider shows any stored version over the picture and
+// a button plays the timelapse; drawing pauses while either is on screen.
 
 import { PictureClient, randomSession, union } from './client.js';
 import { CoverageGesture } from './gesture.js';
+import { HistoryPanel } from './history.js';
 import { Raster, lineReference, opBounds } from './protocol.js';
 import { rememberPicture } from './recent.js';
 
@@ -138,6 +143,7 @@ class Page {
     const token = pageToken();
     this.token = token;
     this.viewOnly = token !== null && tokenClaims(token)?.role === 'view';
+    this.history = new HistoryPanel(id, token);
   }
 
   start() {
@@ -150,6 +156,7 @@ class Page {
     this.bindControls();
     this.bindPointer();
     this.installHook();
+    this.history.start();
     if (this.viewOnly) {
       document.body.dataset.viewOnly = 'true';
       $('view-only').hidden = false;
@@ -211,6 +218,14 @@ class Page {
       // Ops this page has sent since it was loaded (client_seq keeps counting across connections).
       get sent() {
         return Number(client.nextClientSeq - 1n);
+      },
+      // PROTOCOL.md §15: the history panel, and the pixels of the version it shows (or null).
+      get history() {
+        return page.history.state();
+      },
+      versionRgba() {
+        const shown = page.history.shown;
+        return shown === null ? null : shown.pixels.slice();
       },
       get lastGesture() {
         const s = page.lastStroke;
@@ -539,6 +554,10 @@ class Page {
       return;
     }
     if (e.button !== 0) return;
+    if (this.history.drawingPaused) {
+      this.toast('Showing the history: move the slider to "live" to draw.', 'error');
+      return;
+    }
     const p = this.pictureAt(e);
     const tool = e.altKey ? 'picker' : this.tool;
     if (tool === 'picker') {

@@ -634,3 +634,90 @@ async fn a_failed_version_is_retried_at_the_next_flush_and_never_hurts_the_pictu
     client.close(deadline).await.unwrap();
     server.stop().await;
 }
+
+/// A picture that keeps changing gets versions no closer than the interval (the filesystem's
+/// mtimes are to the millisecond): each version is written once the previous is that old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_versions_are_at_least_the_interval_apart() {
+    let (store, _store_dir) = fs_store();
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(300);
+    let config = server_config(interval, 100, Duration::from_millis(20));
+    let server = Server::start_with(dir.path(), &[], Pps::new(config, store.clone())).await;
+    let picture = "steady";
+    let mut client = Client::connect(&server.url, picture, Some((16, 16)))
+        .await
+        .unwrap();
+    let deadline = deadline();
+    let mut round = 0;
+    let listed = loop {
+        round += 1;
+        draw_acked(&mut client, 1, round).await;
+        let listed = history(&server, picture).await;
+        if listed.len() >= 4 {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "only {} versions", listed.len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for pair in listed.windows(2) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(
+            gap >= interval.as_millis() as u64,
+            "versions {} and {} are {gap} ms apart",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    // Flushes came every few ops; versions were far fewer.
+    assert!(listed.last().unwrap().0 > listed.len() as u64, "{listed:?}");
+    client.close(deadline).await.unwrap();
+    server.stop().await;
+}
+
+/// `--timelapse-concurrency`: one timelapse more than allowed is answered 503 at once, and the
+/// next after it is done is served. (A slow store holds the first one: of two requests sent
+/// together, whichever comes first renders for two seconds, the other is refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timelapses_beyond_the_concurrency_limit_are_refused() {
+    use primary_picture_service::store::memory::MemoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let config = server_config(Duration::ZERO, 10, Duration::from_secs(3600));
+    let server = Server::start_with(
+        dir.path(),
+        &["--timelapse-concurrency", "1"],
+        Pps::new(config, store.clone()),
+    )
+    .await;
+    let picture = "busy";
+    let mut client = Client::connect(&server.url, picture, Some((8, 8)))
+        .await
+        .unwrap();
+    let last = draw_acked(&mut client, 2, 1).await;
+    client.close(deadline()).await.unwrap();
+    wait_version(&server, picture, last).await;
+    store.set_delay(Some(Duration::from_secs(2)));
+    let url = format!("{}/pictures/{picture}/timelapse", server.http);
+    let get = || async {
+        let response = reqwest::get(&url).await.unwrap();
+        let status = response.status().as_u16();
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.bytes().await.unwrap();
+        (status, retry, body.len())
+    };
+    let (a, b) = tokio::join!(get(), get());
+    let mut statuses = [(a.0, a.1.clone()), (b.0, b.1.clone())];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [(200, None), (503, Some("5".to_string()))],
+        "{a:?} {b:?}"
+    );
+    store.set_delay(None);
+    assert_eq!(get().await.0, 200);
+    server.stop().await;
+}

@@ -7,11 +7,12 @@
 //! - [`api`]: the [`PictureService`] contract the broadcast service talks to.
 //! - [`service`]: [`Pps`], the in-process implementation, and its [`PpsConfig`].
 //! - [`picture`] (private): the per-picture actor that does the work.
+//! - `history` (private): the per-picture writer of stored versions (PROTOCOL.md §15), fed by
+//!   the actor's flushes.
 //! - [`scheduler`]: the priority job queue granting CPU/IO slots.
 //! - [`store`]: the [`Store`](store::Store) trait and its homes (filesystem, S3, memory).
 //! - [`config`]: command-line/environment configuration shared with the broadcast service's
 //!   embedded mode, and [`config::make_store`].
-//! - [`process`]: logs and signal handling shared by both service binaries.
 //! - [`wal`]: the write-ahead log: accepted batches on disk before they are confirmed.
 //! - [`server`]: the services-mode server (`GET /bs` WebSocket, probes, metrics).
 //! - [`remote`]: [`RemotePps`](remote::RemotePps), the client the broadcast service uses in
@@ -21,7 +22,6 @@ pub mod api;
 pub mod config;
 mod history;
 mod picture;
-pub mod process;
 pub mod remote;
 pub mod scheduler;
 pub mod server;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use primary_picture_service::config::{make_store, parse_duration, PpsArgs};
-use primary_picture_service::process::{init_logs, shutdown_signal};
 use primary_picture_service::server::{serve_with, ServeOptions};
 use primary_picture_service::Pps;
+use process::{init_logs, shutdown_signal};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
