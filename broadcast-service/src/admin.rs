@@ -149,7 +149,7 @@ async fn flush(
     }
     let cluster = state.registry.cluster().clone();
     let mut link = match state.registry.last_seq(&id).await {
-        Some((_, link)) => link,
+        Some(room) => room.link,
         None => cluster.route(&id, None),
     };
     // The room (or the placement) may name a picture service that no longer owns it: follow

@@ -157,6 +157,32 @@ pub struct Config {
     #[arg(long, env = "BS_SESSION_LINGER", default_value = "10m", value_parser = parse_duration)]
     pub session_linger: Duration,
 
+    /// `snapshot.png` (PROTOCOL.md §16): how long a cache (a CDN, a browser) may serve a copy
+    /// without asking again, as `Cache-Control: max-age`. `0s` (the default): every use is
+    /// revalidated (`no-cache`), which costs a `304` while the picture has not changed; a longer
+    /// age spares those requests but a cached copy may then lack up to that long of drawing.
+    #[arg(long, env = "BS_SNAPSHOT_MAX_AGE", default_value = "0s", value_parser = parse_duration)]
+    pub snapshot_max_age: Duration,
+
+    /// Long-poll follow (`GET /pictures/{id}/updates`, PROTOCOL.md §16): the longest `wait` a
+    /// request may ask for; a longer one is cut to it. Keep it below the idle timeouts of the
+    /// proxies in front (a request that waits sends nothing until it answers).
+    #[arg(long, env = "BS_FOLLOW_MAX_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub follow_max_wait: Duration,
+
+    /// Long-poll follow: most `updates` requests this service answers at once (waiting or not);
+    /// one beyond it is answered 503 with `Retry-After`. Each costs a few hundred bytes in its
+    /// picture's room besides its HTTP connection.
+    #[arg(long, env = "BS_MAX_FOLLOWERS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_followers: u32,
+
+    /// Long-poll follow: how long a picture's room stays open on this service after its last
+    /// `updates` request when no WebSocket client holds it (so a follower's next request finds
+    /// the log it continues from). `updates` opens the room of a picture that is not open here,
+    /// as a joining viewer would.
+    #[arg(long, env = "BS_FOLLOW_LINGER", default_value = "30s", value_parser = parse_duration)]
+    pub follow_linger: Duration,
+
     /// How long SIGTERM waits for every picture's log to be handed to the picture service and
     /// made durable before exiting.
     #[arg(long, env = "BS_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -392,6 +418,8 @@ mod tests {
             &["--max-connections-per-ip=-1"],
             &["--max-clients-per-picture", "lots"],
             &["--max-open-pictures", "0"],
+            &["--max-followers", "0"],
+            &["--follow-max-wait", "forever"],
             &["--max-raster-bytes", "0"],
             &["--max-raster-bytes", "4X"],
             &["--header-read-timeout", "0s"],

@@ -27,6 +27,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/pictures/{id}/ws", get(ws))
         .route("/pictures/{id}/relay", get(relay))
         .route("/pictures/{id}/snapshot.png", get(snapshot))
+        .route("/pictures/{id}/updates", get(updates))
         .route("/pictures/{id}/history", get(history))
         .route("/pictures/{id}/history/{file}", get(version))
         .route("/pictures/{id}/timelapse", get(crate::timelapse::timelapse))
@@ -332,16 +333,33 @@ async fn snapshot(
         metrics::counter!("bs_unauthorized_total", "reason" => refused.label()).increment(1);
         return refused.into_response();
     }
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
     // Read-your-writes: everything sequenced before this request arrived. A room here knows
     // its seq and its picture service; without one, the owner is found as a room would, and
     // asked for everything it has accepted.
     let cluster = state.registry.cluster().clone();
-    let (min_seq, mut link, latest) = match state.registry.last_seq(&id).await {
-        Some((last, link)) => (last, link, false),
+    let room = state.registry.last_seq(&id).await;
+    if let (Some(if_none_match), Some(room)) = (if_none_match, &room) {
+        // The room knows the ETag of the PNG at its seq: a match costs neither the picture
+        // service nor an encoding (PROTOCOL.md §16).
+        if let Some(etag) = room
+            .etag
+            .as_deref()
+            .filter(|e| etag_matches(if_none_match, e))
+        {
+            metrics::counter!("bs_snapshots_total", "answer" => "not_modified", "asked" => "room")
+                .increment(1);
+            return not_modified(&state, etag, room.seq);
+        }
+    }
+    let (min_seq, mut link, latest) = match &room {
+        Some(room) => (room.seq, room.link, false),
         None => (0, cluster.route(&id, None), true),
     };
     let mut request = SnapshotRequest {
-        picture: id,
+        picture: id.clone(),
         create: None,
         min_seq,
         lz4: false,
@@ -379,18 +397,26 @@ async fn snapshot(
             seq,
             image: SnapshotImage::Png(png),
             ..
-        }) => (
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                (
-                    header::HeaderName::from_static("x-picture-seq"),
-                    HeaderValue::from(seq),
-                ),
-            ],
-            png,
-        )
-            .into_response(),
+        }) => {
+            let etag: Arc<str> = snapshot_etag(&id, seq, &png).into();
+            if let Some(room) = &room {
+                state
+                    .registry
+                    .remember_etag(&id, room.history, seq, etag.clone());
+            }
+            if if_none_match.is_some_and(|inm| etag_matches(inm, &etag)) {
+                metrics::counter!("bs_snapshots_total", "answer" => "not_modified", "asked" => "picture_service")
+                    .increment(1);
+                return not_modified(&state, &etag, seq);
+            }
+            metrics::counter!("bs_snapshots_total", "answer" => "png", "asked" => "picture_service")
+                .increment(1);
+            let mut response = png.into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+            snapshot_headers(&state, headers, &etag, seq);
+            response
+        }
         Ok(_) => {
             // The request did not ask for the LZ4 form: a picture service that sends it anyway
             // is broken.
@@ -407,6 +433,230 @@ async fn snapshot(
             (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response()
         }
     }
+}
+
+/// The strong `ETag` of a `snapshot.png` answer (PROTOCOL.md §16): the seq, then the first 16
+/// bytes of the SHA-256 of the picture id and the PNG bytes, so two answers share an `ETag`
+/// exactly when they are the same bytes of the same picture, whichever broadcast service (or
+/// history of the picture, or encoding) gave them.
+fn snapshot_etag(id: &str, seq: u64, png: &[u8]) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(id.as_bytes());
+    hash.update([0]);
+    hash.update(png);
+    let digest: String = hash.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\"{seq}-{digest}\"")
+}
+
+/// Whether an `If-None-Match` value names `etag` (RFC 9110 §13.1.2: a list, `*`, weak
+/// comparison).
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+/// The caching headers of a `snapshot.png` answer, 200 or 304.
+fn snapshot_headers(state: &AppState, headers: &mut HeaderMap, etag: &str, seq: u64) {
+    // With tokens on, a shared cache must not give the picture to whoever asks.
+    let scope = if state.tokens.is_some() {
+        "private"
+    } else {
+        "public"
+    };
+    let max_age = state.config.snapshot_max_age.as_secs();
+    let cache = if max_age == 0 {
+        format!("{scope}, no-cache")
+    } else {
+        format!("{scope}, max-age={max_age}, must-revalidate")
+    };
+    if let Ok(cache) = HeaderValue::from_str(&cache) {
+        headers.insert(header::CACHE_CONTROL, cache);
+    }
+    if let Ok(etag) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(
+        header::HeaderName::from_static("x-picture-seq"),
+        HeaderValue::from(seq),
+    );
+}
+
+fn not_modified(state: &AppState, etag: &str, seq: u64) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    snapshot_headers(state, response.headers_mut(), etag, seq);
+    response
+}
+
+/// Counts a long-poll request in progress against `--max-followers` while it lives.
+struct FollowerSlot<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl<'a> FollowerSlot<'a> {
+    fn take(count: &'a std::sync::atomic::AtomicU32, max: u32) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        metrics::gauge!("bs_followers").increment(1.0);
+        Some(FollowerSlot(count))
+    }
+}
+
+impl Drop for FollowerSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        metrics::gauge!("bs_followers").decrement(1.0);
+    }
+}
+
+/// `GET /pictures/{id}/updates?since=SEQ&wait=SECONDS`: the long-poll follow (PROTOCOL.md
+/// §16). The picture's room answers: the published updates after `since`, at once when there
+/// are any, else when the next come or `wait` ends (none); `410` when its log no longer
+/// holds them.
+async fn updates(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(message) = check_id(&id) {
+        return bad_request(message);
+    }
+    // As for snapshot.png: a `view` token is enough (PROTOCOL.md §13).
+    if let Err(refused) = crate::auth::authorize(
+        state.tokens.as_ref(),
+        query.get("token").map(String::as_str),
+        &headers,
+        &id,
+    ) {
+        metrics::counter!("bs_unauthorized_total", "reason" => refused.label()).increment(1);
+        return refused.into_response();
+    }
+    let since = match query.get("since").map(|v| (v, v.parse::<u64>())) {
+        Some((_, Ok(since))) => since,
+        Some((value, Err(_))) => {
+            return bad_request(format!(
+                "since must be a seq (an unsigned 64-bit integer), got {value:?}"
+            ));
+        }
+        None => {
+            return bad_request(
+                "since is required: the last seq the follower has (X-Picture-Seq of snapshot.png)"
+                    .into(),
+            );
+        }
+    };
+    let wait = match query.get("wait").map(|v| (v, v.parse::<f64>())) {
+        None => Duration::ZERO,
+        Some((_, Ok(seconds))) if seconds.is_finite() && seconds >= 0.0 => {
+            Duration::from_secs_f64(seconds.min(state.config.follow_max_wait.as_secs_f64()))
+        }
+        Some((value, _)) => {
+            return bad_request(format!(
+                "wait must be a number of seconds, 0 or more, got {value:?}"
+            ));
+        }
+    };
+    let json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
+    let Some(_slot) = FollowerSlot::take(&state.followers, state.config.max_followers) else {
+        metrics::counter!("bs_follows_total", "answer" => "refused").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::admission::RETRY_AFTER_SECONDS),
+            )],
+            "too many followers (--max-followers)\n",
+        )
+            .into_response();
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = crate::room::FollowRequest { since, wait, reply };
+    if state.registry.follow(&id, request).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    // The room answers by the end of the wait (or of the join timeout while it opens the
+    // picture); the margin only guards against a room that died.
+    let limit = wait.max(state.config.join_timeout) + Duration::from_secs(1);
+    let answer = match tokio::time::timeout(limit, answer).await {
+        Ok(Ok(answer)) => answer,
+        _ => {
+            metrics::counter!("bs_follows_total", "answer" => "failed").increment(1);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the picture's room did not answer\n",
+            )
+                .into_response();
+        }
+    };
+    use crate::room::FollowAnswer;
+    match answer {
+        FollowAnswer::Updates { last, body } => {
+            let label = if last == since { "empty" } else { "updates" };
+            metrics::counter!("bs_follows_total", "answer" => label).increment(1);
+            let (content_type, body) = if json {
+                match updates_json(&body) {
+                    Ok(json) => ("application/json", bytes::Bytes::from(json)),
+                    Err(error) => {
+                        tracing::error!(%error, "updates from the log do not decode");
+                        return (StatusCode::INTERNAL_SERVER_ERROR, "undecodable log entry\n")
+                            .into_response();
+                    }
+                }
+            } else {
+                ("application/octet-stream", body)
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    (
+                        header::HeaderName::from_static("x-picture-seq"),
+                        HeaderValue::from(last),
+                    ),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        FollowAnswer::Gone { from, published } => {
+            metrics::counter!("bs_follows_total", "answer" => "gone").increment(1);
+            (
+                StatusCode::GONE,
+                [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+                format!(
+                    "the updates after seq {since} are not held here (this service holds {}..={published}): fetch snapshot.png and follow from its X-Picture-Seq\n",
+                    from + 1
+                ),
+            )
+                .into_response()
+        }
+        FollowAnswer::Failed(PpsError::NotFound) => {
+            metrics::counter!("bs_follows_total", "answer" => "not_found").increment(1);
+            (StatusCode::NOT_FOUND, "no such picture\n").into_response()
+        }
+        FollowAnswer::Failed(error) => {
+            metrics::counter!("bs_follows_total", "answer" => "failed").increment(1);
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response()
+        }
+    }
+}
+
+/// The JSON form of an `Updates` message (`Accept: application/json`): serde's form of
+/// `ServerMsg::Updates`, `{"Updates":[{"seq":..,"client_id":..,"client_seq":..,"op":{..}}]}`.
+fn updates_json(body: &[u8]) -> Result<Vec<u8>, String> {
+    let message = protocol::codec::decode_server(body).map_err(|e| e.to_string())?;
+    serde_json::to_vec(&message).map_err(|e| e.to_string())
 }
 
 /// Why a read of `id` (history, versions, timelapse) is refused: a bad id, or no valid token
@@ -644,4 +894,37 @@ fn asset(path: &str, headers: &HeaderMap) -> Response {
 
 fn hex_prefix(hash: &[u8]) -> String {
     hash.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_lists_weak_tags_and_star() {
+        let etag = "\"7-00112233445566778899aabbccddeeff\"";
+        assert!(etag_matches(etag, etag));
+        assert!(etag_matches(&format!("W/{etag}"), etag));
+        assert!(etag_matches(&format!("\"6-ab\" , {etag}"), etag));
+        assert!(etag_matches("*", etag));
+        assert!(!etag_matches(
+            "\"7-00112233445566778899aabbccddeefe\"",
+            etag
+        ));
+        assert!(!etag_matches("7-00112233445566778899aabbccddeeff", etag));
+        assert!(!etag_matches("", etag));
+    }
+
+    #[test]
+    fn snapshot_etags_name_the_picture_the_seq_and_the_bytes() {
+        let a = snapshot_etag("a", 7, b"png");
+        assert_eq!(a.len(), 1 + 1 + 1 + 32 + 1);
+        assert!(a.starts_with("\"7-") && a.ends_with('"'));
+        assert_eq!(a, snapshot_etag("a", 7, b"png"));
+        assert_ne!(a, snapshot_etag("b", 7, b"png"));
+        assert_ne!(a, snapshot_etag("a", 7, b"pnG"));
+        assert_ne!(a, snapshot_etag("a", 8, b"png"));
+        // The id and the bytes are separated: ("ab", "c") is not ("a", "bc").
+        assert_ne!(snapshot_etag("ab", 1, b"c"), snapshot_etag("a", 1, b"bc"));
+    }
 }

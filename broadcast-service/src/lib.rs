@@ -84,6 +84,8 @@ pub(crate) struct AppState {
     /// (they start at a random point), so a reconnecting client never mistakes another
     /// client's update in a late `Welcome` for its own.
     next_client_id: AtomicU64,
+    /// Long-poll `updates` requests in progress, against `--max-followers`.
+    followers: std::sync::atomic::AtomicU32,
     /// Timelapses being rendered (PROTOCOL.md §15): each holds a render thread and a few
     /// frames, so `--timelapse-concurrency` bounds them; over it a request gets 503.
     timelapses: Arc<tokio::sync::Semaphore>,
@@ -202,6 +204,7 @@ pub async fn run_with(
         metrics: prometheus(),
         tokens,
         next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
+        followers: std::sync::atomic::AtomicU32::new(0),
         timelapses: Arc::new(tokio::sync::Semaphore::new(
             config.timelapse_concurrency.max(1),
         )),

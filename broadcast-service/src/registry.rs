@@ -17,7 +17,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::cluster::{Cluster, LinkId};
 use crate::outbox::Outbox;
-use crate::room::{Ctl, Input, JoinRequest, RelayJoin, Room, RoomSettings, RoomStatus, Wants};
+use crate::room::{
+    Ctl, FollowRequest, Input, JoinRequest, RelayJoin, Room, RoomSeq, RoomSettings, RoomStatus,
+    Wants,
+};
 use crate::session::Sessions;
 
 /// Capacity of a room's input queue: readers wait when it is full (per-client backpressure),
@@ -102,29 +105,42 @@ impl Registry {
             return Err(JoinError::ShuttingDown);
         }
         let (joined_tx, joined_rx) = oneshot::channel();
-        let mut request = JoinRequest {
+        let request = JoinRequest {
             client_id,
             conn,
             outbox,
             wants,
             joined: joined_tx,
         };
-        let mut rooms = self.lock();
-        if let Some(entry) = rooms.open.get(id) {
-            match entry.ctl.send(Ctl::Join(request)) {
-                Ok(()) => return Ok((entry.input.clone(), joined_rx)),
-                // The room task ended without deregistering (it panicked): replace it.
-                Err(mpsc::error::SendError(ctl)) => match ctl {
-                    Ctl::Join(r) => request = r,
-                    _ => return Err(JoinError::ShuttingDown),
-                },
-            }
+        let input = self.send_or_open(id, Ctl::Join(request))?;
+        Ok((input, joined_rx))
+    }
+
+    /// A long-poll follower of picture `id` (PROTOCOL.md §16): handed to its room, which is
+    /// opened as for a joiner when the picture has none here.
+    pub(crate) fn follow(&self, id: &str, request: FollowRequest) -> Result<(), JoinError> {
+        if self.is_shutting_down() {
+            return Err(JoinError::ShuttingDown);
         }
+        self.send_or_open(id, Ctl::Follow(request)).map(|_| ())
+    }
+
+    /// Sends `first` to picture `id`'s room, creating the room if there is none (or its task
+    /// ended without deregistering: it panicked). Returns the room's input queue.
+    fn send_or_open(&self, id: &str, first: Ctl) -> Result<mpsc::Sender<Input>, JoinError> {
+        let mut rooms = self.lock();
+        let first = match rooms.open.get(id) {
+            Some(entry) => match entry.ctl.send(first) {
+                Ok(()) => return Ok(entry.input.clone()),
+                Err(mpsc::error::SendError(ctl)) => ctl,
+            },
+            None => first,
+        };
         let instance = self.next_instance.fetch_add(1, Ordering::Relaxed);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         // Sending into a fresh channel whose receiver we hold cannot fail.
-        let _ = ctl_tx.send(Ctl::Join(request));
+        let _ = ctl_tx.send(first);
         rooms.open.insert(
             id.to_string(),
             Entry {
@@ -154,7 +170,7 @@ impl Registry {
             input_rx,
             sessions,
         );
-        Ok((input_tx, joined_rx))
+        Ok(input_tx)
     }
 
     /// Called by a room that has nothing left to do: removes it unless something arrived.
@@ -217,9 +233,9 @@ impl Registry {
         Ok((entry.input.clone(), joined_rx))
     }
 
-    /// The last seq of an open picture and the picture service its room asks, `None` when
-    /// this service does not have it open.
-    pub(crate) async fn last_seq(&self, id: &str) -> Option<(u64, LinkId)> {
+    /// The last seq of an open picture, the picture service its room asks and the `ETag` of
+    /// that seq's PNG if known; `None` when this service does not have it open.
+    pub(crate) async fn last_seq(&self, id: &str) -> Option<RoomSeq> {
         let (tx, rx) = oneshot::channel();
         {
             let rooms = self.lock();
@@ -227,6 +243,14 @@ impl Registry {
             entry.ctl.send(Ctl::LastSeq(tx)).ok()?;
         }
         rx.await.ok()
+    }
+
+    /// `snapshot.png` served the PNG at `seq` of picture `id` with `etag`, having asked its
+    /// room at `history`: the room keeps it for conditional requests (if still at `history`).
+    pub(crate) fn remember_etag(&self, id: &str, history: u64, seq: u64, etag: Arc<str>) {
+        if let Some(entry) = self.lock().open.get(id) {
+            let _ = entry.ctl.send(Ctl::RememberEtag { history, seq, etag });
+        }
     }
 
     /// Every open room's status (the admin API), in picture order.

@@ -12,7 +12,8 @@
 //!
 //! - [`connection`]: [`Client`] (connect, draw, events, sync helpers) and its split halves
 //!   [`Sender`] and [`Receiver`] for one task drawing while another reads.
-//! - [`http`]: `GET /pictures/{id}/snapshot.png`.
+//! - [`http`]: `GET /pictures/{id}/snapshot.png`, and following a picture over plain HTTP
+//!   (`GET /pictures/{id}/updates` long-polls, PROTOCOL.md §16: [`http::Follower`]).
 //! - [`token`]: minting tokens (HS256 JWTs granting `draw` or `view`, PROTOCOL.md §13) for
 //!   development and tests.
 //! - [`ops`]: random ops for tests and benchmarks, and bounding boxes for display.
@@ -28,7 +29,9 @@ pub mod token;
 
 pub use connection::{Client, ConnectOptions, Event, LogEntry, Receiver, Resumed, Sender};
 pub use error::ClientError;
-pub use http::{snapshot, snapshot_with_token, timelapse, TimelapseOptions, TimelapseProgress};
+pub use http::{
+    snapshot, snapshot_with_token, timelapse, Follower, TimelapseOptions, TimelapseProgress,
+};
 pub use ops::{random_op, Profile};
 
 /// The WebSocket base (`ws://host:port`) for a base URL given as `ws://`, `http://` or bare

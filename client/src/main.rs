@@ -5,7 +5,8 @@
 //! - `raster snapshot PICTURE -o FILE.png`: saves the server's picture, prints its seq.
 //! - `raster timelapse PICTURE -o FILE.png [--width W] [--frames N] [--delay MS]`: saves the
 //!   picture's history as an animated PNG (PROTOCOL.md §15), with a progress bar on stderr.
-//! - `raster watch PICTURE`: prints every update and presence change.
+//! - `raster watch PICTURE`: prints every update and presence change; `--http` follows over
+//!   plain HTTP instead (`snapshot.png`, then long-polls of `updates`, PROTOCOL.md §16).
 //! - `raster bench w1|w2|w3|pictures ...`: the load generator (see [`bench`]).
 //! - `raster token --secret S --picture P --role draw|view --ttl 1h`: mints a token for a
 //!   service started with `--token-secret` (PROTOCOL.md §13); `draw`, `snapshot` and `watch`
@@ -115,6 +116,19 @@ enum Command {
         /// Token for a service that asks for one (PROTOCOL.md §13; `raster token` mints one).
         #[arg(long, env = "RASTER_TOKEN")]
         token: Option<String>,
+        /// Follow over plain HTTP (long-polls of `GET /pictures/{id}/updates`, PROTOCOL.md
+        /// §16) instead of a WebSocket: no presence, and the picture must exist.
+        #[arg(long, env = "RASTER_HTTP")]
+        http: bool,
+        /// With `--http`: seconds each long-poll may wait for the next update.
+        #[arg(long, env = "RASTER_WAIT", default_value_t = 25.0, value_parser = bench::seconds_arg)]
+        wait: f64,
+        /// Stop once the picture includes this seq (for scripts and tests).
+        #[arg(long, env = "RASTER_UNTIL_SEQ", requires = "http")]
+        until_seq: Option<u64>,
+        /// With `--until-seq`: save the picture as PNG when stopping.
+        #[arg(short, long, env = "RASTER_OUTPUT", requires = "until_seq")]
+        output: Option<PathBuf>,
     },
     /// Mint a token (an HS256 JWT) for a service started with `--token-secret`, and print it.
     /// For development: an application issues its tokens from its own backend.
@@ -213,7 +227,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             picture,
             size,
             token,
-        } => watch(&cli.url, &picture, size, token).await,
+            http,
+            wait,
+            until_seq,
+            output,
+        } => {
+            if http {
+                let wait = Duration::from_secs_f64(wait);
+                watch_http(&cli.url, &picture, token, wait, until_seq, output).await
+            } else {
+                watch(&cli.url, &picture, size, token).await
+            }
+        }
         Command::Token {
             secret,
             picture,
@@ -443,6 +468,65 @@ async fn draw(
     receiver
         .wait_closed(Instant::now() + Duration::from_secs(5))
         .await?;
+    Ok(())
+}
+
+/// `watch --http`: follows the picture with long-polls (PROTOCOL.md §16) and prints each
+/// update, until ctrl-c or, with `until_seq`, until the picture includes that seq (then saves
+/// it to `output`).
+async fn watch_http(
+    url: &str,
+    picture: &str,
+    token: Option<String>,
+    wait: Duration,
+    until_seq: Option<u64>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut follower = raster_client::Follower::start(url, picture, token).await?;
+    println!(
+        "snapshot: {}x{} seq {}",
+        follower.raster().width(),
+        follower.raster().height(),
+        follower.seq()
+    );
+    loop {
+        if until_seq.is_some_and(|until| follower.seq() >= until) {
+            break;
+        }
+        let step = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            step = follower.step(wait) => step?,
+        };
+        match step {
+            raster_client::http::Step::Updates(updates) => {
+                for u in updates {
+                    let bbox = match bounding_box(&u.op) {
+                        Some((x0, y0, x1, y1)) => format!("({x0},{y0})-({x1},{y1})"),
+                        None => "whole picture".into(),
+                    };
+                    println!(
+                        "seq {} client {} #{} {} {bbox}",
+                        u.seq,
+                        u.client_id,
+                        u.client_seq,
+                        u.op.kind()
+                    );
+                }
+            }
+            raster_client::http::Step::Resynced { seq } => {
+                println!("gone: resynced from snapshot.png at seq {seq}")
+            }
+        }
+    }
+    println!("at seq {}", follower.seq());
+    if let Some(output) = output {
+        let png = protocol::snapshot::encode_png(
+            follower.raster(),
+            follower.seq(),
+            protocol::snapshot::Compression::Fast,
+        )?;
+        std::fs::write(&output, png).with_context(|| format!("writing {}", output.display()))?;
+    }
     Ok(())
 }
 

@@ -149,7 +149,7 @@ impl Room {
 
     /// Whether this room knows whom to ask for snapshots and where its log starts: it holds
     /// the lease, or its relay link has started.
-    fn serving(&self) -> bool {
+    pub(super) fn serving(&self) -> bool {
         match self.role {
             Role::Sequencer { .. } => true,
             Role::Relay { started, .. } => started,

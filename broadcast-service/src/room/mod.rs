@@ -37,6 +37,7 @@
 //! `client_seq` after each `Welcome`.
 
 mod durable;
+mod follow;
 mod join;
 mod relay;
 mod sequencer;
@@ -95,8 +96,18 @@ pub(crate) enum Ctl {
     PpsReconnected(LinkId),
     /// Time to ask for the lease again (after a failure's backoff).
     Retry,
-    /// The last seq this room knows and the picture service it talks to, for `snapshot.png`.
-    LastSeq(oneshot::Sender<(u64, LinkId)>),
+    /// The last seq this room knows, the picture service it talks to and the `ETag` of that
+    /// seq's PNG if known, for `snapshot.png`.
+    LastSeq(oneshot::Sender<RoomSeq>),
+    /// `snapshot.png` served the PNG at `seq` with this `ETag`, asked while the room was at
+    /// `history`: kept for the conditional requests that follow (PROTOCOL.md §16).
+    RememberEtag {
+        history: u64,
+        seq: u64,
+        etag: Arc<str>,
+    },
+    /// A long-poll follower (`GET /pictures/{id}/updates`, PROTOCOL.md §16).
+    Follow(FollowRequest),
     /// The admin API's view of the room.
     Status(oneshot::Sender<RoomStatus>),
     /// The admin API closes every client of this room here with close code `code`; replies how
@@ -107,6 +118,21 @@ pub(crate) enum Ctl {
         reply: oneshot::Sender<usize>,
     },
     Shutdown,
+}
+
+pub(crate) use follow::{FollowAnswer, FollowRequest};
+
+/// What a room tells `snapshot.png` about its picture.
+pub(crate) struct RoomSeq {
+    /// The last seq published (0 while the room has not opened the picture).
+    pub seq: u64,
+    /// The picture service the room asks.
+    pub link: LinkId,
+    /// The room's history: bumped whenever its log restarts at another seq, after which a
+    /// seq may name other updates than before (PROTOCOL.md §16).
+    pub history: u64,
+    /// The `ETag` of the PNG at `seq` in this history, when `snapshot.png` served one.
+    pub etag: Option<Arc<str>>,
 }
 
 /// One open picture as the admin API lists it (`GET /admin/pictures`).
@@ -225,6 +251,8 @@ pub(crate) struct RoomSettings {
     pub session_memory: usize,
     /// How long a closed room's session memory waits for the picture's next room here.
     pub session_linger: Duration,
+    /// How long the room stays open after a long-poll follower's request (`--follow-linger`).
+    pub follow_linger: Duration,
 }
 
 impl RoomSettings {
@@ -251,6 +279,7 @@ impl RoomSettings {
             relay_connect_timeout: c.pps_timeout,
             session_memory: c.session_memory,
             session_linger: c.session_linger,
+            follow_linger: c.follow_linger,
         }
     }
 }
@@ -388,6 +417,17 @@ pub(crate) struct Room {
     /// the owner has confirmed it (one frame per tick, at most one tick after its draw).
     tick_end: u64,
     shutting_down: bool,
+    /// Bumped whenever the log restarts at another seq ([`Room::reopen_log`]): a seq names the
+    /// same updates only within one history (a picture can go back, PROTOCOL.md §11).
+    history: u64,
+    /// The `ETag` `snapshot.png` gave the PNG at a seq in a history: `(history, seq, etag)`.
+    etag: Option<(u64, u64, Arc<str>)>,
+    /// Long-poll followers waiting for updates after their `since` (PROTOCOL.md §16).
+    followers: Vec<follow::Follower>,
+    /// The room stays open until then for followers (`--follow-linger` after the last one).
+    follow_until: Option<Instant>,
+    /// What the followers were last answered from: nothing to look at while it holds.
+    follow_state: Option<follow::FollowState>,
 }
 
 /// First and largest delay of the room's retries.
@@ -441,6 +481,11 @@ impl Room {
             publish_at: None,
             tick_end: 0,
             shutting_down: false,
+            history: 0,
+            etag: None,
+            followers: Vec::new(),
+            follow_until: None,
+            follow_state: None,
         };
         metrics::gauge!("bs_rooms").increment(1.0);
         tokio::spawn(room.run(ctl_rx, input_rx));
@@ -459,6 +504,7 @@ impl Room {
         loop {
             let publish_at = self.publish_at;
             let retry_at = self.retry_at;
+            let follow_at = self.follow_wake();
             tokio::select! {
                 biased;
                 Some(ctl) = ctl_rx.recv() => self.on_ctl(ctl),
@@ -468,6 +514,8 @@ impl Room {
                     self.retry_at = None;
                     self.on_ctl(Ctl::Retry);
                 }
+                // A follower's wait ends, or the followers' linger does: `after_turn` sees to it.
+                _ = sleep_until(follow_at), if follow_at.is_some() => {}
             }
             // Take whatever else is already waiting before publishing: one frame per turn.
             for _ in 0..4096 {
@@ -524,9 +572,13 @@ impl Room {
         }
     }
 
-    /// Nobody is here any more.
+    /// Nobody is here any more (long-poll followers count until their linger ends).
     fn nobody(&self) -> bool {
-        self.clients.is_empty() && self.joining.is_empty() && self.relays.is_empty()
+        self.clients.is_empty()
+            && self.joining.is_empty()
+            && self.relays.is_empty()
+            && self.followers.is_empty()
+            && self.follow_until.is_none()
     }
 
     /// Nothing left to do here: nobody is here, and nothing in the log is this room's to
@@ -556,13 +608,30 @@ impl Room {
             }
             Ctl::Retry => self.on_retry(),
             Ctl::LastSeq(reply) => {
-                let last = if self.opened.is_some() {
+                let seq = if self.opened.is_some() {
                     self.log.published()
                 } else {
                     0
                 };
-                let _ = reply.send((last, self.link));
+                let etag = match &self.etag {
+                    Some((history, at, etag)) if *history == self.history && *at == seq => {
+                        Some(etag.clone())
+                    }
+                    _ => None,
+                };
+                let _ = reply.send(RoomSeq {
+                    seq,
+                    link: self.link,
+                    history: self.history,
+                    etag,
+                });
             }
+            Ctl::RememberEtag { history, seq, etag } => {
+                if history == self.history && self.opened.is_some() {
+                    self.etag = Some((history, seq, etag));
+                }
+            }
+            Ctl::Follow(request) => self.on_follow(request),
             Ctl::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -740,6 +809,7 @@ impl Room {
             self.publish();
         }
         self.announce_durable();
+        self.answer_followers();
         if let Role::Sequencer { .. } = self.role {
             // PPS gets a tick's updates together, right after the tick ends: pumping on every
             // turn sent a batch per update or two (W1 N=256: ~2,900 batches a second, each a
@@ -969,6 +1039,16 @@ impl Room {
         if let Role::Relay { .. } = self.role {
             self.role = Role::Acquiring { in_flight: None };
         }
+        self.fail_followers(&PpsError::ShuttingDown);
+    }
+
+    /// The log restarts at `seq`, which the picture continues from: what a seq after it names
+    /// may differ from before, so the room's history moves on (ETags, followers).
+    fn reopen_log(&mut self, seq: u64) {
+        self.log.open_at(seq);
+        self.history += 1;
+        self.etag = None;
+        self.followers_gone_after(seq);
     }
 }
 

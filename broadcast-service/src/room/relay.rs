@@ -31,7 +31,7 @@ impl Room {
             // What was sequenced after that point is not the picture's: a session's resend
             // of it must be taken.
             self.sessions.forget_after(published.min(accepted));
-            self.log.open_at(published.min(accepted));
+            self.reopen_log(published.min(accepted));
             if unconfirmed {
                 self.resync_all("this room's updates went to another sequencer unconfirmed");
             }
@@ -87,7 +87,7 @@ impl Room {
                     }
                     self.opened = Some(Opened { width, height });
                     self.sessions.forget_after(since.min(self.log.published()));
-                    self.log.open_at(since);
+                    self.reopen_log(since);
                     self.resync_all("the sequencer changed");
                 }
                 for update in pending {

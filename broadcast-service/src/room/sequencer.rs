@@ -102,6 +102,10 @@ impl Room {
                 for join in joins {
                     self.join_failed_now(join, &error);
                 }
+                if hopeless {
+                    // A picture that does not exist is not created for a follower.
+                    self.fail_followers(&error);
+                }
                 self.reroute(matches!(error, PpsError::ShuttingDown));
                 self.back_off();
             }
@@ -160,7 +164,7 @@ impl Room {
                     .forget_after(seq.min(self.log.acked()).min(self.log.published()));
             }
             self.opened = Some(Opened { width, height });
-            self.log.open_at(seq);
+            self.reopen_log(seq);
             self.resync_all("the picture continues from another seq");
         } else {
             // The sessions' draws this room's log holds (a relay's copy, or its own log): the

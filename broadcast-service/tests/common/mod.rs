@@ -471,3 +471,124 @@ impl Drop for CutProxy {
         self.accept.abort();
     }
 }
+
+/// A plain HTTP answer: status, headers, body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `X-Picture-Seq`.
+    pub fn seq(&self) -> u64 {
+        self.header("x-picture-seq").unwrap().parse().unwrap()
+    }
+}
+
+/// `GET {http}{path}` with `headers`.
+pub async fn get(http: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = reqwest::Client::new().get(format!("{http}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Waits until `GET /pictures/{picture}/updates?since={since}` answers 410 (the log was
+/// trimmed past `since` by a flush), polling.
+pub async fn wait_gone(http: &str, picture: &str, since: u64) {
+    let deadline = deadline();
+    loop {
+        let answer = get(
+            http,
+            &format!("/pictures/{picture}/updates?since={since}"),
+            &[],
+        )
+        .await;
+        if answer.status == 410 {
+            return;
+        }
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert!(
+            Instant::now() < deadline,
+            "updates after {since} of {picture} still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A busy picture followed over plain HTTP (PROTOCOL.md §16) while a WebSocket client watches:
+/// `drawers` clients draw `ops` random ops each, concurrently; the follower long-polls, and
+/// once it has some of the updates it pauses until a flush has trimmed the service's log past
+/// where it stands, so that it is answered `410` and resyncs from `snapshot.png`. Both end at
+/// the last seq with the same pixels, which the follower's and the watcher's rasters show.
+/// The picture must not exist yet; `size` is created by the first drawer.
+pub async fn busy_follow(url: &str, http: &str, picture: &str, drawers: u64, ops: u64) {
+    let options = || ConnectOptions {
+        size: Some((96, 64)),
+        ..ConnectOptions::default()
+    };
+    let mut watcher = Client::connect_with(url, picture, options()).await.unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..drawers {
+        clients.push(Client::connect_with(url, picture, options()).await.unwrap());
+    }
+    let mut follower = raster_client::Follower::start(http, picture, None)
+        .await
+        .unwrap();
+    let drawing: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| tokio::spawn(draw_concurrently(c, ops, 100 + i as u64, None, false)))
+        .collect();
+    let total = drawers * ops;
+    let deadline = deadline();
+    let wait = Duration::from_secs(2);
+    // Some updates over long-polls first.
+    while follower.seq() < total / 4 {
+        follower.step(wait).await.unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "follower stuck at {}",
+            follower.seq()
+        );
+    }
+    // Then a pause long enough for a flush to trim the log past it: 410, and a resync.
+    wait_gone(http, picture, follower.seq()).await;
+    let before = follower.seq();
+    match follower.step(wait).await.unwrap() {
+        raster_client::http::Step::Resynced { seq } => assert!(seq > before, "{seq} {before}"),
+        other => panic!("expected a resync after 410, got {other:?}"),
+    }
+    assert_eq!(follower.resyncs(), 1);
+    for task in drawing {
+        task.await.unwrap();
+    }
+    // Every op got one seq (the picture was new): the last one is `total`.
+    watcher.sync_to(total, deadline).await.unwrap();
+    assert_eq!(watcher.last_seq(), total);
+    follower.catch_up(total, deadline).await.unwrap();
+    assert_eq!(follower.seq(), total);
+    let over_ws = watcher.raster().unwrap();
+    assert!(
+        follower.raster() == over_ws,
+        "the HTTP follower's picture differs from the WebSocket client's"
+    );
+    // And both are the service's picture.
+    let (seq, png) = raster_client::snapshot(http, picture).await.unwrap();
+    assert_eq!(seq, total);
+    assert!(&decode_png(&png, 4096).unwrap().raster == over_ws);
+}

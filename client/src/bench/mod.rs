@@ -10,6 +10,8 @@
 //!   picture with history, warm (picture open) and cold (picture released to storage).
 //! - `pictures`: many pictures at once, W1-style rate on each.
 //! - `durable`, `resume`: echo to durable, and resume against a full join ([`durability`]).
+//! - `poll`: `snapshot.png` polled at a fixed rate, conditionally or not: the service's CPU per
+//!   10,000 polls ([`poll`]).
 //!
 //! # What is measured
 //!
@@ -24,6 +26,7 @@
 //! that client and is counted in `errors`.
 
 mod durability;
+mod poll;
 mod proc_stats;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,6 +189,21 @@ pub enum Workload {
         #[arg(long, env = "RASTER_BENCH_DRAW_RATE", default_value_t = 800.0, value_parser = rate_arg)]
         draw_rate: f64,
     },
+    /// `snapshot.png` polled RATE times a second over CONNECTIONS kept-alive connections,
+    /// conditionally (`If-None-Match`, answered 304) or not: the service's CPU per 10,000
+    /// polls (with `--server-pid`), PROTOCOL.md §16.
+    Poll {
+        #[arg(long, env = "RASTER_BENCH_MODE", value_enum, default_value_t = poll::PollMode::Conditional)]
+        mode: poll::PollMode,
+        /// Polls per second, all connections together.
+        #[arg(long, env = "RASTER_BENCH_RATE", default_value_t = 10_000.0, value_parser = rate_arg)]
+        rate: f64,
+        #[arg(long, env = "RASTER_BENCH_CONNECTIONS", default_value_t = 32)]
+        connections: usize,
+        /// Random ops drawn on the picture before polling.
+        #[arg(long, env = "RASTER_BENCH_STROKES", default_value_t = 1000)]
+        strokes: usize,
+    },
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -334,6 +352,14 @@ pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::R
             draw_rate,
         } => serde_json::to_value(
             durability::run_resume(url, &common, side, strokes, gap, repeats, draw_rate).await?,
+        )?,
+        Workload::Poll {
+            mode,
+            rate,
+            connections,
+            strokes,
+        } => serde_json::to_value(
+            poll::run_poll(url, &common, mode, rate, connections, strokes).await?,
         )?,
     };
     if common.json {

@@ -41,8 +41,10 @@ impl Actor {
                     ));
                 }
                 None => {
-                    // Only snapshots without `create` and releases asked: nothing to open.
+                    // Only snapshots, leases (a long-poll follower's room, PROTOCOL.md §16)
+                    // without `create` and releases asked: nothing to open.
                     self.snapshot_waiters.reply_all(|_| Err(PpsError::NotFound));
+                    self.acquirers.reply_all(|_| Err(PpsError::NotFound));
                     self.durable_waiters.reply_all(|w| {
                         if w.target == 0 {
                             Ok(0)
