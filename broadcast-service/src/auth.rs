@@ -50,7 +50,7 @@ pub(crate) struct Grant {
 
 impl Grant {
     /// When the grant ends, on the monotonic clock (now, if it already has).
-    pub fn expires_at(&self) -> Instant {
+    pub(crate) fn expires_at(&self) -> Instant {
         let left = Duration::from_secs(self.exp).saturating_sub(unix_now());
         Instant::now() + left
     }
@@ -73,7 +73,7 @@ pub(crate) enum AuthError {
 
 impl AuthError {
     /// The `reason` label of `bs_unauthorized_total`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
             AuthError::Expired => "expired",
@@ -103,7 +103,7 @@ pub(crate) struct Verifier {
 impl Verifier {
     /// The verifier the config asks for: `None` when neither `--token-secret` nor
     /// `--token-public-key` is set (every request is let in, as before tokens existed).
-    pub fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
+    pub(crate) fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
         if let Some(secret) = &config.token_secret {
             anyhow::ensure!(!secret.is_empty(), "--token-secret is empty");
             let key = DecodingKey::from_secret(secret.as_bytes())
@@ -142,7 +142,7 @@ impl Verifier {
     }
 
     /// The grant of `token` for `picture`, or why there is none.
-    pub fn verify(&self, token: &str, picture: &str) -> Result<Grant, AuthError> {
+    pub(crate) fn verify(&self, token: &str, picture: &str) -> Result<Grant, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -232,7 +232,7 @@ mod tests {
     /// Claims as an issuer writes them (serialisable; the service's own are only read).
     mod serde_json_like {
         #[derive(serde::Serialize)]
-        pub struct Claims {
+        pub(super) struct Claims {
             pub pic: &'static str,
             pub role: &'static str,
             pub exp: u64,

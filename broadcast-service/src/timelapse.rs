@@ -46,13 +46,13 @@ const DEFAULT_FRAMES: u32 = 100;
 const DELAY_RANGE: std::ops::RangeInclusive<u32> = 10..=10_000;
 
 /// The height of an animation `width` wide of a `w`×`h` picture (see the module doc).
-pub fn scaled_height(w: u32, h: u32, width: u32) -> u32 {
+pub(crate) fn scaled_height(w: u32, h: u32, width: u32) -> u32 {
     let (w, h, width) = (u64::from(w.max(1)), u64::from(h), u64::from(width));
     u32::try_from(((h * width + w / 2) / w).max(1)).unwrap_or(u32::MAX)
 }
 
 /// `rgba` (`w`×`h`) scaled to `width`×`height` by nearest neighbour (see the module doc).
-pub fn scale(rgba: &[u8], w: u32, h: u32, width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn scale(rgba: &[u8], w: u32, h: u32, width: u32, height: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(width as usize * height as usize * 4);
     for y in 0..u64::from(height) {
         let sy = (y * u64::from(h) / u64::from(height)) as usize;
@@ -66,7 +66,7 @@ pub fn scale(rgba: &[u8], w: u32, h: u32, width: u32, height: u32) -> Vec<u8> {
 }
 
 /// Which of `n` versions make `frames` frames: evenly spread, the first and the last included.
-pub fn sample(n: usize, frames: usize) -> Vec<usize> {
+pub(crate) fn sample(n: usize, frames: usize) -> Vec<usize> {
     let k = frames.min(n);
     match k {
         0 => Vec::new(),

@@ -66,11 +66,11 @@ fn is_conflict(result: &Result<Version, StoreError>) -> bool {
 mod cases {
     use super::*;
 
-    pub async fn load_missing_is_none(f: Fixture) {
+    pub(crate) async fn load_missing_is_none(f: Fixture) {
         assert!(f.store.load("never-saved").await.unwrap().is_none());
     }
 
-    pub async fn first_save_creates_and_a_second_create_conflicts(f: Fixture) {
+    pub(crate) async fn first_save_creates_and_a_second_create_conflicts(f: Fixture) {
         let (png1, meta1) = picture(1, 8, 4);
         let (png2, meta2) = picture(2, 8, 4);
         let v1 = f.store.save("p", png1.clone(), &meta1, None).await.unwrap();
@@ -82,7 +82,7 @@ mod cases {
         assert_eq!(loaded.version, v1);
     }
 
-    pub async fn save_with_current_version_replaces_and_stale_conflicts(f: Fixture) {
+    pub(crate) async fn save_with_current_version_replaces_and_stale_conflicts(f: Fixture) {
         let (png1, meta1) = picture(1, 8, 4);
         let (png2, meta2) = picture(2, 8, 4);
         let (png3, meta3) = picture(3, 8, 4);
@@ -111,7 +111,7 @@ mod cases {
         assert_eq!((loaded.png, loaded.meta, loaded.version), (png2, meta2, v2));
     }
 
-    pub async fn load_returns_exact_bytes_meta_and_version(f: Fixture) {
+    pub(crate) async fn load_returns_exact_bytes_meta_and_version(f: Fixture) {
         let (png, meta) = picture(12_345_678_901, 33, 17);
         let version = f
             .store
@@ -126,7 +126,7 @@ mod cases {
         }
     }
 
-    pub async fn ids_with_dash_and_underscore_are_separate_pictures(f: Fixture) {
+    pub(crate) async fn ids_with_dash_and_underscore_are_separate_pictures(f: Fixture) {
         let long = "a".repeat(64);
         let ids = ["a-b_C-9", "-", "_", "a_b", "a-b", long.as_str()];
         for (i, id) in ids.iter().enumerate() {
@@ -141,7 +141,7 @@ mod cases {
         assert!(f.store.load("a-b_C").await.unwrap().is_none());
     }
 
-    pub async fn racing_writers_exactly_one_wins(f: Fixture) {
+    pub(crate) async fn racing_writers_exactly_one_wins(f: Fixture) {
         // Round 0 races two creates; later rounds race two updates from the same version.
         let mut current: Option<Version> = None;
         for round in 0..8u64 {
@@ -175,7 +175,7 @@ mod cases {
             .as_millis() as u64
     }
 
-    pub async fn versions_put_list_get_delete(f: Fixture) {
+    pub(crate) async fn versions_put_list_get_delete(f: Fixture) {
         assert_eq!(f.store.list_versions("p").await.unwrap(), vec![]);
         assert_eq!(f.store.get_version("p", 5).await.unwrap(), None);
         let before = now_ms();
@@ -226,7 +226,7 @@ mod cases {
         assert_eq!(f.other.get_version("p", 5).await.unwrap(), None);
     }
 
-    pub async fn versions_are_created_once_and_never_replaced(f: Fixture) {
+    pub(crate) async fn versions_are_created_once_and_never_replaced(f: Fixture) {
         let (first, _) = picture(7, 8, 4);
         let (second, _) = picture(8, 8, 4);
         f.store.put_version("v", 7, first.clone()).await.unwrap();
@@ -261,7 +261,7 @@ mod cases {
         assert_eq!(seqs, vec![7, 100, 101, 102, 103]);
     }
 
-    pub async fn versions_sit_beside_the_picture_and_leave_it_alone(f: Fixture) {
+    pub(crate) async fn versions_sit_beside_the_picture_and_leave_it_alone(f: Fixture) {
         let (png, meta) = picture(9, 8, 4);
         let version = f.store.save("q", png.clone(), &meta, None).await.unwrap();
         f.store.put_version("q", 9, png.clone()).await.unwrap();
@@ -282,7 +282,7 @@ mod cases {
         assert!(matches!(bad, Err(StoreError::Refused(_))), "{bad:?}");
     }
 
-    pub async fn corrupt_object_is_corrupt(f: Fixture) {
+    pub(crate) async fn corrupt_object_is_corrupt(f: Fixture) {
         let Some(plant) = &f.plant else {
             // Memory holds typed values: there are no bytes to be corrupt.
             return;

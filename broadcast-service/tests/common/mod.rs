@@ -29,14 +29,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long any single wait in a test may take before the test fails.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
-pub fn deadline() -> Instant {
+pub(crate) fn deadline() -> Instant {
     Instant::now() + PATIENCE
 }
 
 /// Logs of the service under test, shown for failing tests (`RUST_LOG` to change the level).
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -46,7 +46,7 @@ pub fn init_tracing() {
 }
 
 /// A running broadcast service.
-pub struct Server {
+pub(crate) struct Server {
     /// `ws://127.0.0.1:PORT`, what clients connect to.
     pub url: String,
     /// `http://127.0.0.1:PORT`, for plain HTTP requests.
@@ -108,7 +108,7 @@ impl Drop for Running {
 }
 
 /// A config as the binary would parse it from `args` (listen and data dir filled in).
-pub fn config(data_dir: &Path, args: &[&str]) -> Config {
+pub(crate) fn config(data_dir: &Path, args: &[&str]) -> Config {
     let mut argv = vec![
         "broadcast-service".to_string(),
         "--listen".into(),
@@ -122,7 +122,7 @@ pub fn config(data_dir: &Path, args: &[&str]) -> Config {
 
 impl Server {
     /// Embedded mode (in-process picture service, filesystem store under `data_dir`).
-    pub async fn start(data_dir: &Path, args: &[&str]) -> Server {
+    pub(crate) async fn start(data_dir: &Path, args: &[&str]) -> Server {
         let config = config(data_dir, args);
         Self::spawn(data_dir, |listener, shutdown| {
             broadcast_service::run(config, listener, shutdown)
@@ -131,7 +131,7 @@ impl Server {
     }
 
     /// With an injected picture service.
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         data_dir: &Path,
         args: &[&str],
         pps: Arc<dyn PictureService>,
@@ -166,13 +166,13 @@ impl Server {
     }
 
     /// Graceful shutdown; fails the test if the service does not stop cleanly in time.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.running.stop("service").await;
     }
 }
 
 /// A picture-service server (services mode), with the `Pps` it serves.
-pub struct PpsServer {
+pub(crate) struct PpsServer {
     /// `ws://127.0.0.1:PORT/bs`, for `--pps-url`.
     pub url: String,
     pub pps: Arc<Pps>,
@@ -181,7 +181,7 @@ pub struct PpsServer {
 
 impl PpsServer {
     /// Serves a `Pps` over a filesystem store under `data_dir`.
-    pub async fn start(data_dir: &Path, config: PpsConfig) -> PpsServer {
+    pub(crate) async fn start(data_dir: &Path, config: PpsConfig) -> PpsServer {
         init_tracing();
         let store = Arc::new(FsStore::new(data_dir.to_path_buf()));
         let pps = Pps::new(config, store);
@@ -198,14 +198,14 @@ impl PpsServer {
         }
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.running.stop("picture service").await;
         self.pps.shutdown(PATIENCE).await;
     }
 }
 
 /// The stored file of a picture, decoded, if it exists.
-pub fn stored(data_dir: &Path, picture: &str) -> Option<Decoded> {
+pub(crate) fn stored(data_dir: &Path, picture: &str) -> Option<Decoded> {
     let path = data_dir.join("pictures").join(format!("{picture}.png"));
     let bytes = std::fs::read(path).ok()?;
     Some(decode_png(&bytes, 4096).unwrap())
@@ -213,7 +213,7 @@ pub fn stored(data_dir: &Path, picture: &str) -> Option<Decoded> {
 
 /// Waits until the stored file of `picture` carries `seq` (files are replaced atomically, so
 /// a half-written file is never seen).
-pub async fn wait_stored(data_dir: &Path, picture: &str, seq: u64) -> Decoded {
+pub(crate) async fn wait_stored(data_dir: &Path, picture: &str, seq: u64) -> Decoded {
     let deadline = deadline();
     loop {
         if let Some(decoded) = stored(data_dir, picture) {
@@ -236,7 +236,7 @@ pub async fn wait_stored(data_dir: &Path, picture: &str, seq: u64) -> Decoded {
 }
 
 /// `snapshot.png` decoded, with its `X-Picture-Seq`.
-pub async fn snapshot(server: &Server, picture: &str) -> (u64, Raster) {
+pub(crate) async fn snapshot(server: &Server, picture: &str) -> (u64, Raster) {
     let (seq, png) = raster_client::snapshot(&server.url, picture).await.unwrap();
     let decoded = decode_png(&png, 4096).unwrap();
     assert_eq!(decoded.seq, Some(seq), "tEXt seq and X-Picture-Seq differ");
@@ -244,7 +244,11 @@ pub async fn snapshot(server: &Server, picture: &str) -> (u64, Raster) {
 }
 
 /// A client that keeps its raster and its log of received updates.
-pub async fn logged_client(server: &Server, picture: &str, size: Option<(u32, u32)>) -> Client {
+pub(crate) async fn logged_client(
+    server: &Server,
+    picture: &str,
+    size: Option<(u32, u32)>,
+) -> Client {
     let options = ConnectOptions {
         size,
         keep_log: true,
@@ -256,11 +260,11 @@ pub async fn logged_client(server: &Server, picture: &str, size: Option<(u32, u3
 }
 
 /// Raw WebSocket, for sending what a well-behaved client never would.
-pub type Raw =
+pub(crate) type Raw =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a raw socket to `picture` and reads its `Welcome`; returns the socket and client id.
-pub async fn raw_join(server: &Server, picture: &str) -> (Raw, u64) {
+pub(crate) async fn raw_join(server: &Server, picture: &str) -> (Raw, u64) {
     let url = format!("{}/pictures/{picture}/ws", server.url);
     let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
@@ -273,7 +277,7 @@ pub async fn raw_join(server: &Server, picture: &str) -> (Raw, u64) {
 
 /// What a raw socket received.
 #[derive(Debug)]
-pub enum RawEvent {
+pub(crate) enum RawEvent {
     Msg(ServerMsg),
     Close(Option<u16>),
     /// The connection ended without a close frame, or with a transport error.
@@ -281,7 +285,7 @@ pub enum RawEvent {
 }
 
 /// The next protocol message or close on a raw socket (WebSocket pings skipped).
-pub async fn raw_next(socket: &mut Raw, deadline: Instant) -> RawEvent {
+pub(crate) async fn raw_next(socket: &mut Raw, deadline: Instant) -> RawEvent {
     loop {
         let next = tokio::time::timeout_at(deadline, socket.next())
             .await
@@ -302,7 +306,7 @@ pub async fn raw_next(socket: &mut Raw, deadline: Instant) -> RawEvent {
 }
 
 /// Reads until the server closes; returns the `Error` messages seen and the close code.
-pub async fn raw_until_close(socket: &mut Raw) -> (Vec<(u16, String)>, Option<u16>) {
+pub(crate) async fn raw_until_close(socket: &mut Raw) -> (Vec<(u16, String)>, Option<u16>) {
     let deadline = deadline();
     let mut errors = Vec::new();
     loop {
@@ -315,17 +319,17 @@ pub async fn raw_until_close(socket: &mut Raw) -> (Vec<(u16, String)>, Option<u1
     }
 }
 
-pub async fn raw_send(socket: &mut Raw, bytes: Vec<u8>) {
+pub(crate) async fn raw_send(socket: &mut Raw, bytes: Vec<u8>) {
     socket.send(Message::Binary(bytes.into())).await.unwrap();
 }
 
-pub fn close_code(code: CloseCode) -> u16 {
+pub(crate) fn close_code(code: CloseCode) -> u16 {
     u16::from(code)
 }
 
 /// Draws `n` random ops (mostly translucent, sized to the client's picture) and waits for every
 /// echo: afterwards they are acknowledged. Returns the client's last seq.
-pub async fn draw_acked(client: &mut Client, n: usize, seed: u64) -> u64 {
+pub(crate) async fn draw_acked(client: &mut Client, n: usize, seed: u64) -> u64 {
     use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (width, height) = (client.receiver().width(), client.receiver().height());
@@ -342,7 +346,7 @@ pub async fn draw_acked(client: &mut Client, n: usize, seed: u64) -> u64 {
 /// reading from another; returns the client once its last op has been echoed. Each time the
 /// reader looks for the next event it publishes the seq it has reached on `progress`. A
 /// rejection, a close or an error fails the test, and so does a resync unless `allow_resync`.
-pub async fn draw_concurrently(
+pub(crate) async fn draw_concurrently(
     client: Client,
     ops: u64,
     seed: u64,
@@ -383,7 +387,7 @@ pub async fn draw_concurrently(
 /// A TCP proxy on loopback in front of a server, whose connections a test can cut at once (both
 /// sockets dropped, no close frame): a lost network for the client, a vanished peer for the
 /// server.
-pub struct CutProxy {
+pub(crate) struct CutProxy {
     /// `ws://127.0.0.1:PORT`, what clients connect to instead of the server.
     pub url: String,
     /// The connections forwarded so far; `cut` aborts them.
@@ -395,7 +399,7 @@ pub struct CutProxy {
 
 impl CutProxy {
     /// Forwards every connection to `target` (`ws://HOST:PORT`, a server's `url`).
-    pub async fn start(target: &str) -> CutProxy {
+    pub(crate) async fn start(target: &str) -> CutProxy {
         let target = target
             .strip_prefix("ws://")
             .unwrap_or(target)
@@ -452,13 +456,13 @@ impl CutProxy {
 
     /// From now on, what the server sends is dropped (on every connection, for good): the
     /// client's ops still reach the server, their echoes are lost on the way back.
-    pub fn lose_downstream(&self) {
+    pub(crate) fn lose_downstream(&self) {
         self.lose_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Drops every connection made through the proxy so far (new ones are still forwarded).
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         for link in self.links.lock().unwrap().drain(..) {
             link.abort();
         }
@@ -473,25 +477,25 @@ impl Drop for CutProxy {
 }
 
 /// A plain HTTP answer: status, headers, body.
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: bytes::Bytes,
 }
 
 impl Answer {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// `X-Picture-Seq`.
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.header("x-picture-seq").unwrap().parse().unwrap()
     }
 }
 
 /// `GET {http}{path}` with `headers`.
-pub async fn get(http: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+pub(crate) async fn get(http: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
     let mut request = reqwest::Client::new().get(format!("{http}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -509,7 +513,7 @@ pub async fn get(http: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
 
 /// Waits until `GET /pictures/{picture}/updates?since={since}` answers 410 (the log was
 /// trimmed past `since` by a flush), polling.
-pub async fn wait_gone(http: &str, picture: &str, since: u64) {
+pub(crate) async fn wait_gone(http: &str, picture: &str, since: u64) {
     let deadline = deadline();
     loop {
         let answer = get(
@@ -536,7 +540,7 @@ pub async fn wait_gone(http: &str, picture: &str, since: u64) {
 /// where it stands, so that it is answered `410` and resyncs from `snapshot.png`. Both end at
 /// the last seq with the same pixels, which the follower's and the watcher's rasters show.
 /// The picture must not exist yet; `size` is created by the first drawer.
-pub async fn busy_follow(url: &str, http: &str, picture: &str, drawers: u64, ops: u64) {
+pub(crate) async fn busy_follow(url: &str, http: &str, picture: &str, drawers: u64, ops: u64) {
     let options = || ConnectOptions {
         size: Some((96, 64)),
         ..ConnectOptions::default()

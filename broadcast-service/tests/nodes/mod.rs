@@ -26,13 +26,13 @@ use crate::common::deadline;
 use crate::procs::{free_port, pps_binary, wait_healthy, Process};
 
 /// Marker pictures are this wide; each drawer has `ROWS_PER_DRAWER` rows of markers.
-pub const WIDTH: u32 = 128;
-pub const ROWS_PER_DRAWER: u32 = 8;
+pub(crate) const WIDTH: u32 = 128;
+pub(crate) const ROWS_PER_DRAWER: u32 = 8;
 /// Rows below the markers where the translucent rectangles go.
-pub const SCRATCH_ROWS: u32 = 32;
+pub(crate) const SCRATCH_ROWS: u32 = 32;
 
 /// Where a cluster's picture services keep pictures.
-pub enum Storage {
+pub(crate) enum Storage {
     /// One directory shared by every picture service.
     Dir(PathBuf),
     /// The test bucket on LocalStack, under a prefix of the test's own.
@@ -42,7 +42,7 @@ pub enum Storage {
 impl Storage {
     /// The picture service's arguments naming this store, and the environment it needs (a
     /// `RUST_LOG` of `CLUSTER_LOG`, default `warn`; S3 credentials and endpoint).
-    pub fn args_env(&self) -> (Vec<String>, Vec<(String, String)>) {
+    pub(crate) fn args_env(&self) -> (Vec<String>, Vec<(String, String)>) {
         let mut env = vec![(
             "RUST_LOG".to_string(),
             std::env::var("CLUSTER_LOG").unwrap_or_else(|_| "warn".to_string()),
@@ -62,7 +62,7 @@ impl Storage {
 }
 
 /// One node: its process and how to start it again.
-pub struct Node {
+pub(crate) struct Node {
     pub port: u16,
     bin: PathBuf,
     args: Vec<String>,
@@ -71,7 +71,12 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn start(bin: PathBuf, port: u16, args: Vec<String>, env: Vec<(String, String)>) -> Node {
+    pub(crate) fn start(
+        bin: PathBuf,
+        port: u16,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Node {
         let mut node = Node {
             port,
             bin,
@@ -84,7 +89,7 @@ impl Node {
     }
 
     /// Starts the process again with the same arguments (it must not be running).
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
@@ -95,24 +100,24 @@ impl Node {
 
     /// The URL under which a picture service advertises itself (and is listed in
     /// `--pps-url`).
-    pub fn pps_url(&self) -> String {
+    pub(crate) fn pps_url(&self) -> String {
         format!("ws://127.0.0.1:{}/bs", self.port)
     }
 
-    pub fn http(&self) -> String {
+    pub(crate) fn http(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn ws(&self) -> String {
+    pub(crate) fn ws(&self) -> String {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         self.process.as_ref().unwrap().signal(signal);
     }
 
     /// SIGKILL, and waits for the process to be gone.
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.signal("-KILL");
             assert!(!process.wait().await);
@@ -120,19 +125,19 @@ impl Node {
     }
 
     /// SIGTERM, and waits for a clean exit.
-    pub async fn terminate(&mut self) {
+    pub(crate) async fn terminate(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.signal("-TERM");
             assert!(process.wait().await, "{} did not exit cleanly", self.port);
         }
     }
 
-    pub async fn healthy(&self) {
+    pub(crate) async fn healthy(&self) {
         wait_healthy(&self.http()).await;
     }
 
     /// A counter or gauge from `/metrics` (summed over its label sets), 0 when absent.
-    pub async fn metric(&self, name: &str) -> f64 {
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
         let text = reqwest::get(format!("{}/metrics", self.http()))
             .await
             .unwrap()
@@ -154,7 +159,7 @@ impl Node {
     }
 }
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub pps: Vec<Node>,
     pub bs: Vec<Node>,
     pub storage: Storage,
@@ -165,7 +170,7 @@ pub struct Cluster {
 impl Cluster {
     /// `pps` picture services and `bs` broadcast services; `lease_timeout` for the picture
     /// services; extra arguments for each kind.
-    pub async fn start(
+    pub(crate) async fn start(
         storage: Storage,
         pps: usize,
         bs: usize,
@@ -247,29 +252,29 @@ impl Cluster {
 
     /// Which picture service `picture` is placed on first (index into `pps`), as the
     /// broadcast services compute it from their `--pps-url` list.
-    pub fn placed_on(&self, picture: &str) -> usize {
+    pub(crate) fn placed_on(&self, picture: &str) -> usize {
         let urls: Vec<String> = self.pps.iter().map(Node::pps_url).collect();
         protocol::placement::rendezvous(picture, &urls)[0]
     }
 
     /// The broadcast services' WebSocket URLs, starting at `first` (round robin).
-    pub fn bs_urls_from(&self, first: usize) -> Vec<String> {
+    pub(crate) fn bs_urls_from(&self, first: usize) -> Vec<String> {
         let n = self.bs.len();
         (0..n).map(|i| self.bs[(first + i) % n].ws()).collect()
     }
 
     /// The broadcast services up now.
-    pub fn live_bs(&self) -> Vec<&Node> {
+    pub(crate) fn live_bs(&self) -> Vec<&Node> {
         self.bs.iter().filter(|n| n.process.is_some()).collect()
     }
 }
 
-pub fn bs_binary() -> PathBuf {
+pub(crate) fn bs_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_broadcast-service"))
 }
 
 /// The marker op `index` of drawer `drawer`: one opaque pixel of its own.
-pub fn marker(drawer: u32, index: u32) -> Op {
+pub(crate) fn marker(drawer: u32, index: u32) -> Op {
     let (x, y) = marker_point(drawer, index);
     Op::Pixels {
         color: marker_color(drawer, index),
@@ -277,7 +282,7 @@ pub fn marker(drawer: u32, index: u32) -> Op {
     }
 }
 
-pub fn marker_point(drawer: u32, index: u32) -> (i32, i32) {
+pub(crate) fn marker_point(drawer: u32, index: u32) -> (i32, i32) {
     assert!(
         index < WIDTH * ROWS_PER_DRAWER,
         "drawer {drawer} has no room for marker {index}"
@@ -288,7 +293,7 @@ pub fn marker_point(drawer: u32, index: u32) -> (i32, i32) {
     )
 }
 
-pub fn marker_color(drawer: u32, index: u32) -> [u8; 4] {
+pub(crate) fn marker_color(drawer: u32, index: u32) -> [u8; 4] {
     let v = drawer * 7919 + index * 31 + 1;
     [
         (v % 251) as u8,
@@ -299,7 +304,7 @@ pub fn marker_color(drawer: u32, index: u32) -> [u8; 4] {
 }
 
 /// A translucent rectangle in the scratch rows, below every drawer's markers.
-pub fn scratch(drawers: u32, drawer: u32, index: u32) -> Op {
+pub(crate) fn scratch(drawers: u32, drawer: u32, index: u32) -> Op {
     Op::Rect {
         x: ((index * 13 + drawer * 29) % (WIDTH - 8)) as i32,
         y: (drawers * ROWS_PER_DRAWER + (index * 7) % (SCRATCH_ROWS - 6)) as i32,
@@ -314,12 +319,12 @@ pub fn scratch(drawers: u32, drawer: u32, index: u32) -> Op {
     }
 }
 
-pub fn picture_size(drawers: u32) -> (u32, u32) {
+pub(crate) fn picture_size(drawers: u32) -> (u32, u32) {
     (WIDTH, drawers * ROWS_PER_DRAWER + SCRATCH_ROWS)
 }
 
 /// Connects to the first broadcast service of `urls` that takes the client.
-pub async fn connect_any(urls: &[String], picture: &str, size: (u32, u32)) -> Client {
+pub(crate) async fn connect_any(urls: &[String], picture: &str, size: (u32, u32)) -> Client {
     let deadline = deadline();
     loop {
         for url in urls {
@@ -342,7 +347,7 @@ pub async fn connect_any(urls: &[String], picture: &str, size: (u32, u32)) -> Cl
 
 /// What a drawer did: its acknowledged markers and every update it saw.
 #[derive(Default)]
-pub struct Drawn {
+pub(crate) struct Drawn {
     /// Marker index → the seq its echo came at.
     pub acked: HashMap<u32, u64>,
     /// Every update seen, connection after connection.
@@ -356,7 +361,7 @@ pub struct Drawn {
 /// Draws markers `0..count` (and a scratch rectangle after every 8th), `window` at a time,
 /// on picture `picture`, through the broadcast services of `urls` (the first that takes it;
 /// another when its connection breaks). Returns once every marker is acknowledged.
-pub async fn draw_markers(
+pub(crate) async fn draw_markers(
     urls: Vec<String>,
     picture: String,
     drawers: u32,
@@ -438,7 +443,7 @@ pub async fn draw_markers(
 }
 
 /// Checks that all these logs agree on one order: no seq carries two different ops.
-pub fn assert_one_order<'a>(
+pub(crate) fn assert_one_order<'a>(
     logs: impl IntoIterator<Item = &'a LogEntry>,
 ) -> HashMap<u64, (u64, u64)> {
     let mut order: HashMap<u64, (u64, u64)> = HashMap::new();
@@ -460,7 +465,7 @@ pub fn assert_one_order<'a>(
 }
 
 /// Checks that `raster` holds every acknowledged marker of every drawer.
-pub fn assert_markers(raster: &Raster, drawn: &[Drawn]) {
+pub(crate) fn assert_markers(raster: &Raster, drawn: &[Drawn]) {
     let mut checked = 0;
     for (drawer, d) in drawn.iter().enumerate() {
         for &index in d.acked.keys() {
@@ -480,7 +485,7 @@ pub fn assert_markers(raster: &Raster, drawn: &[Drawn]) {
 }
 
 /// The stored picture of `picture`: its seq and pixels, if it exists.
-pub async fn stored(storage: &Storage, picture: &str) -> Option<(u64, Raster)> {
+pub(crate) async fn stored(storage: &Storage, picture: &str) -> Option<(u64, Raster)> {
     match storage {
         Storage::Dir(dir) => {
             crate::common::stored(dir, picture).map(|d| (d.seq.unwrap(), d.raster))
@@ -492,7 +497,7 @@ pub async fn stored(storage: &Storage, picture: &str) -> Option<(u64, Raster)> {
 }
 
 /// The stored picture of `picture`, decoded, once its seq is `seq` (waits for it).
-pub async fn wait_stored(storage: &Storage, picture: &str, seq: u64) -> Raster {
+pub(crate) async fn wait_stored(storage: &Storage, picture: &str, seq: u64) -> Raster {
     let deadline = deadline();
     loop {
         if let Some((stored_seq, raster)) = stored(storage, picture).await {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::common::deadline;
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -20,7 +20,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The picture service binary, built next to this test (`cargo build --workspace --bins`).
-pub fn pps_binary() -> PathBuf {
+pub(crate) fn pps_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join("primary-picture-service");
@@ -33,16 +33,16 @@ pub fn pps_binary() -> PathBuf {
 }
 
 /// A service running as a child process; killed if the test ends early.
-pub struct Process {
+pub(crate) struct Process {
     pub child: Child,
 }
 
 impl Process {
-    pub fn spawn(bin: &Path, args: &[String]) -> Process {
+    pub(crate) fn spawn(bin: &Path, args: &[String]) -> Process {
         Self::spawn_with_env(bin, args, &[])
     }
 
-    pub fn spawn_with_env(bin: &Path, args: &[String], env: &[(&str, &str)]) -> Process {
+    pub(crate) fn spawn_with_env(bin: &Path, args: &[String], env: &[(&str, &str)]) -> Process {
         let child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", "warn")
@@ -59,7 +59,7 @@ impl Process {
         Process { child }
     }
 
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -68,7 +68,7 @@ impl Process {
     }
 
     /// Waits for the process to exit; returns whether it exited successfully.
-    pub async fn wait(&mut self) -> bool {
+    pub(crate) async fn wait(&mut self) -> bool {
         let deadline = deadline();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -87,7 +87,7 @@ impl Drop for Process {
     }
 }
 
-pub async fn wait_healthy(http: &str) {
+pub(crate) async fn wait_healthy(http: &str) {
     let deadline = deadline();
     let client = reqwest::Client::new();
     loop {
@@ -101,11 +101,11 @@ pub async fn wait_healthy(http: &str) {
     }
 }
 
-pub fn start_pps(port: u16, data_dir: &Path, extra: &[&str]) -> Process {
+pub(crate) fn start_pps(port: u16, data_dir: &Path, extra: &[&str]) -> Process {
     start_pps_with_env(port, data_dir, extra, &[])
 }
 
-pub fn start_pps_with_env(
+pub(crate) fn start_pps_with_env(
     port: u16,
     data_dir: &Path,
     extra: &[&str],

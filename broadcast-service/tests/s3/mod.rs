@@ -14,13 +14,13 @@ use tokio::time::Instant;
 
 use crate::common::deadline;
 
-pub struct S3 {
+pub(crate) struct S3 {
     pub endpoint: String,
     pub bucket: String,
     pub client: aws_sdk_s3::Client,
 }
 
-pub async fn s3() -> Option<S3> {
+pub(crate) async fn s3() -> Option<S3> {
     let endpoint = match std::env::var("S3_TEST_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => endpoint,
         _ if std::env::var("S3_TESTS").as_deref() == Ok("skip") => return None,
@@ -49,7 +49,7 @@ pub async fn s3() -> Option<S3> {
 }
 
 /// The stored object: (metadata seq, decoded picture), or `None` when it does not exist.
-pub async fn object(s3: &S3, key: &str) -> Option<(u64, Raster)> {
+pub(crate) async fn object(s3: &S3, key: &str) -> Option<(u64, Raster)> {
     let got = s3
         .client
         .get_object()
@@ -69,7 +69,7 @@ pub async fn object(s3: &S3, key: &str) -> Option<(u64, Raster)> {
     Some((meta_seq, decoded.raster))
 }
 
-pub async fn wait_object_seq(s3: &S3, key: &str, seq: u64) -> Raster {
+pub(crate) async fn wait_object_seq(s3: &S3, key: &str, seq: u64) -> Raster {
     let deadline = deadline();
     loop {
         if let Some((got, raster)) = object(s3, key).await {

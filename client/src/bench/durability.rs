@@ -23,7 +23,7 @@ use super::{picture_id, CommonArgs, Latency};
 
 /// `raster bench durable`'s report.
 #[derive(Debug, Serialize)]
-pub struct DurableReport {
+pub(super) struct DurableReport {
     pub workload: &'static str,
     pub clients: usize,
     pub rate: f64,
@@ -37,7 +37,7 @@ pub struct DurableReport {
 }
 
 /// Clients drawing `rate` ops/s each with `?durable=1`; every echo waits for its `Durable`.
-pub async fn run_durable(
+pub(super) async fn run_durable(
     url: &str,
     common: &CommonArgs,
     clients: usize,
@@ -176,7 +176,7 @@ async fn durable_client(
 
 /// `raster bench resume`'s report.
 #[derive(Debug, Serialize)]
-pub struct ResumeReport {
+pub(super) struct ResumeReport {
     pub workload: &'static str,
     pub side: u32,
     pub strokes: usize,
@@ -198,7 +198,7 @@ pub struct ResumeReport {
 /// History on a `side`² picture, then `repeats` rounds of: `gap` updates a session client
 /// misses, its resume, a full LZ4 join and a full PNG join (timed alternately), and the bytes
 /// of each kind of `Welcome`.
-pub async fn run_resume(
+pub(super) async fn run_resume(
     url: &str,
     common: &CommonArgs,
     side: u32,

@@ -47,7 +47,7 @@ use proc_stats::{ProcSampler, ServerStats};
 
 /// Flags shared by every workload (accepted before or after the workload's name).
 #[derive(clap::Args, Clone, Debug)]
-pub struct CommonArgs {
+pub(crate) struct CommonArgs {
     /// Prefix of the picture ids the benchmark creates (a random suffix keeps runs apart).
     #[arg(
         long,
@@ -97,7 +97,7 @@ pub struct CommonArgs {
 
 /// The workloads.
 #[derive(clap::Subcommand, Clone, Debug)]
-pub enum Workload {
+pub(crate) enum Workload {
     /// N clients on one picture, each drawing an 8-point stroke RATE times a second.
     W1 {
         #[arg(long, env = "RASTER_BENCH_CLIENTS", default_value_t = 16)]
@@ -215,7 +215,7 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
 }
 
 /// A number of seconds: finite, 0 ..= 10^6 (so it always makes a valid `Duration`).
-pub fn seconds_arg(text: &str) -> Result<f64, String> {
+pub(crate) fn seconds_arg(text: &str) -> Result<f64, String> {
     let v: f64 = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
     if v.is_finite() && (0.0..=1e6).contains(&v) {
         Ok(v)
@@ -225,7 +225,7 @@ pub fn seconds_arg(text: &str) -> Result<f64, String> {
 }
 
 /// A rate per second: finite, 0 ..= 10^7 (0 where it means "idle").
-pub fn rate_arg(text: &str) -> Result<f64, String> {
+pub(crate) fn rate_arg(text: &str) -> Result<f64, String> {
     let v: f64 = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
     if v.is_finite() && (0.0..=1e7).contains(&v) {
         Ok(v)
@@ -234,12 +234,12 @@ pub fn rate_arg(text: &str) -> Result<f64, String> {
     }
 }
 
-pub fn size_arg(text: &str) -> Result<(u32, u32), String> {
+pub(crate) fn size_arg(text: &str) -> Result<(u32, u32), String> {
     parse_size(text)
 }
 
 /// Runs one workload and prints its report.
-pub async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::Result<()> {
+pub(crate) async fn run(url: &str, common: CommonArgs, workload: Workload) -> anyhow::Result<()> {
     let report = match workload {
         Workload::W1 {
             clients,
@@ -393,7 +393,7 @@ enum Mode {
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// (receiver, update) pairs measured.
     pub count: u64,
     pub p50: f64,
@@ -417,7 +417,7 @@ impl Latency {
 
 /// The result of one load run (w1, w2, pictures).
 #[derive(Clone, Debug, Serialize)]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     pub workload: &'static str,
     pub pictures: usize,
     pub clients_per_picture: usize,
@@ -936,7 +936,7 @@ async fn progress_loop(counters: Arc<Counters>, epoch: Instant) {
 
 /// Join-time statistics in milliseconds.
 #[derive(Clone, Debug, Serialize)]
-pub struct JoinTimes {
+pub(crate) struct JoinTimes {
     /// Every measured join, sorted.
     pub samples_ms: Vec<f64>,
     /// Median (the lower one for an even count).
@@ -961,7 +961,7 @@ impl JoinTimes {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct W3Report {
+pub(crate) struct W3Report {
     pub workload: &'static str,
     /// The picture created for the run.
     pub picture: String,

@@ -22,7 +22,7 @@ use super::{lock, picture_id, CommonArgs, Latency};
 /// Whether the polls are conditional.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PollMode {
+pub(crate) enum PollMode {
     /// `If-None-Match` with the picture's `ETag`: `304 Not Modified`.
     Conditional,
     /// No validator: the PNG every time.
@@ -31,7 +31,7 @@ pub enum PollMode {
 
 /// `raster bench poll`'s report.
 #[derive(Debug, Serialize)]
-pub struct PollReport {
+pub(super) struct PollReport {
     pub workload: &'static str,
     pub mode: PollMode,
     /// Asked polls per second, and achieved.
@@ -52,7 +52,7 @@ pub struct PollReport {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn run_poll(
+pub(super) async fn run_poll(
     url: &str,
     common: &CommonArgs,
     mode: PollMode,

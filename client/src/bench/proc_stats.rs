@@ -12,7 +12,7 @@ const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// A starting point for measuring a process.
 #[derive(Debug)]
-pub struct ProcSampler {
+pub(super) struct ProcSampler {
     /// The process measured.
     pid: u32,
     /// User + system ticks at the start, for the CPU share over the run.
@@ -25,7 +25,7 @@ pub struct ProcSampler {
 
 /// What the server cost over a run.
 #[derive(Clone, Debug, Serialize)]
-pub struct ServerStats {
+pub(crate) struct ServerStats {
     pub pid: u32,
     /// CPU time over wall time, in percent of one core (200 = two cores busy).
     pub cpu_percent: f64,
@@ -72,7 +72,7 @@ fn status_field(status: &str, pid: u32, key: &str) -> std::io::Result<u64> {
 }
 
 impl ProcSampler {
-    pub fn start(pid: u32) -> std::io::Result<Self> {
+    pub(super) fn start(pid: u32) -> std::io::Result<Self> {
         Ok(Self {
             pid,
             start_ticks: cpu_ticks(pid)?,
@@ -82,13 +82,13 @@ impl ProcSampler {
     }
 
     /// Samples the resident set (call about once a second).
-    pub fn sample(&mut self) {
+    pub(super) fn sample(&mut self) {
         if let Ok(rss) = status_kib(self.pid, "VmRSS") {
             self.max_rss_kib = self.max_rss_kib.max(rss);
         }
     }
 
-    pub fn finish(mut self) -> std::io::Result<ServerStats> {
+    pub(super) fn finish(mut self) -> std::io::Result<ServerStats> {
         self.sample();
         let ticks = cpu_ticks(self.pid)?.saturating_sub(self.start_ticks);
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);

@@ -11,12 +11,12 @@ use protocol::pps::{AcquireRequest, Acquired, ApplyBatch, Lease, Snapshot};
 use protocol::snapshot::{decode_png, encode_png, Compression};
 use protocol::{Op, Raster, Sequenced};
 
-pub const W: u32 = 16;
-pub const H: u32 = 8;
+pub(crate) const W: u32 = 16;
+pub(crate) const H: u32 = 8;
 
 /// A translucent rectangle, different for every seq, so that applying an update twice (or
 /// skipping one) changes pixels.
-pub fn op(seq: u64) -> Op {
+pub(crate) fn op(seq: u64) -> Op {
     Op::Rect {
         x: (seq % 5) as i32,
         y: (seq % 3) as i32,
@@ -26,7 +26,7 @@ pub fn op(seq: u64) -> Op {
     }
 }
 
-pub fn update(seq: u64) -> Sequenced {
+pub(crate) fn update(seq: u64) -> Sequenced {
     Sequenced {
         seq,
         client_id: 1,
@@ -37,11 +37,11 @@ pub fn update(seq: u64) -> Sequenced {
 
 /// The lease a picture service grants first for a picture that nobody owned (its takeover
 /// writes epoch 1; the first grant of an epoch is 1).
-pub const FIRST_LEASE: Lease = Lease { epoch: 1, grant: 1 };
+pub(crate) const FIRST_LEASE: Lease = Lease { epoch: 1, grant: 1 };
 
 /// Asks `pps` for `picture`'s sequencer lease as the broadcast service at `holder`, creating
 /// the picture at W×H if it exists nowhere.
-pub async fn acquire_as(
+pub(crate) async fn acquire_as(
     pps: &dyn PictureService,
     picture: &str,
     holder: &str,
@@ -58,7 +58,7 @@ pub async fn acquire_as(
 
 /// The lease of `picture` for the test's sequencer (which must get it), and the seq it
 /// continues after.
-pub async fn acquire(pps: &dyn PictureService, picture: &str) -> (Lease, u64) {
+pub(crate) async fn acquire(pps: &dyn PictureService, picture: &str) -> (Lease, u64) {
     match acquire_as(pps, picture, "http://test-sequencer")
         .await
         .unwrap()
@@ -69,12 +69,12 @@ pub async fn acquire(pps: &dyn PictureService, picture: &str) -> (Lease, u64) {
 }
 
 /// The batch of updates `first..=last`, under the first lease ([`FIRST_LEASE`]).
-pub fn batch(picture: &str, first: u64, last: u64) -> ApplyBatch {
+pub(crate) fn batch(picture: &str, first: u64, last: u64) -> ApplyBatch {
     batch_with(FIRST_LEASE, picture, first, last)
 }
 
 /// The batch of updates `first..=last` under `lease`.
-pub fn batch_with(lease: Lease, picture: &str, first: u64, last: u64) -> ApplyBatch {
+pub(crate) fn batch_with(lease: Lease, picture: &str, first: u64, last: u64) -> ApplyBatch {
     let updates: Vec<Sequenced> = (first..=last).map(update).collect();
     ApplyBatch {
         picture: picture.to_string(),
@@ -88,7 +88,7 @@ pub fn batch_with(lease: Lease, picture: &str, first: u64, last: u64) -> ApplyBa
 }
 
 /// `base` with updates `first..=last` applied once each, in order.
-pub fn expected_from(mut base: Raster, first: u64, last: u64) -> Raster {
+pub(crate) fn expected_from(mut base: Raster, first: u64, last: u64) -> Raster {
     for seq in first..=last {
         base.apply(&op(seq));
     }
@@ -96,12 +96,12 @@ pub fn expected_from(mut base: Raster, first: u64, last: u64) -> Raster {
 }
 
 /// The blank picture with updates `1..=last`.
-pub fn expected(last: u64) -> Raster {
+pub(crate) fn expected(last: u64) -> Raster {
     expected_from(Raster::new(W, H), 1, last)
 }
 
 /// Asserts that `png` is exactly `raster` at `seq`.
-pub fn assert_png(png: &[u8], raster: &Raster, seq: u64) {
+pub(crate) fn assert_png(png: &[u8], raster: &Raster, seq: u64) {
     let decoded = decode_png(png, 4096).unwrap();
     assert_eq!(decoded.seq, Some(seq), "png seq");
     assert_eq!(decoded.raster.width(), raster.width());
@@ -112,7 +112,7 @@ pub fn assert_png(png: &[u8], raster: &Raster, seq: u64) {
     );
 }
 
-pub fn assert_snapshot(snapshot: &Snapshot, raster: &Raster, seq: u64) {
+pub(crate) fn assert_snapshot(snapshot: &Snapshot, raster: &Raster, seq: u64) {
     assert_eq!(snapshot.seq, seq);
     assert_eq!(
         (snapshot.width, snapshot.height),
@@ -122,12 +122,16 @@ pub fn assert_snapshot(snapshot: &Snapshot, raster: &Raster, seq: u64) {
     assert_png(png, raster, seq);
 }
 
-pub fn png_of(raster: &Raster, seq: u64) -> Bytes {
+pub(crate) fn png_of(raster: &Raster, seq: u64) -> Bytes {
     Bytes::from(encode_png(raster, seq, Compression::Fast).unwrap())
 }
 
 /// Waits until `condition` holds, failing the test after `deadline`.
-pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+pub(crate) async fn eventually(
+    what: &str,
+    deadline: Duration,
+    mut condition: impl FnMut() -> bool,
+) {
     let give_up = tokio::time::Instant::now() + deadline;
     while !condition() {
         assert!(

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::json::op_text;
 
-pub struct Case {
+pub(crate) struct Case {
     pub name: &'static str,
     pub note: &'static str,
     pub width: u32,
@@ -123,7 +123,7 @@ fn case(name: &'static str, note: &'static str, width: u32, height: u32, ops: Ve
 const HALF: Rgba = [20, 40, 200, 128];
 const M: i32 = 1_000_000;
 
-pub fn cases() -> Vec<Case> {
+pub(crate) fn cases() -> Vec<Case> {
     let mut rng = Lcg(0x5eed_f7a5_7e00);
     let mut out = vec![
         case(
@@ -464,7 +464,7 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// The final picture of a case.
-pub fn render(case: &Case) -> Raster {
+pub(crate) fn render(case: &Case) -> Raster {
     let mut raster = Raster::new(case.width, case.height);
     for op in &case.ops {
         raster.apply(op);
@@ -473,7 +473,7 @@ pub fn render(case: &Case) -> Raster {
 }
 
 /// The whole vector file, laid out like the shared `raster.json`.
-pub fn file_text() -> String {
+pub(crate) fn file_text() -> String {
     let cases = cases();
     let mut out = String::from("[\n");
     for (i, case) in cases.iter().enumerate() {

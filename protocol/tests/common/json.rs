@@ -41,7 +41,7 @@ fn as_int<T: TryFrom<i128>>(v: &Value) -> Result<T> {
     int(&json!({ "v": v }), "v")
 }
 
-pub fn rgba(v: &Value) -> Result<Rgba> {
+pub(crate) fn rgba(v: &Value) -> Result<Rgba> {
     let a = v.as_array().context("rgba is not an array")?;
     if a.len() != 4 {
         bail!("rgba needs 4 values: {v}");
@@ -54,7 +54,7 @@ pub fn rgba(v: &Value) -> Result<Rgba> {
     ])
 }
 
-pub fn points(v: &Value) -> Result<Vec<Point>> {
+pub(crate) fn points(v: &Value) -> Result<Vec<Point>> {
     v.as_array()
         .context("points is not an array")?
         .iter()
@@ -77,7 +77,7 @@ fn string(v: &Value, name: &str) -> Result<String> {
     Ok(field(v, name)?.as_str().context("not a string")?.to_owned())
 }
 
-pub fn op(v: &Value) -> Result<Op> {
+pub(crate) fn op(v: &Value) -> Result<Op> {
     let (kind, f) = variant(v)?;
     Ok(match kind {
         "Pixels" => Op::Pixels {
@@ -110,7 +110,7 @@ pub fn op(v: &Value) -> Result<Op> {
     })
 }
 
-pub fn sequenced(v: &Value) -> Result<Sequenced> {
+pub(crate) fn sequenced(v: &Value) -> Result<Sequenced> {
     Ok(Sequenced {
         seq: int(v, "seq")?,
         client_id: int(v, "client_id")?,
@@ -127,7 +127,7 @@ fn sequenced_list(v: &Value) -> Result<Vec<Sequenced>> {
         .collect()
 }
 
-pub fn client_msg(v: &Value) -> Result<ClientMsg> {
+pub(crate) fn client_msg(v: &Value) -> Result<ClientMsg> {
     let (kind, f) = variant(v)?;
     Ok(match kind {
         "Draw" => ClientMsg::Draw {
@@ -141,7 +141,7 @@ pub fn client_msg(v: &Value) -> Result<ClientMsg> {
     })
 }
 
-pub fn server_msg(v: &Value) -> Result<ServerMsg> {
+pub(crate) fn server_msg(v: &Value) -> Result<ServerMsg> {
     let (kind, f) = variant(v)?;
     Ok(match kind {
         "Welcome" => ServerMsg::Welcome {
@@ -185,7 +185,7 @@ fn rgba_text(c: &Rgba) -> String {
 
 /// An op in the vectors' JSON form, on one line, fields in the README's order (the layout of
 /// `raster.json`).
-pub fn op_text(op: &Op) -> String {
+pub(crate) fn op_text(op: &Op) -> String {
     match op {
         Op::Pixels { color, points } => format!(
             r#"{{"Pixels": {{"color": {}, "points": {}}}}}"#,
