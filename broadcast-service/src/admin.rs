@@ -110,14 +110,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn check_id(id: &str) -> Result<(), Failure> {
-    if protocol::valid_picture_id(id) {
-        Ok(())
-    } else {
-        Err(failure(
-            StatusCode::BAD_REQUEST,
-            format!("invalid picture id {id:?}: ids match ^[A-Za-z0-9_-]{{1,64}}$"),
-        ))
-    }
+    crate::http::check_id(id).map_err(|message| failure(StatusCode::BAD_REQUEST, message))
 }
 
 fn pps_failure(error: PpsError) -> Failure {

@@ -118,7 +118,8 @@ pub(crate) fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message + "\n").into_response()
 }
 
-fn check_id(id: &str) -> Result<(), String> {
+/// The picture id of a path, checked (PROTOCOL.md §1), or the `400` message saying why not.
+pub(crate) fn check_id(id: &str) -> Result<(), String> {
     if protocol::valid_picture_id(id) {
         Ok(())
     } else {
