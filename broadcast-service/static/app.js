@@ -22,7 +22,7 @@
 import { PictureClient, randomSession, union } from './client.js';
 import { CoverageGesture } from './gesture.js';
 import { HistoryPanel } from './history.js';
-import { Raster, lineReference, opBounds } from './protocol.js';
+import { Raster, lineReference, opBounds } from './raster.js';
 import { rememberPicture } from './recent.js';
 
 /** Page settings; limits match PROTOCOL.md §5 defaults (the server's word is final). */

@@ -14,7 +14,9 @@
 // picture has, sends the others again, once, in order, with their own client_seq (the server
 // drops a copy of one it already sequenced). `saved` tells whether storage has all of our ops.
 
-import { Raster, decodePng, decodeServerMsg, encodeClientMsg } from './protocol.js';
+import { decodeServerMsg, encodeClientMsg } from './codec.js';
+import { decodePng } from './png.js';
+import { Raster } from './raster.js';
 
 /** Connection settings; every delay in milliseconds. */
 export const DEFAULTS = {

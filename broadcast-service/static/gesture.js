@@ -9,7 +9,7 @@
 // spines, since consecutive pieces share their joint point). Plain ES module without DOM, so
 // node's tests drive it directly.
 
-import { opBounds, strokeCoverage } from './protocol.js';
+import { opBounds, strokeCoverage } from './raster.js';
 
 /** Most points in one Pixels op (PROTOCOL.md §5 default). */
 export const MAX_PIXELS_POINTS = 65_536;

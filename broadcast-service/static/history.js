@@ -3,10 +3,10 @@
 //
 // A version is shown on its own canvas above the live picture (the live picture keeps updating
 // underneath, unseen); while one is shown, drawing is paused (the page asks `drawingPaused`).
-// Versions are decoded with protocol.js, so the canvas gets the stored pixels exactly. The
+// Versions are decoded with png.js, so the canvas gets the stored pixels exactly. The
 // timelapse is the server's animated PNG in an <img> over the stage, scaled like the picture.
 
-import { decodePng } from './protocol.js';
+import { decodePng } from './png.js';
 
 const $ = (id) => document.getElementById(id);
 
