@@ -43,22 +43,8 @@ BS="$ROOT/target/release/broadcast-service"
 RASTER="$ROOT/target/release/raster"
 OUT="$ROOT/bench-results/poll"
 mkdir -p "$OUT"
-WORK="$(mktemp -d)"
-PID=""
-
-log() { echo "bench-poll.sh: $*" >&2; }
-stop() {
-  if [[ -n "$PID" ]]; then
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-    PID=""
-  fi
-}
-trap 'stop; rm -rf "$WORK"' EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# WORK, PID, log, stop (at exit too), free_port.
+source "$ROOT/scripts/bench-lib.sh"
 
 if ((BUILD)); then
   cargo build --release -p broadcast-service -p raster-client --bins

@@ -321,18 +321,9 @@ async fn snapshot(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(message) = check_id(&id) {
-        return bad_request(message);
-    }
     // A `view` token is enough to read the picture (PROTOCOL.md §13).
-    if let Err(refused) = crate::auth::authorize(
-        state.tokens.as_ref(),
-        query.get("token").map(String::as_str),
-        &headers,
-        &id,
-    ) {
-        metrics::counter!("bs_unauthorized_total", "reason" => refused.label()).increment(1);
-        return refused.into_response();
+    if let Some(refused) = refuse_read(&state, &id, &query, &headers) {
+        return refused;
     }
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
@@ -527,18 +518,9 @@ async fn updates(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(message) = check_id(&id) {
-        return bad_request(message);
-    }
     // As for snapshot.png: a `view` token is enough (PROTOCOL.md §13).
-    if let Err(refused) = crate::auth::authorize(
-        state.tokens.as_ref(),
-        query.get("token").map(String::as_str),
-        &headers,
-        &id,
-    ) {
-        metrics::counter!("bs_unauthorized_total", "reason" => refused.label()).increment(1);
-        return refused.into_response();
+    if let Some(refused) = refuse_read(&state, &id, &query, &headers) {
+        return refused;
     }
     let since = match query.get("since").map(|v| (v, v.parse::<u64>())) {
         Some((_, Ok(since))) => since,
@@ -660,8 +642,8 @@ fn updates_json(body: &[u8]) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&message).map_err(|e| e.to_string())
 }
 
-/// Why a read of `id` (history, versions, timelapse) is refused: a bad id, or no valid token
-/// for it (PROTOCOL.md §13: `view` is enough), as for `snapshot.png`; `None`: go ahead.
+/// Why a read of `id` (`snapshot.png`, `updates`, history, versions, timelapse) is refused: a
+/// bad id, or no valid token for it (PROTOCOL.md §13: `view` is enough); `None`: go ahead.
 pub(crate) fn refuse_read(
     state: &AppState,
     id: &str,
