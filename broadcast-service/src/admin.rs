@@ -265,9 +265,9 @@ async fn revert(
             .into_response()
         }
     };
-    let cluster = state.registry.cluster().clone();
-    let link = cluster.route(&id, None);
-    let version = match cluster.link(link).pps.version(id.clone(), seq).await {
+    // Any picture service reads the stored versions (as for GET .../history/{seq}.png).
+    let asked = crate::http::ask_storage(&state, &id, |pps| pps.version(id.clone(), seq)).await;
+    let version = match asked {
         Ok(version) => version,
         Err(PpsError::NotFound) => {
             return failure(
