@@ -85,6 +85,11 @@ done
 for want in primary-picture-service broadcast-service; do
   grep -qE "^FROM .* AS $want\$" docker/Dockerfile || fail "docker/Dockerfile has no target '$want'"
 done
+# Every workspace member is copied into the build (a missing one fails only inside Docker).
+while read -r member; do
+  grep -qE "^COPY $member \./$member\$" docker/Dockerfile ||
+    fail "docker/Dockerfile does not COPY workspace member '$member'"
+done < <(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("Cargo.toml","rb"))["workspace"]["members"]))')
 while read -r path; do
   [[ -e "$path" ]] || fail "docker-compose.yml: build path '$path' does not exist"
 done < <(grep -E '^\s+(context|dockerfile):' docker-compose.yml | awk '{print $2}' | sort -u)
