@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use primary_picture_service::PpsEvent;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 use crate::cluster::{Cluster, LinkId};
 use crate::outbox::Outbox;
@@ -49,6 +49,8 @@ pub(crate) struct Registry {
     settings: Arc<RoomSettings>,
     next_instance: AtomicU64,
     shutting_down: AtomicBool,
+    /// Told whenever a room closes (what a shutdown waits for).
+    closed: Notify,
     /// For rooms to reach the registry without a reference cycle.
     me: Weak<Registry>,
 }
@@ -73,6 +75,7 @@ impl Registry {
             settings: Arc::new(settings),
             next_instance: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            closed: Notify::new(),
             me: me.clone(),
         })
     }
@@ -189,6 +192,7 @@ impl Registry {
         }
         if rooms.open.get(id).is_some_and(|e| e.instance == instance) {
             rooms.open.remove(id);
+            self.closed.notify_waiters();
             let linger = self.settings.session_linger;
             if sessions.len() > 0 && !linger.is_zero() {
                 // Forget what has lingered long enough (here: one look per closing room).
@@ -344,17 +348,22 @@ impl Registry {
             let _ = entry.ctl.send(Ctl::Shutdown);
         }
         let until = tokio::time::Instant::now() + deadline;
-        let mut last_report = tokio::time::Instant::now();
+        let mut next_report = tokio::time::Instant::now() + Duration::from_secs(1);
         loop {
+            // Listening before counting: a room that closes in between still wakes us.
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
             let left = self.open_rooms();
-            if left == 0 || tokio::time::Instant::now() >= until {
+            let now = tokio::time::Instant::now();
+            if left == 0 || now >= until {
                 return left;
             }
-            if last_report.elapsed() >= Duration::from_secs(1) {
+            if now >= next_report {
                 tracing::info!(pictures = left, "waiting for pictures to reach storage");
-                last_report = tokio::time::Instant::now();
+                next_report = now + Duration::from_secs(1);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = tokio::time::timeout_at(until.min(next_report), closed).await;
         }
     }
 }

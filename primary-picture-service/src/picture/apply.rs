@@ -156,11 +156,20 @@ impl Actor {
             return loaded.accept(batch, reply);
         }
         let (width, height) = batch.size;
+        // The record names the ownership it continues: the epoch storage names the picture
+        // with (our last takeover), which recovery compares with storage's. Not the lease's: a
+        // lease granted again after a takeover by the same owner keeps its older epoch, and its
+        // updates would then look like another owner's history and be dropped after a crash.
+        let Owning::Owner { epoch, .. } = loaded.owning else {
+            // Cannot be (`holds` above: a lease is only held on a picture we own).
+            let _ = reply.send(Err(loaded.not_holder()));
+            return;
+        };
         let written = wal.append(Record {
             picture: self.id.clone(),
             width,
             height,
-            epoch: batch.lease.epoch,
+            epoch,
             first_seq: batch.first_seq,
             last_seq: batch.last_seq,
             updates: batch.raw.clone(),
