@@ -1,6 +1,8 @@
 //! What both service binaries do the same way around the service itself: logs, traces and
 //! signals.
 
+#![warn(missing_docs)]
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
