@@ -1,7 +1,7 @@
 //! One client's outbound side: WebSocket frames for its socket, written straight away when the
 //! socket takes them and queued for the client's writer task when it does not.
 //!
-//! Frames are [`Bytes`] framed once ([`crate::ws::binary_frame`]) and shared by every client of
+//! Frames are [`Bytes`] framed once ([`crate::frame::binary_frame`]) and shared by every client of
 //! a picture: sending one to a client costs a reference count and, in the common case, one
 //! non-blocking `write` from the sequencer itself, with no task to wake and no copy. Only when
 //! the socket is full (or a frame is already waiting) does a frame join the queue, which the
@@ -27,7 +27,8 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, WriteHalf};
 use tokio::sync::Notify;
 
-use crate::ws::{self, Socket};
+use crate::frame;
+use crate::socket::Socket;
 
 /// A frame that is never dropped by a resync (answers to the client's own messages).
 const ANY_GENERATION: u64 = u64::MAX;
@@ -124,7 +125,7 @@ impl Outbox {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
-    /// Sends a frame ([`ws::binary_frame`]) of the current generation (sequencer side). False
+    /// Sends a frame ([`frame::binary_frame`]) of the current generation (sequencer side). False
     /// when the connection is gone.
     pub(crate) fn send(&self, frame: Bytes) -> bool {
         let generation = self.shared.generation.load(Ordering::Relaxed);
@@ -139,18 +140,18 @@ impl Outbox {
 
     /// Sends a message that survives resyncs (reader side: `Pong`, `Rejected`, `Error`).
     pub(crate) fn send_direct(&self, message: &[u8]) -> bool {
-        self.push(ANY_GENERATION, ws::binary_frame(message), true, false)
+        self.push(ANY_GENERATION, frame::binary_frame(message), true, false)
     }
 
     /// Sends frames tungstenite wrote (pongs, the reply to a client's close).
     pub(crate) fn send_raw(&self, frames: Bytes) -> bool {
-        let close = ws::has_close_frame(&frames);
+        let close = frame::has_close_frame(&frames);
         self.push(ANY_GENERATION, frames, false, close)
     }
 
     /// Sends a WebSocket ping (its answer shows the client is alive, `--ws-idle-timeout`).
     pub(crate) fn ping(&self, payload: &[u8]) -> bool {
-        self.push(ANY_GENERATION, ws::ping_frame(payload), false, false)
+        self.push(ANY_GENERATION, frame::ping_frame(payload), false, false)
     }
 
     /// Makes every frame queued so far stale; frames sent from now on are written.
@@ -170,7 +171,12 @@ impl Outbox {
 
     /// Sends a close frame; the socket's sending side is shut once it is written.
     pub(crate) fn close(&self, code: u16, reason: &str) {
-        self.push(ANY_GENERATION, ws::close_frame(code, reason), false, true);
+        self.push(
+            ANY_GENERATION,
+            frame::close_frame(code, reason),
+            false,
+            true,
+        );
     }
 
     fn push(&self, generation: u64, mut bytes: Bytes, counted: bool, close: bool) -> bool {

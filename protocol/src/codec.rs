@@ -10,14 +10,12 @@
 //! once ([`encode_sequenced`]) into a frame, so a sequenced update is serialized exactly once
 //! however many clients receive it and however many frames carry it.
 
-use std::fmt;
-use std::marker::PhantomData;
-
 use bincode::Options;
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::de::{DeserializeOwned, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
+pub use crate::bounded::bounded_vec;
 use crate::pps::SnapshotImage;
 use crate::wire::{ClientMsg, Sequenced, ServerMsg};
 
@@ -281,34 +279,6 @@ impl Cursor<'_> {
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
-}
-
-/// Decodes a `Vec<T>` without preallocating from the untrusted length prefix: the vector grows
-/// only with elements actually decoded, so memory is bounded by the frame's size.
-pub fn bounded_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    struct BoundedVec<T>(PhantomData<T>);
-
-    impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedVec<T> {
-        type Value = Vec<T>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a sequence")
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut out = Vec::new();
-            while let Some(item) = seq.next_element()? {
-                out.push(item);
-            }
-            Ok(out)
-        }
-    }
-
-    deserializer.deserialize_seq(BoundedVec(PhantomData))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //!   `cargo test` replays their corpus and past crashes through the same code.
 
 pub mod backoff;
+mod bounded;
 pub mod codec;
 pub mod fuzz;
 pub mod limits;

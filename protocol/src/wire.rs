@@ -23,7 +23,7 @@ impl Point {
 pub enum Op {
     Pixels {
         color: Rgba,
-        #[serde(deserialize_with = "crate::codec::bounded_vec")]
+        #[serde(deserialize_with = "crate::bounded::bounded_vec")]
         points: Vec<Point>,
     },
     Rect {
@@ -36,7 +36,7 @@ pub enum Op {
     Stroke {
         color: Rgba,
         width: u16,
-        #[serde(deserialize_with = "crate::codec::bounded_vec")]
+        #[serde(deserialize_with = "crate::bounded::bounded_vec")]
         points: Vec<Point>,
     },
     /// `rgba` holds `w*h*4` bytes, row-major.
@@ -87,11 +87,11 @@ pub enum ServerMsg {
         height: u32,
         snapshot_seq: u64,
         snapshot_png: Bytes,
-        #[serde(deserialize_with = "crate::codec::bounded_vec")]
+        #[serde(deserialize_with = "crate::bounded::bounded_vec")]
         pending: Vec<Sequenced>,
     },
     /// One or more consecutive updates, in increasing `seq`.
-    Updates(#[serde(deserialize_with = "crate::codec::bounded_vec")] Vec<Sequenced>),
+    Updates(#[serde(deserialize_with = "crate::bounded::bounded_vec")] Vec<Sequenced>),
     Rejected {
         client_seq: u64,
         reason: String,
@@ -116,7 +116,7 @@ pub enum ServerMsg {
         height: u32,
         snapshot_seq: u64,
         snapshot_lz4: Bytes,
-        #[serde(deserialize_with = "crate::codec::bounded_vec")]
+        #[serde(deserialize_with = "crate::bounded::bounded_vec")]
         pending: Vec<Sequenced>,
     },
     /// Extension (PROTOCOL.md §10): every update up to and including `seq` is in the object
