@@ -471,6 +471,24 @@ async fn draw(
     Ok(())
 }
 
+/// What `watch` prints of each update, over WebSocket or HTTP: one line, with the op's kind
+/// and bounding box.
+fn print_updates(updates: &[protocol::Sequenced]) {
+    for u in updates {
+        let bbox = match bounding_box(&u.op) {
+            Some((x0, y0, x1, y1)) => format!("({x0},{y0})-({x1},{y1})"),
+            None => "whole picture".into(),
+        };
+        println!(
+            "seq {} client {} #{} {} {bbox}",
+            u.seq,
+            u.client_id,
+            u.client_seq,
+            u.op.kind()
+        );
+    }
+}
+
 /// `watch --http`: follows the picture with long-polls (PROTOCOL.md §16) and prints each
 /// update, until ctrl-c or, with `until_seq`, until the picture includes that seq (then saves
 /// it to `output`).
@@ -499,19 +517,7 @@ async fn watch_http(
         };
         match step {
             raster_client::http::Step::Updates(updates) => {
-                for u in updates {
-                    let bbox = match bounding_box(&u.op) {
-                        Some((x0, y0, x1, y1)) => format!("({x0},{y0})-({x1},{y1})"),
-                        None => "whole picture".into(),
-                    };
-                    println!(
-                        "seq {} client {} #{} {} {bbox}",
-                        u.seq,
-                        u.client_id,
-                        u.client_seq,
-                        u.op.kind()
-                    );
-                }
+                print_updates(&updates);
             }
             raster_client::http::Step::Resynced { seq } => {
                 println!("gone: resynced from snapshot.png at seq {seq}")
@@ -560,19 +566,7 @@ async fn watch(
         };
         match event {
             Event::Updates(updates) => {
-                for u in updates {
-                    let bbox = match bounding_box(&u.op) {
-                        Some((x0, y0, x1, y1)) => format!("({x0},{y0})-({x1},{y1})"),
-                        None => "whole picture".into(),
-                    };
-                    println!(
-                        "seq {} client {} #{} {} {bbox}",
-                        u.seq,
-                        u.client_id,
-                        u.client_seq,
-                        u.op.kind()
-                    );
-                }
+                print_updates(&updates);
             }
             Event::Headers(headers) => {
                 for h in headers {

@@ -86,6 +86,24 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| io_error("fsync", dir, e))
 }
 
+/// A fresh name in `dir` for a file being written (`{prefix}-{pid}-{random}`): never one that
+/// readers look at, never one another writer picks.
+fn temp_path(dir: &Path, prefix: &str) -> PathBuf {
+    dir.join(format!(
+        "{prefix}-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ))
+}
+
+/// Creates `path` with `bytes`, on disk (fsynced) when it returns.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut file = std::fs::File::create(path).map_err(|e| io_error("create", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| io_error("write", path, e))?;
+    file.sync_all().map_err(|e| io_error("fsync", path, e))
+}
+
 fn put_version_blocking(
     picture: &str,
     pictures_dir: &Path,
@@ -98,17 +116,9 @@ fn put_version_blocking(
         // The new directory's own entry must be durable for the versions in it to be.
         fsync_dir(pictures_dir)?;
     }
-    let temp = dir.join(format!(
-        ".tmp-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
+    let temp = temp_path(dir, ".tmp");
     let result = (|| {
-        let mut file = std::fs::File::create(&temp).map_err(|e| io_error("create", &temp, e))?;
-        file.write_all(png_bytes)
-            .map_err(|e| io_error("write", &temp, e))?;
-        file.sync_all().map_err(|e| io_error("fsync", &temp, e))?;
-        drop(file);
+        write_synced(&temp, png_bytes)?;
         // `link` refuses an existing name: create-only, atomic.
         match std::fs::hard_link(&temp, path) {
             Ok(()) => {}
@@ -248,22 +258,12 @@ fn save_blocking(
         });
     }
     std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
-    let temp = dir.join(format!(
-        ".{picture}.png.tmp-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
+    let temp = temp_path(dir, &format!(".{picture}.png.tmp"));
     let result = (|| {
-        let mut file = std::fs::File::create(&temp).map_err(|e| io_error("create", &temp, e))?;
-        file.write_all(png_bytes)
-            .map_err(|e| io_error("write", &temp, e))?;
-        file.sync_all().map_err(|e| io_error("fsync", &temp, e))?;
-        drop(file);
+        write_synced(&temp, png_bytes)?;
         std::fs::rename(&temp, path).map_err(|e| io_error("rename", &temp, e))?;
         // The rename is durable only once the directory entry is.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("fsync", dir, e))?;
+        fsync_dir(dir)?;
         Ok(version_of(png_bytes))
     })();
     if result.is_err() {

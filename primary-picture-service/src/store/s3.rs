@@ -104,6 +104,29 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// The body of object `key` (`what` names it in errors), at most `--s3-max-object-bytes`:
+    /// a larger one is corrupt, a broken stream unavailable.
+    async fn read_body(
+        &self,
+        picture: &str,
+        key: &str,
+        what: &str,
+        body: ByteStream,
+    ) -> Result<Bytes, StoreError> {
+        read_bounded(body, self.max_object_bytes)
+            .await
+            .map_err(|err| match err {
+                ReadError::TooLarge => corrupt(
+                    picture,
+                    format!(
+                        "{what} is larger than the {} bytes accepted",
+                        self.max_object_bytes
+                    ),
+                ),
+                ReadError::Stream(msg) => StoreError::Unavailable(format!("reading {key}: {msg}")),
+            })
+    }
+
     /// A store for `s3://BUCKET/PREFIX`, configured from the standard AWS chain.
     ///
     /// `s3://bucket` stores under the default prefix `pictures/`; `s3://bucket/` at the
@@ -256,18 +279,9 @@ impl S3Store {
         let Some(response) = found(picture, sent)? else {
             return Ok(None);
         };
-        let png = read_bounded(response.body, self.max_object_bytes)
-            .await
-            .map_err(|err| match err {
-                ReadError::TooLarge => corrupt(
-                    picture,
-                    format!(
-                        "version {seq} is larger than the {} bytes accepted",
-                        self.max_object_bytes
-                    ),
-                ),
-                ReadError::Stream(msg) => StoreError::Unavailable(format!("reading {key}: {msg}")),
-            })?;
+        let png = self
+            .read_body(picture, &key, &format!("version {seq}"), response.body)
+            .await?;
         Ok(Some(png))
     }
 
@@ -312,18 +326,9 @@ impl S3Store {
             ));
         }
         let declared = response.metadata().cloned().unwrap_or_default();
-        let png = read_bounded(response.body, self.max_object_bytes)
-            .await
-            .map_err(|err| match err {
-                ReadError::TooLarge => corrupt(
-                    picture,
-                    format!(
-                        "object is larger than the {} bytes accepted",
-                        self.max_object_bytes
-                    ),
-                ),
-                ReadError::Stream(msg) => StoreError::Unavailable(format!("reading {key}: {msg}")),
-            })?;
+        let png = self
+            .read_body(picture, &key, "object", response.body)
+            .await?;
         let meta = stored_meta(&png, &declared).map_err(|reason| corrupt(picture, reason))?;
         Ok(Some(StoredPicture { png, meta, version }))
     }
