@@ -8,10 +8,12 @@
 #      kustomization.yaml lists exactly the manifests there (and builds, if kubectl is here);
 #   5. the compose cluster is wired as docs/scaling.md needs: every BS_PPS_URL entry is a
 #      picture service's PPS_ADVERTISE_URL, character for character, every picture service is
-#      listed, every broadcast service lists the same ones and advertises its own address, the
+#      listed, every broadcast service lists the same ones, gets no PPS_* variable (services
+#      mode refuses them) and advertises its own address, the
 #      front proxy balances over exactly the broadcast services; start order and health checks;
 #   6. so is deploy/: BS_PPS_URL lists one entry per StatefulSet replica, each exactly what that
-#      replica advertises (PPS_ADVERTISE_URL from its stable name); BS advertise their pod IP;
+#      replica advertises (PPS_ADVERTISE_URL from its stable name); BS advertise their pod IP
+#      and get no PPS_* variable;
 #      PDBs take one pod at a time; grace periods cover the drain deadlines; probes; the
 #      Gateway routes every public endpoint and not the internal relay link, and its
 #      references (Gateway, Service, policy targets) resolve.
@@ -231,6 +233,9 @@ for name, svc in bs.items():
     if missing:
         bad.append(f"{name}: BS_PPS_URL does not list {', '.join(missing)}")
     lists[name] = sorted(urls)
+    foreign = sorted(k for k in e if k.startswith("PPS_"))
+    if foreign:
+        bad.append(f"{name}: services mode refuses the picture service's variables, and this broadcast service gets {', '.join(foreign)}")
     url = e.get("BS_ADVERTISE_URL")
     if not url:
         bad.append(f"{name}: no BS_ADVERTISE_URL (the default, http://127.0.0.1:PORT, is unreachable from the other broadcast services)")
@@ -400,6 +405,9 @@ for dep in bs_deps:
         bad.append(f"Deployment {name}: BS_PPS_URL has {len(urls)} entries, the StatefulSet {len(expected)} replicas")
     if expected and sorted(urls) != sorted(expected):
         bad.append(f"Deployment {name}: BS_PPS_URL {raw} is not what the replicas advertise: {','.join(expected)}")
+    foreign = sorted(k for k in values if k.startswith("PPS_"))
+    if urls and foreign:
+        bad.append(f"Deployment {name}: services mode refuses the picture service's variables, and its pods get {', '.join(foreign)} (a ConfigMap both read?)")
     for cm in of_kind("ConfigMap"):
         if "BS_ADVERTISE_URL" in (cm.get("data") or {}):
             bad.append(f"ConfigMap {cm['metadata']['name']} sets BS_ADVERTISE_URL: it is per pod (bs.yaml)")

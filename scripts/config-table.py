@@ -30,9 +30,16 @@ def table(binary: str) -> str:
 
     for line in out.splitlines():
         m = re.match(r"^\s+(?:-\w, )?(--[a-z0-9-]+)(?: <[A-Z_]+>)?\s*(.*)$", line)
+        heading = re.match(r"^([A-Z][^:]*):$", line)
         if m:
             emit()
             flag, text = m.group(1), [m.group(2)] if m.group(2) else []
+        elif heading:
+            # A help heading (`Store (embedded mode):`): the flags below it form a group.
+            emit()
+            flag, text = None, []
+            if heading.group(1) != "Options":
+                rows.append(f"| **{heading.group(1)}** | | | |")
         elif flag and line.strip():
             text.append(line.strip())
     emit()

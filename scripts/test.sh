@@ -53,6 +53,18 @@ if [[ -z "${SKIP_LINT:-}" ]]; then
   step "cargo deny: licences, duplicate crates, sources (deny.toml)"
   command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --version 0.20.2
   cargo deny --locked check licenses bans sources
+  step "no import cycles between the files of a crate"
+  python3 scripts/check-cycles.py
+  step "broadcast service for services mode only: builds without the storage stack"
+  # Without its `embedded` feature the broadcast service links the picture service only
+  # through the link crate: no store, write-ahead log or S3 client.
+  linked="$(cargo tree --locked -p broadcast-service --no-default-features -e normal --prefix none \
+    | grep -E '^(primary-picture-service|aws-sdk-s3|aws-config) ' || true)"
+  if [[ -n "$linked" ]]; then
+    echo "broadcast-service --no-default-features still depends on: $linked" >&2
+    exit 1
+  fi
+  cargo clippy --locked -p broadcast-service --no-default-features -- -D warnings
 fi
 step "cargo test (workspace)"
 cargo build --workspace --bins --locked

@@ -110,7 +110,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn check_id(id: &str) -> Result<(), Failure> {
-    crate::http::check_id(id).map_err(|message| failure(StatusCode::BAD_REQUEST, message))
+    crate::edge::check_id(id).map_err(|message| failure(StatusCode::BAD_REQUEST, message))
 }
 
 fn pps_failure(error: PpsError) -> Failure {
@@ -266,7 +266,7 @@ async fn revert(
         }
     };
     // Any picture service reads the stored versions (as for GET .../history/{seq}.png).
-    let asked = crate::http::ask_storage(&state, &id, |pps| pps.version(id.clone(), seq)).await;
+    let asked = crate::edge::ask_storage(&state, &id, |pps| pps.version(id.clone(), seq)).await;
     let version = match asked {
         Ok(version) => version,
         Err(PpsError::NotFound) => {
@@ -278,7 +278,7 @@ async fn revert(
         }
         Err(error) => return pps_failure(error).into_response(),
     };
-    let max_side = state.config.pps.max_side;
+    let max_side = state.config.max_side;
     let decoded = match tokio::task::spawn_blocking(move || {
         protocol::snapshot::decode_png(&version.png, max_side)
     })

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use primary_picture_service::PictureService;
+use link::PictureService;
 
 /// Index of a picture service in [`Cluster::links`] (the order of `--pps-url`).
 pub(crate) type LinkId = usize;

@@ -5,7 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
-use primary_picture_service::config::{parse_duration, PpsArgs};
+use link::DEFAULT_MAX_SIDE;
+#[cfg(feature = "embedded")]
+use primary_picture_service::config::{StoreArgs, TuningArgs};
+pub use process::flags::parse_bytes;
+use process::flags::parse_duration;
 use protocol::Limits;
 
 /// What to do with a client whose outbound queue is over its limit (PROTOCOL.md §3.5).
@@ -28,34 +32,30 @@ pub struct Config {
     #[arg(long, env = "BS_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Services mode: the picture services (`ws://host:9090/bs`), comma-separated; each picture
-    /// goes to one of them by rendezvous hashing (docs/scaling.md). Every broadcast service of
-    /// a cluster must list the same URLs. Absent: embedded mode, the picture service runs in
-    /// this process.
-    #[arg(long, env = "BS_PPS_URL", value_delimiter = ',')]
-    pub pps_url: Vec<String>,
-
     /// How other broadcast services reach this one (`http://bs-1.example:8080`): relays of a
     /// picture this service sequences connect to it. Default: `http://127.0.0.1:PORT` (a
     /// cluster on one machine).
     #[arg(long, env = "BS_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
 
-    /// Services mode: how often the link to each picture service is pinged (the answers keep
-    /// this service's leases confirmed).
-    #[arg(long, env = "BS_PPS_PING_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    pub pps_ping_interval: Duration,
+    /// Largest picture side accepted (`?width=`, `?height=`, `--default-side`); in embedded
+    /// mode also the picture service's (creating pictures, decoding stored PNGs).
+    #[arg(long, env = "BS_MAX_SIDE", default_value_t = DEFAULT_MAX_SIDE)]
+    pub max_side: u32,
 
-    /// Services mode: a picture service silent this long (or that takes this long to accept a
-    /// connection) is considered unreachable, and its pictures go to the next one.
-    #[arg(long, env = "BS_PPS_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
-    pub pps_timeout: Duration,
+    /// Services mode: the picture services and the link to them.
+    #[command(flatten, next_help_heading = "Picture services (services mode)")]
+    pub link: LinkArgs,
 
-    /// The picture service's settings. In embedded mode they configure the in-process picture
-    /// service (`--data-dir`, `--store`, `--flush-interval`, ...); `--max-side` bounds picture
-    /// sizes in both modes.
-    #[command(flatten)]
-    pub pps: PpsArgs,
+    /// Embedded mode: where the in-process picture service keeps pictures and its log.
+    #[cfg(feature = "embedded")]
+    #[command(flatten, next_help_heading = "Store (embedded mode)")]
+    pub store: StoreArgs,
+
+    /// Embedded mode: how the in-process picture service works.
+    #[cfg(feature = "embedded")]
+    #[command(flatten, next_help_heading = "Picture tuning (embedded mode)")]
+    pub tuning: TuningArgs,
 
     /// Size of a picture created without `?width=&height=`.
     #[arg(long, env = "BS_DEFAULT_SIDE", default_value_t = 1024)]
@@ -289,6 +289,67 @@ pub struct Config {
     pub log_json: bool,
 }
 
+/// Services mode: which picture services hold the pictures, and how the link to each behaves.
+/// Every flag but `--pps-url` needs `--pps-url`; with it, the embedded mode's store and tuning
+/// flags are refused (each picture service has its own).
+#[derive(Clone, Debug, Args)]
+pub struct LinkArgs {
+    /// The picture services (`ws://host:9090/bs`), comma-separated; each picture goes to one
+    /// of them by rendezvous hashing (docs/scaling.md). Every broadcast service of a cluster
+    /// must list the same URLs. Absent: embedded mode, the picture service runs in this
+    /// process.
+    #[arg(long, env = "BS_PPS_URL", value_delimiter = ',')]
+    #[cfg_attr(
+        feature = "embedded",
+        // Each flag by name, not the groups: clap leaves the group of a struct with a flattened
+        // field (StoreArgs) empty, and a group conflict would name every member, not the one
+        // given. A unit test checks that this names every flag of the three groups.
+        arg(conflicts_with_all = [
+            // StoreArgs
+            "data_dir", "store", "wal", "wal_dir", "wal_max_bytes", "wal_segment_bytes",
+            // S3Options
+            "force_path_style", "max_attempts", "connect_timeout_ms", "operation_timeout_ms",
+            "max_object_bytes",
+            // TuningArgs
+            "workers", "flush_interval", "aging", "snapshot_reuse", "snapshot_reuse_updates",
+            "snapshot_wait", "idle_unload", "max_loaded_bytes", "max_backoff", "min_backoff",
+            "event_capacity", "apply_chunk", "session_trail", "history_interval",
+            "history_keep", "shutdown_timeout",
+        ])
+    )]
+    pub pps_url: Vec<String>,
+
+    /// How often the link to each picture service is pinged (the answers keep this service's
+    /// leases confirmed).
+    #[arg(long, env = "BS_PPS_PING_INTERVAL", default_value = "1s", value_parser = parse_duration, requires = "pps_url")]
+    pub pps_ping_interval: Duration,
+
+    /// A picture service silent this long (or that takes this long to accept a connection) is
+    /// considered unreachable, and its pictures go to the next one. Also how long a relay
+    /// link to another broadcast service may take to connect.
+    #[arg(long, env = "BS_PPS_TIMEOUT", default_value = "3s", value_parser = parse_duration, requires = "pps_url")]
+    pub pps_timeout: Duration,
+
+    /// First delay before reconnecting a lost link (it doubles up to `--pps-max-backoff`,
+    /// give or take a quarter).
+    #[arg(long, env = "BS_PPS_MIN_BACKOFF", default_value = "100ms", value_parser = parse_duration, requires = "pps_url")]
+    pub pps_min_backoff: Duration,
+
+    /// Longest delay between reconnection attempts of a link.
+    #[arg(long, env = "BS_PPS_MAX_BACKOFF", default_value = "5s", value_parser = parse_duration, requires = "pps_url")]
+    pub pps_max_backoff: Duration,
+
+    /// Events (flush reports) of one picture service buffered for this service; a longer lag
+    /// is treated as a reconnection (every picture's log is sent again).
+    #[arg(long, env = "BS_PPS_EVENT_CAPACITY", default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), requires = "pps_url")]
+    pub pps_event_capacity: usize,
+
+    /// Largest WebSocket message accepted on a link, in bytes: from a picture service (a
+    /// snapshot), and between broadcast services relaying a picture.
+    #[arg(long, env = "BS_PPS_MAX_MESSAGE_SIZE", default_value_t = 64 << 20, requires = "pps_url")]
+    pub pps_max_message_size: usize,
+}
+
 /// The per-op limits of PROTOCOL.md §5.
 #[derive(Clone, Debug, Args)]
 pub struct LimitArgs {
@@ -328,28 +389,6 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(duration)
-}
-
-/// A number of bytes: `4294967296`, `512M`, `4G` (K, M, G, T: powers of 1024); more than zero.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, shift) = match text.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&text[..i], 10),
-        Some((i, 'm' | 'M')) => (&text[..i], 20),
-        Some((i, 'g' | 'G')) => (&text[..i], 30),
-        Some((i, 't' | 'T')) => (&text[..i], 40),
-        _ => (text, 0),
-    };
-    let bytes = number
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1u64 << shift))
-        .ok_or_else(|| format!("invalid size {text:?}: expected e.g. 1073741824, 512M or 4G"))?;
-    if bytes == 0 {
-        return Err(format!("{text:?} is zero: give a positive size, e.g. 4G"));
-    }
-    Ok(bytes)
 }
 
 impl Config {
@@ -401,9 +440,74 @@ mod tests {
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.max_message_bytes, 2 * 1024 * 1024);
         assert_eq!(Limits::from(&config.limits), Limits::default());
-        assert_eq!(config.pps.max_side, 4096);
+        assert_eq!(config.max_side, 4096);
         assert_eq!(config.max_raster_bytes, 4 << 30);
         assert!(config.validate().is_ok());
+    }
+
+    /// A flag that would do nothing in the mode the service runs in is refused (issue 15:
+    /// honest configuration): the embedded picture service's store and tuning with
+    /// `--pps-url`, the link's settings without it.
+    #[test]
+    fn flags_of_the_other_mode_are_refused() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["broadcast-service"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).map_err(|e| e.to_string())
+        };
+        let url = "ws://127.0.0.1:9090/bs";
+        // Every flag of the embedded picture service's groups, with a value it accepts.
+        #[cfg(feature = "embedded")]
+        for group in [
+            StoreArgs::augment_args(clap::Command::new("store")),
+            TuningArgs::augment_args(clap::Command::new("tuning")),
+        ] {
+            for arg in group.get_arguments() {
+                let flag = format!("--{}", arg.get_long().unwrap_or_default());
+                let value = arg
+                    .get_default_values()
+                    .first()
+                    .map_or("1".to_string(), |v| v.to_string_lossy().into_owned());
+                let mut embedded_only = vec![flag.as_str()];
+                if arg.get_action().takes_values() {
+                    embedded_only.push(&value);
+                }
+                assert!(parse(&embedded_only).is_ok(), "{embedded_only:?} refused");
+                let mut args = vec!["--pps-url", url];
+                args.extend_from_slice(&embedded_only);
+                let error = parse(&args).expect_err(&format!("{args:?} accepted"));
+                assert!(
+                    error.contains(&flag) && error.contains("--pps-url"),
+                    "{args:?}: {error}"
+                );
+            }
+        }
+        for link_only in [
+            &["--pps-ping-interval", "2s"][..],
+            &["--pps-timeout", "2s"],
+            &["--pps-min-backoff", "10ms"],
+            &["--pps-max-backoff", "1s"],
+            &["--pps-event-capacity", "10"],
+            &["--pps-max-message-size", "1000"],
+        ] {
+            let error = parse(link_only).expect_err(&format!("{link_only:?} accepted"));
+            assert!(error.contains("--pps-url"), "{link_only:?}: {error}");
+            let mut args = vec!["--pps-url", url];
+            args.extend_from_slice(link_only);
+            assert!(parse(&args).is_ok(), "{args:?} refused");
+        }
+        let config = parse(&[
+            "--pps-url",
+            url,
+            "--pps-event-capacity",
+            "7",
+            "--max-side",
+            "100",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.link.pps_event_capacity, 7);
+        assert_eq!(config.max_side, 100);
+        assert!(parse(&["--pps-url", url, "--pps-event-capacity", "0"]).is_err());
     }
 
     #[test]
@@ -434,9 +538,6 @@ mod tests {
         let config = parse(&["--ws-ping-interval", "30s", "--ws-idle-timeout", "30s"])
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(config.validate().unwrap_err().contains("--ws-idle-timeout"));
-        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
-        assert_eq!(parse_bytes("1k"), Ok(1024));
-        assert!(parse_bytes("99999999999T").is_err());
         let config =
             parse(&["--trust-forwarded-for", "10.0.0.1,::1"]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.trust_forwarded_for.len(), 2);

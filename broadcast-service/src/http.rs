@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use crate::edge::{ask_storage, bad_request, check_id, history_error, refuse_read};
 use crate::AppState;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -114,24 +115,9 @@ pub(crate) async fn serve(
     done.closed().await;
 }
 
-pub(crate) fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, message + "\n").into_response()
-}
-
-/// The picture id of a path, checked (PROTOCOL.md §1), or the `400` message saying why not.
-pub(crate) fn check_id(id: &str) -> Result<(), String> {
-    if protocol::valid_picture_id(id) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid picture id {id:?}: ids match ^[A-Za-z0-9_-]{{1,64}}$"
-        ))
-    }
-}
-
 /// `?width=W&height=H`: each 1..=max_side; a missing one takes the default.
 fn requested_size(query: &HashMap<String, String>, state: &AppState) -> Result<(u32, u32), String> {
-    let max = state.config.pps.max_side;
+    let max = state.config.max_side;
     let side = |name: &str| match query.get(name) {
         None => Ok(state.config.default_side),
         Some(value) => value
@@ -642,62 +628,6 @@ fn updates_json(body: &[u8]) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&message).map_err(|e| e.to_string())
 }
 
-/// Why a read of `id` (`snapshot.png`, `updates`, history, versions, timelapse) is refused: a
-/// bad id, or no valid token for it (PROTOCOL.md §13: `view` is enough); `None`: go ahead.
-pub(crate) fn refuse_read(
-    state: &AppState,
-    id: &str,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Option<Response> {
-    if let Err(message) = check_id(id) {
-        return Some(bad_request(message));
-    }
-    let refused = crate::auth::authorize(
-        state.tokens.as_ref(),
-        query.get("token").map(String::as_str),
-        headers,
-        id,
-    )
-    .err()?;
-    metrics::counter!("bs_unauthorized_total", "reason" => refused.label()).increment(1);
-    Some(refused.into_response())
-}
-
-/// Asks a picture service a question about stored history: any of them can answer (they all
-/// read the same storage), so the first reachable in the picture's rendezvous order does, as a
-/// link that is reconnecting is waited for a while (as `snapshot.png` does).
-pub(crate) async fn ask_storage<T, F>(state: &AppState, id: &str, ask: F) -> Result<T, PpsError>
-where
-    F: Fn(
-        &dyn primary_picture_service::api::PictureService,
-    ) -> futures::future::BoxFuture<'static, Result<T, PpsError>>,
-{
-    let cluster = state.registry.cluster().clone();
-    let give_up = tokio::time::Instant::now() + state.config.join_timeout;
-    loop {
-        let link = cluster.route(id, None);
-        match ask(cluster.link(link).pps.as_ref()).await {
-            Err(PpsError::Unavailable(_)) if tokio::time::Instant::now() < give_up => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// The answer to a failed history request.
-pub(crate) fn history_error(error: PpsError) -> Response {
-    match error {
-        PpsError::NotFound => (StatusCode::NOT_FOUND, "no such version\n").into_response(),
-        PpsError::BadRequest(message) => bad_request(message),
-        error => {
-            tracing::warn!(%error, "history request failed");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response()
-        }
-    }
-}
-
 /// `GET /pictures/{id}/history`: the picture's stored versions as JSON (PROTOCOL.md §15).
 async fn history(
     State(state): State<Arc<AppState>>,
@@ -828,11 +758,14 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    match &state.metrics {
+        Some(metrics) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            metrics.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
 }
 
 #[derive(rust_embed::Embed)]

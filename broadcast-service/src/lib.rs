@@ -11,6 +11,8 @@
 //! - `http`: routes (WebSocket upgrade, `snapshot.png`, the browser client, probes, metrics)
 //!   and the HTTP/1.1 server under them (header-read timeout); the history endpoints
 //!   (`history`, `history/{seq}.png`, PROTOCOL.md §15).
+//! - `edge`: what every HTTP handler checks and answers alike (picture ids, read access,
+//!   storage questions, error responses).
 //! - `timelapse`: the history as an animated PNG, rendered and streamed a frame at a time.
 //! - `auth`: tokens (JWTs granting `draw` or `view` on pictures), checked before an upgrade.
 //! - `admin`: the admin API behind `--admin-token` (list, flush, close, moderation ops).
@@ -38,6 +40,7 @@ mod cluster;
 pub mod config;
 mod connection;
 mod downstream;
+mod edge;
 mod frame;
 mod http;
 mod origin;
@@ -53,15 +56,12 @@ mod ws;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use primary_picture_service::config::make_store;
-use primary_picture_service::remote::{RemoteOptions, RemotePps};
-use primary_picture_service::service::Pps;
-use primary_picture_service::PictureService;
+use link::remote::{RemoteOptions, RemotePps};
+use link::PictureService;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -79,7 +79,9 @@ pub(crate) struct AppState {
     admission: Arc<admission::Admission>,
     /// `--allowed-origins`, for browsers' upgrades.
     origins: origin::AllowedOrigins,
-    metrics: PrometheusHandle,
+    /// Renders `GET /metrics`; `None`: 404 (the binary installs the recorder, not this
+    /// library: `process::install_metrics`).
+    metrics: Option<PrometheusHandle>,
     /// Checks tokens (`--token-secret`, `--token-public-key`); `None`: tokens are off.
     tokens: Option<auth::Verifier>,
     /// Client ids are unique within this process and unlikely to repeat across restarts
@@ -99,43 +101,25 @@ impl AppState {
     }
 }
 
-/// The process-wide Prometheus recorder (installed once, shared by every server in the process).
-pub fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (a host application): then ours only
-            // renders an empty page, which is harmless.
-            let _ = metrics::set_global_recorder(recorder);
-            let upkeep = handle.clone();
-            std::thread::spawn(move || loop {
-                std::thread::sleep(Duration::from_secs(5));
-                upkeep.run_upkeep();
-            });
-            handle
-        })
-        .clone()
-}
-
 /// Runs the service until `shutdown` resolves, then drains: closes clients (1012), hands
 /// every pending log to the picture service and waits until it is durable.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if !config.pps_url.is_empty() {
+    if !config.link.pps_url.is_empty() {
+        let link = &config.link;
         let options = RemoteOptions {
-            max_message_size: config.pps.max_message_size,
-            min_backoff: config.pps.min_backoff,
-            max_backoff: config.pps.max_backoff,
-            event_capacity: config.pps.event_capacity.max(1),
-            ping_interval: config.pps_ping_interval,
-            timeout: config.pps_timeout,
+            max_message_size: link.pps_max_message_size,
+            min_backoff: link.pps_min_backoff,
+            max_backoff: link.pps_max_backoff,
+            event_capacity: link.pps_event_capacity.max(1),
+            ping_interval: link.pps_ping_interval,
+            timeout: link.pps_timeout,
         };
-        let links: Vec<(String, Arc<dyn PictureService>)> = config
+        let links: Vec<(String, Arc<dyn PictureService>)> = link
             .pps_url
             .iter()
             .map(|url| {
@@ -143,30 +127,61 @@ pub async fn run(
                 (url.clone(), pps)
             })
             .collect();
-        tracing::info!(picture_services = ?config.pps_url, "services mode");
-        return run_with(config, listener, links, shutdown).await;
+        tracing::info!(picture_services = ?link.pps_url, "services mode");
+        return run_with(config, listener, links, metrics, shutdown).await;
     }
-    let store = make_store(&config.pps)
+    run_embedded(config, listener, metrics, shutdown).await
+}
+
+/// Embedded mode: the picture service in this process, on the store `--store` names.
+#[cfg(feature = "embedded")]
+async fn run_embedded(
+    config: Config,
+    listener: TcpListener,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use primary_picture_service::service::Pps;
+
+    let store = config
+        .store
+        .open()
         .await
-        .with_context(|| format!("opening store {}", config.pps.store))?;
+        .with_context(|| format!("opening store {}", config.store.store))?;
     tracing::info!(store = %store.describe(), "embedded mode: picture service in process");
-    let deadline = config.pps.shutdown_timeout;
+    let deadline = config.tuning.shutdown_timeout;
     let advertise_url = config.advertise_url(listener.local_addr()?);
     let pps = Pps::open(
         primary_picture_service::PpsConfig {
-            // One node: no sequencer elsewhere to wait for.
-            lease_timeout: Duration::ZERO,
             advertise_url,
-            ..config.pps.to_config()
+            // One node: no sequencer elsewhere to wait for (the default, said here because it
+            // matters).
+            lease_timeout: Duration::ZERO,
+            ..config.tuning.to_config(config.max_side, config.store.wal())
         },
         store,
     )
     .context("opening the write-ahead log")?;
     let links: Vec<(String, Arc<dyn PictureService>)> = vec![("embedded".to_string(), pps.clone())];
-    let result = run_with(config, listener, links, shutdown).await;
+    let result = run_with(config, listener, links, metrics, shutdown).await;
     let summary = pps.shutdown(deadline).await;
     tracing::info!(?summary, "picture service stopped");
     result
+}
+
+/// Built without the `embedded` feature: only services mode.
+#[cfg(not(feature = "embedded"))]
+async fn run_embedded(
+    _config: Config,
+    _listener: TcpListener,
+    _metrics: Option<PrometheusHandle>,
+    _shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this broadcast service was built without embedded mode (the `embedded` feature): \
+         give the picture services with --pps-url"
+    )
 }
 
 /// Runs the service with the given picture services (by URL, in `--pps-url` order) until
@@ -175,12 +190,13 @@ pub async fn run_with(
     config: Config,
     listener: TcpListener,
     pps: Vec<(String, Arc<dyn PictureService>)>,
+    metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (1..=config.pps.max_side).contains(&config.default_side),
+        (1..=config.max_side).contains(&config.default_side),
         "--default-side must be within 1..=--max-side ({})",
-        config.pps.max_side
+        config.max_side
     );
     anyhow::ensure!(!pps.is_empty(), "no picture service");
     config.validate().map_err(anyhow::Error::msg)?;
@@ -203,7 +219,7 @@ pub async fn run_with(
         registry: registry.clone(),
         admission: admission::Admission::new(&config),
         origins: origin::AllowedOrigins::new(&config.allowed_origins),
-        metrics: prometheus(),
+        metrics,
         tokens,
         next_client_id: AtomicU64::new((rand::random::<u64>() >> 16) + 1),
         followers: std::sync::atomic::AtomicU32::new(0),

@@ -1,9 +1,9 @@
-//! `broadcast-service`: parses the configuration, sets up logging and runs the service until
-//! SIGTERM or ctrl-c.
+//! `broadcast-service`: parses the configuration, sets up logs and metrics and runs the service
+//! until SIGTERM or ctrl-c.
 
 use broadcast_service::Config;
 use clap::{CommandFactory, Parser};
-use process::{init_logs, shutdown_signal};
+use process::{init_logs, install_metrics, shutdown_signal};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        broadcast_service::run(config, listener, shutdown_signal()).await
+        let metrics = install_metrics().map_err(anyhow::Error::msg)?;
+        broadcast_service::run(config, listener, Some(metrics), shutdown_signal()).await
     })
 }

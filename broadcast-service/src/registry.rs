@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use primary_picture_service::PpsEvent;
+use link::PpsEvent;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 use crate::cluster::{Cluster, LinkId};
 use crate::outbox::Outbox;
 use crate::room::{
-    Ctl, FollowRequest, Input, JoinRequest, RelayJoin, Room, RoomSeq, RoomSettings, RoomStatus,
-    Wants,
+    Ctl, FollowRequest, Home, Input, JoinRequest, RelayJoin, Room, RoomSeq, RoomSettings,
+    RoomStatus, Wants,
 };
 use crate::session::Sessions;
 
@@ -174,36 +174,6 @@ impl Registry {
             sessions,
         );
         Ok(input_tx)
-    }
-
-    /// Called by a room that has nothing left to do: removes it unless something arrived.
-    /// Its session memory is parked for the picture's next room here (taken from `sessions`).
-    pub(crate) fn remove_if_idle(
-        &self,
-        id: &str,
-        instance: u64,
-        ctl: &mpsc::UnboundedReceiver<Ctl>,
-        input: &mpsc::Receiver<Input>,
-        sessions: &mut Sessions,
-    ) -> bool {
-        let mut rooms = self.lock();
-        if !ctl.is_empty() || !input.is_empty() {
-            return false;
-        }
-        if rooms.open.get(id).is_some_and(|e| e.instance == instance) {
-            rooms.open.remove(id);
-            self.closed.notify_waiters();
-            let linger = self.settings.session_linger;
-            if sessions.len() > 0 && !linger.is_zero() {
-                // Forget what has lingered long enough (here: one look per closing room).
-                rooms.parked.retain(|_, (at, _)| at.elapsed() < linger);
-                let parked = std::mem::replace(sessions, Sessions::new(0));
-                rooms
-                    .parked
-                    .insert(id.to_string(), (Instant::now(), parked));
-            }
-        }
-        true
     }
 
     /// A relay of another broadcast service links to picture `id`: only a room that exists
@@ -365,5 +335,36 @@ impl Registry {
             }
             let _ = tokio::time::timeout_at(until.min(next_report), closed).await;
         }
+    }
+}
+
+impl Home for Registry {
+    /// Its session memory is parked for the picture's next room here.
+    fn remove_if_idle(
+        &self,
+        id: &str,
+        instance: u64,
+        ctl: &mpsc::UnboundedReceiver<Ctl>,
+        input: &mpsc::Receiver<Input>,
+        sessions: &mut Sessions,
+    ) -> bool {
+        let mut rooms = self.lock();
+        if !ctl.is_empty() || !input.is_empty() {
+            return false;
+        }
+        if rooms.open.get(id).is_some_and(|e| e.instance == instance) {
+            rooms.open.remove(id);
+            self.closed.notify_waiters();
+            let linger = self.settings.session_linger;
+            if sessions.len() > 0 && !linger.is_zero() {
+                // Forget what has lingered long enough (here: one look per closing room).
+                rooms.parked.retain(|_, (at, _)| at.elapsed() < linger);
+                let parked = std::mem::replace(sessions, Sessions::new(0));
+                rooms
+                    .parked
+                    .insert(id.to_string(), (Instant::now(), parked));
+            }
+        }
+        true
     }
 }

@@ -27,7 +27,7 @@ use protocol::pps::{PpsError, VersionImage};
 use protocol::snapshot::decode_png;
 use tokio::sync::mpsc;
 
-use crate::http::{ask_storage, bad_request, history_error, refuse_read};
+use crate::edge::{ask_storage, bad_request, history_error, refuse_read};
 use crate::AppState;
 
 /// Encoded chunks between the render thread and the response.
@@ -161,7 +161,7 @@ pub(crate) async fn timelapse(
         width
     };
     let height = scaled_height(first.width, first.height, width);
-    if height > state.config.pps.max_side {
+    if height > state.config.max_side {
         return bad_request(format!(
             "a timelapse {width} wide would be {height} high, more than --max-side"
         ));
@@ -243,7 +243,7 @@ impl Render {
             .and_then(|()| encoder.set_blend_op(png::BlendOp::Source))
             .map_err(|e| e.to_string())?;
         let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-        let max_side = self.state.config.pps.max_side;
+        let max_side = self.state.config.max_side;
         let mut previous: Option<Vec<u8>> = None;
         let mut first = Some(self.first.png.clone());
         for &seq in &self.seqs {

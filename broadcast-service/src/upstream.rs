@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use primary_picture_service::remote::describe_ws_error;
+use link::remote::describe_ws_error;
 use protocol::codec;
 use protocol::ServerMsg;
 use tokio::sync::mpsc;

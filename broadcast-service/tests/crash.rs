@@ -96,9 +96,9 @@ impl Setup {
             "1s",
             "--pps-ping-interval",
             "200ms",
-            "--min-backoff",
+            "--pps-min-backoff",
             "20ms",
-            "--max-backoff",
+            "--pps-max-backoff",
             "200ms",
         ]
         .map(String::from)

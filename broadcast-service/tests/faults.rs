@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use primary_picture_service::service::{Pps, PpsConfig};
 use primary_picture_service::store::memory::MemoryStore;
 use primary_picture_service::store::StoredMeta;
+use primary_picture_service::{Pps, PpsConfig};
 use procs::*;
 use protocol::snapshot::{decode_png, encode_png, Compression};
 use protocol::Raster;

@@ -17,10 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::*;
-use primary_picture_service::service::{Pps, PpsConfig};
 use primary_picture_service::store::fs::FsStore;
 use primary_picture_service::store::s3::S3Store;
 use primary_picture_service::store::Store;
+use primary_picture_service::{Pps, PpsConfig};
 use protocol::snapshot::decode_png;
 use raster_client::Client;
 use tokio::time::Instant;
@@ -465,7 +465,7 @@ async fn services_mode_serves_history_over_the_link() {
     assert_eq!((announced, size), (1, (9, 5)));
     assert_eq!(frames, vec![d.raster.pixels().to_vec()]);
     // The in-process API the admin revert builds on: decoded size and exact bytes.
-    use primary_picture_service::PictureService;
+    use link::PictureService;
     let image = pps.pps.version(picture.to_string(), last).await.unwrap();
     assert_eq!((image.seq, image.width, image.height), (last, 9, 5));
     assert_eq!(image.png, on_disk);

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use common::{deadline, draw_concurrently, logged_client, snapshot, PpsServer, Server};
 use std::sync::Arc;
 
-use primary_picture_service::service::{Pps, PpsConfig};
 use primary_picture_service::store::fs::FsStore;
+use primary_picture_service::{Pps, PpsConfig};
 use rand::{Rng, SeedableRng};
 use raster_client::{Client, Event};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{deadline, raw_join, raw_next, raw_until_close, PpsServer, Raw, RawEvent, Server};
 use futures::{SinkExt, StreamExt};
-use primary_picture_service::service::PpsConfig;
+use primary_picture_service::PpsConfig;
 use protocol::{codec, ClientMsg, Op, Point, ServerMsg};
 use raster_client::{Client, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,7 +3,7 @@
 
 use broadcast_service::Config;
 use clap::{Args, CommandFactory};
-use primary_picture_service::config::PpsArgs;
+use primary_picture_service::config::{StoreArgs, TuningArgs};
 
 fn check(command: clap::Command, readme: &str) {
     for arg in command.get_arguments() {
@@ -30,7 +30,8 @@ fn readme_documents_every_flag() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md at the workspace root");
     check(Config::command(), &readme);
-    check(PpsArgs::augment_args(clap::Command::new("pps")), &readme);
+    check(StoreArgs::augment_args(clap::Command::new("pps")), &readme);
+    check(TuningArgs::augment_args(clap::Command::new("pps")), &readme);
     for extra in [
         "`PPS_LISTEN`",
         "`BS_LISTEN`",

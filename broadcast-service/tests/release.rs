@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use primary_picture_service::service::{Pps, PpsConfig};
 use primary_picture_service::store::memory::MemoryStore;
+use primary_picture_service::{Pps, PpsConfig};
 use protocol::snapshot::decode_png;
 use raster_client::Client;
 use tokio::time::Instant;

@@ -1,22 +1,104 @@
-//! Configuration of the picture service as flags with environment-variable equivalents.
+//! Configuration of the picture service as flags with environment-variable equivalents, in
+//! two groups that both binaries flatten (`#[command(flatten)]`) into their own clap struct:
 //!
-//! [`PpsArgs`] is meant to be flattened (`#[command(flatten)]`) into a binary's own clap struct:
-//! the PPS binary does so, and so does the broadcast service for its embedded mode. Every flag
-//! is prefixed `PPS_` in the environment so the two never clash.
+//! - [`StoreArgs`]: where pictures and the write-ahead log live (`--data-dir`, `--store`,
+//!   `--s3-*`, `--wal*`);
+//! - [`TuningArgs`]: how the picture service works (flushes, snapshots, memory, retries,
+//!   history, its shutdown deadline).
+//!
+//! The picture service's binary takes both; the broadcast service takes both in embedded mode
+//! only (with `--pps-url` they would do nothing, so it refuses them). Every flag is prefixed
+//! `PPS_` in the environment so the two binaries' variables never clash. The defaults are the
+//! flags' own: [`PpsConfig::default`] and [`crate::store::s3::S3Options::default`] are read off
+//! these definitions ([`flag_defaults`]), so the library and the command line cannot disagree.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::service::PpsConfig;
+use process::flags::{parse_duration, parse_on_off};
+
 use crate::store::fs::FsStore;
 use crate::store::{Store, StoreError};
 use crate::wal::WalConfig;
 
-/// Picture service flags (see [`PpsConfig`] for what each one tunes).
+pub use link::DEFAULT_MAX_SIDE;
+
+/// Tuning of the picture service. Most fields are flags of [`TuningArgs`].
+#[derive(Clone, Debug)]
+pub struct PpsConfig {
+    /// Slots of the priority job queue: how many CPU/IO jobs (decode, apply, encode) run at once.
+    pub workers: usize,
+    /// A dirty picture is flushed this long after it became dirty.
+    pub flush_interval: Duration,
+    /// A periodic flush waiting longer than this for a slot is served as high priority.
+    pub aging: Duration,
+    /// A snapshot request reuses the last PNG encoding while it is younger than this...
+    pub snapshot_reuse: Duration,
+    /// ... and at most this many updates behind the picture (a joiner applies those itself,
+    /// so a stale encoding makes joins slow after bursts of drawing).
+    pub snapshot_reuse_updates: u64,
+    /// How long a snapshot waits for `min_seq` to arrive before failing with `Unavailable`.
+    pub snapshot_wait: Duration,
+    /// A clean picture with no activity for this long is dropped from memory.
+    pub idle_unload: Duration,
+    /// Largest accepted picture side, for creating pictures and decoding stored PNGs.
+    pub max_side: u32,
+    /// Pictures are loaded or created only while those in memory take less than this many
+    /// raster bytes (`--max-loaded-bytes`).
+    pub max_loaded_bytes: u64,
+    /// Upper bound of the exponential backoff of failed loads and flushes.
+    pub max_backoff: Duration,
+    /// First delay of that backoff.
+    pub min_backoff: Duration,
+    /// Batches applied per job, so that a long queue does not hold a slot for too long.
+    pub apply_chunk: usize,
+    /// Capacity of the event channel; a receiver lagging further must resync.
+    pub event_capacity: usize,
+    /// Test knob: sleep this long per applied batch, to make PPS lag far behind.
+    pub apply_delay: Option<Duration>,
+    /// Test knob: sleep this long before decoding a loaded picture, to make a cold load slow.
+    pub decode_delay: Option<Duration>,
+    /// How broadcast services reach this service; its hash ([`protocol::placement::node_id`])
+    /// is the owner id written into every picture it owns (docs/scaling.md).
+    pub advertise_url: String,
+    /// How long a sequencer whose connection broke keeps its lease, and how long a picture
+    /// taken from an owner that did not release it waits for its last sequencer's claim.
+    /// Zero in process (embedded mode): there is no other sequencer to wait for.
+    pub lease_timeout: Duration,
+    /// The write-ahead log ([`crate::wal`]): every accepted batch is on disk before it is
+    /// confirmed. `None`: confirmed as soon as queued (a crash loses what storage lacks).
+    pub wal: Option<WalConfig>,
+    /// Clients per picture whose highest `client_seq` a lease grant carries
+    /// ([`protocol::pps::Acquired::Granted::sessions`]).
+    pub session_trail: usize,
+    /// History (PROTOCOL.md §15): a flush stores a version when the newest stored one is at
+    /// least this old (zero: every flush); a release always stores one.
+    pub history_interval: Duration,
+    /// Versions kept per picture (the oldest beyond are pruned); zero: no history at all.
+    pub history_keep: usize,
+}
+
+impl Default for PpsConfig {
+    /// The flags' defaults ([`TuningArgs`]), pictures up to [`DEFAULT_MAX_SIDE`], no
+    /// write-ahead log, one node.
+    fn default() -> Self {
+        flag_defaults::<TuningArgs>().to_config(DEFAULT_MAX_SIDE, None)
+    }
+}
+
+impl PpsConfig {
+    /// This service's owner id ([`protocol::placement::node_id`] of its advertise URL).
+    pub fn node(&self) -> u64 {
+        protocol::placement::node_id(&self.advertise_url)
+    }
+}
+
+/// Where the picture service keeps pictures and its write-ahead log.
 #[derive(Clone, Debug, clap::Args)]
-pub struct PpsArgs {
-    /// Where the filesystem store keeps pictures (`{data_dir}/pictures/{id}.png`).
+pub struct StoreArgs {
+    /// Where the filesystem store keeps pictures (`{data_dir}/pictures/{id}.png`), and the
+    /// default home of the write-ahead log.
     #[arg(long = "data-dir", env = "PPS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// `file` (the data directory) or `s3://BUCKET/PREFIX`. S3 credentials, region and endpoint
@@ -26,6 +108,63 @@ pub struct PpsArgs {
     /// S3 client settings (used with `--store s3://...`).
     #[command(flatten)]
     pub s3: crate::store::s3::S3Options,
+    /// The write-ahead log: `on` (every accepted update is on disk before anyone sees it echoed,
+    /// so a crash loses none) or `off` (a little less latency; a crash loses what storage
+    /// lacked, up to `--flush-interval` of drawing). See docs/durability.md.
+    #[arg(long = "wal", env = "PPS_WAL", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub wal: bool,
+    /// Where the write-ahead log lives (default `{data_dir}/wal`). It must survive the process:
+    /// with `--store s3://...`, put it on a persistent volume. One process per directory (it
+    /// is locked).
+    #[arg(long = "wal-dir", env = "PPS_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// The most the log may hold of updates storage does not have yet, in bytes; beyond it,
+    /// batches are refused (the broadcast service retries) until flushes free it.
+    #[arg(long = "wal-max-bytes", env = "PPS_WAL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub wal_max_bytes: u64,
+    /// The log is written in segment files of about this size; a segment is deleted once
+    /// storage holds every update in it.
+    #[arg(
+        long = "wal-segment-bytes",
+        env = "PPS_WAL_SEGMENT_BYTES",
+        default_value_t = 16 << 20
+    )]
+    pub wal_segment_bytes: u64,
+}
+
+impl StoreArgs {
+    /// The write-ahead log these flags ask for (`None`: `--wal off`).
+    pub fn wal(&self) -> Option<WalConfig> {
+        self.wal.then(|| WalConfig {
+            dir: self
+                .wal_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("wal")),
+            segment_bytes: self.wal_segment_bytes.max(1),
+            max_bytes: self.wal_max_bytes,
+        })
+    }
+
+    /// Opens the store that `--store` names.
+    pub async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        if self.store == "file" {
+            return Ok(Arc::new(FsStore::new(self.data_dir.clone())));
+        }
+        if self.store.starts_with("s3://") {
+            let store = crate::store::s3::S3Store::from_url_with(&self.store, &self.s3).await?;
+            return Ok(Arc::new(store));
+        }
+        Err(StoreError::Refused(format!(
+            "unknown store {:?}: expected `file` or `s3://BUCKET/PREFIX`",
+            self.store
+        )))
+    }
+}
+
+/// How the picture service works: flushes, snapshots, memory, retries, history (see
+/// [`PpsConfig`] for what each one tunes).
+#[derive(Clone, Debug, clap::Args)]
+pub struct TuningArgs {
     /// CPU/IO job slots (default: the number of cores).
     #[arg(long = "workers", env = "PPS_WORKERS")]
     pub workers: Option<usize>,
@@ -51,9 +190,6 @@ pub struct PpsArgs {
     /// A clean picture idle for this long is dropped from memory.
     #[arg(long = "idle-unload", env = "PPS_IDLE_UNLOAD", default_value = "60s", value_parser = parse_duration)]
     pub idle_unload: Duration,
-    /// Largest picture side accepted (creating pictures, decoding stored PNGs).
-    #[arg(long = "max-side", env = "PPS_MAX_SIDE", default_value_t = 4096)]
-    pub max_side: u32,
     /// Memory budget of the pictures in memory (`width*height*4` each, in bytes): a picture is
     /// loaded or created only while those in memory take less than this; otherwise its
     /// requests fail with `Unavailable` (joiners get 503 after the broadcast service's
@@ -67,7 +203,8 @@ pub struct PpsArgs {
     /// First delay of that backoff (it doubles up to `--max-backoff`).
     #[arg(long = "min-backoff", env = "PPS_MIN_BACKOFF", default_value = "100ms", value_parser = parse_duration)]
     pub min_backoff: Duration,
-    /// Flush events buffered per subscriber; a connection lagging further is closed and resyncs.
+    /// Flush events buffered per subscriber (a broadcast service's connection, or the embedded
+    /// broadcast service); one lagging further is closed and resyncs.
     #[arg(
         long = "event-capacity",
         env = "PPS_EVENT_CAPACITY",
@@ -77,31 +214,6 @@ pub struct PpsArgs {
     /// Batches applied per job.
     #[arg(long = "apply-chunk", env = "PPS_APPLY_CHUNK", default_value_t = 16)]
     pub apply_chunk: usize,
-    /// Largest WebSocket message between BS and PPS, in bytes (services mode).
-    #[arg(long = "max-message-size", env = "PPS_MAX_MESSAGE_SIZE", default_value_t = 64 << 20)]
-    pub max_message_size: usize,
-    /// The write-ahead log: `on` (every accepted update is on disk before anyone sees it echoed,
-    /// so a crash loses none) or `off` (a little less latency; a crash loses what storage
-    /// lacked, up to `--flush-interval` of drawing). See docs/durability.md.
-    #[arg(long = "wal", env = "PPS_WAL", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
-    pub wal: bool,
-    /// Where the write-ahead log lives (default `{data_dir}/wal`). It must survive the process:
-    /// with `--store s3://...`, put it on a persistent volume. One process per directory (it
-    /// is locked).
-    #[arg(long = "wal-dir", env = "PPS_WAL_DIR")]
-    pub wal_dir: Option<PathBuf>,
-    /// The most the log may hold of updates storage does not have yet, in bytes; beyond it,
-    /// batches are refused (the broadcast service retries) until flushes free it.
-    #[arg(long = "wal-max-bytes", env = "PPS_WAL_MAX_BYTES", default_value_t = 1 << 30)]
-    pub wal_max_bytes: u64,
-    /// The log is written in segment files of about this size; a segment is deleted once
-    /// storage holds every update in it.
-    #[arg(
-        long = "wal-segment-bytes",
-        env = "PPS_WAL_SEGMENT_BYTES",
-        default_value_t = 16 << 20
-    )]
-    pub wal_segment_bytes: u64,
     /// Per picture, how many clients' highest `client_seq` the picture service keeps and hands
     /// to every new sequencer (so a session resuming after its broadcast service crashed is
     /// not drawn twice, PROTOCOL.md §11); about 40 bytes each. 0: none.
@@ -123,89 +235,60 @@ pub struct PpsArgs {
     pub shutdown_timeout: Duration,
 }
 
-impl PpsArgs {
-    pub fn to_config(&self) -> PpsConfig {
-        let defaults = PpsConfig::default();
+impl TuningArgs {
+    /// The picture service's configuration with this tuning, pictures up to `max_side` and the
+    /// given write-ahead log. The fields no flag sets keep their one-node values (no lease
+    /// timeout, advertised as `embedded`, no test knobs): the binaries set their own.
+    pub fn to_config(&self, max_side: u32, wal: Option<WalConfig>) -> PpsConfig {
         PpsConfig {
-            workers: self.workers.unwrap_or(defaults.workers).max(1),
+            workers: self
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .max(1),
             flush_interval: self.flush_interval,
             aging: self.aging,
             snapshot_reuse: self.snapshot_reuse,
             snapshot_reuse_updates: self.snapshot_reuse_updates,
             snapshot_wait: self.snapshot_wait,
             idle_unload: self.idle_unload,
-            max_side: self.max_side,
+            max_side,
             max_loaded_bytes: self.max_loaded_bytes,
             max_backoff: self.max_backoff,
             min_backoff: self.min_backoff,
-            event_capacity: self.event_capacity.max(1),
             apply_chunk: self.apply_chunk.max(1),
+            event_capacity: self.event_capacity.max(1),
+            apply_delay: None,
+            decode_delay: None,
+            advertise_url: "embedded".to_string(),
+            lease_timeout: Duration::ZERO,
+            wal,
             session_trail: self.session_trail,
             history_interval: self.history_interval,
             history_keep: self.history_keep,
-            wal: self.wal.then(|| WalConfig {
-                dir: self
-                    .wal_dir
-                    .clone()
-                    .unwrap_or_else(|| self.data_dir.join("wal")),
-                segment_bytes: self.wal_segment_bytes.max(1),
-                max_bytes: self.wal_max_bytes,
-            }),
-            ..defaults
         }
     }
 }
 
-/// Opens the store that `args.store` names.
-pub async fn make_store(args: &PpsArgs) -> Result<Arc<dyn Store>, StoreError> {
-    if args.store == "file" {
-        return Ok(Arc::new(FsStore::new(args.data_dir.clone())));
-    }
-    if args.store.starts_with("s3://") {
-        return open_s3(&args.store, &args.s3).await;
-    }
-    Err(StoreError::Refused(format!(
-        "unknown store {:?}: expected `file` or `s3://BUCKET/PREFIX`",
-        args.store
-    )))
-}
-
-async fn open_s3(
-    url: &str,
-    options: &crate::store::s3::S3Options,
-) -> Result<Arc<dyn Store>, StoreError> {
-    let store = crate::store::s3::S3Store::from_url_with(url, options).await?;
-    Ok(Arc::new(store))
-}
-
-/// Parses `on`/`off` (also `true`/`false`, `1`/`0`).
-pub fn parse_on_off(text: &str) -> Result<bool, String> {
-    match text.trim() {
-        "on" | "true" | "1" => Ok(true),
-        "off" | "false" | "0" => Ok(false),
-        other => Err(format!("expected `on` or `off`, not {other:?}")),
+impl Default for crate::store::s3::S3Options {
+    /// The flags' defaults.
+    fn default() -> Self {
+        flag_defaults()
     }
 }
 
-/// Parses `40us`, `500ms`, `5s`, `2m`, `1h` or a plain number of seconds (`1.5`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 5s, 2m"))?;
-    let seconds = match unit.trim() {
-        "us" | "µs" => value / 1_000_000.0,
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+/// The defaults of a group of flags as written in its definition, whatever the environment
+/// says (the `PPS_*` variables of this process are not read).
+pub fn flag_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None));
+    let parsed = command
+        .try_get_matches_from(["defaults"])
+        .and_then(|matches| T::from_arg_matches(&matches));
+    match parsed {
+        Ok(defaults) => defaults,
+        // Every flag of these groups has a default or is optional: parsing no arguments cannot
+        // fail, whatever the input, so this is a bug in a definition (the unit tests hit it).
+        Err(error) => panic!("a flag group without defaults: {error}"),
+    }
 }
 
 #[cfg(test)]
@@ -217,50 +300,65 @@ mod tests {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
-        pps: PpsArgs,
+        store: StoreArgs,
+        #[command(flatten)]
+        tuning: TuningArgs,
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("pps").chain(args.iter().copied())).unwrap()
     }
 
     #[test]
-    fn flag_defaults_are_the_config_defaults() {
-        let cli = Cli::try_parse_from(["pps"]).unwrap();
-        let from_flags = cli.pps.to_config();
+    fn the_library_defaults_are_the_flag_defaults() {
+        let cli = parse(&[]);
+        let from_flags = cli.tuning.to_config(DEFAULT_MAX_SIDE, None);
         let defaults = PpsConfig::default();
-        assert_eq!(from_flags.workers, defaults.workers);
-        assert_eq!(from_flags.flush_interval, defaults.flush_interval);
-        assert_eq!(from_flags.aging, defaults.aging);
-        assert_eq!(from_flags.snapshot_reuse, defaults.snapshot_reuse);
-        assert_eq!(from_flags.snapshot_wait, defaults.snapshot_wait);
-        assert_eq!(from_flags.idle_unload, defaults.idle_unload);
-        assert_eq!(from_flags.max_side, defaults.max_side);
-        assert_eq!(from_flags.max_backoff, defaults.max_backoff);
-        assert_eq!(from_flags.min_backoff, defaults.min_backoff);
-        assert_eq!(from_flags.apply_chunk, defaults.apply_chunk);
-        assert_eq!(from_flags.event_capacity, defaults.event_capacity);
-        assert_eq!(from_flags.apply_delay, None);
-        assert_eq!(from_flags.history_interval, defaults.history_interval);
-        assert_eq!(from_flags.history_keep, defaults.history_keep);
+        assert_eq!(format!("{from_flags:?}"), format!("{defaults:?}"));
+        assert_eq!(defaults.flush_interval, Duration::from_secs(5));
+        assert_eq!(defaults.max_side, 4096);
+        assert_eq!(defaults.history_keep, 144);
+        assert!(defaults.wal.is_none(), "the library default has no log");
+        assert_eq!(
+            format!("{:?}", cli.store.s3),
+            format!("{:?}", crate::store::s3::S3Options::default())
+        );
+    }
+
+    #[test]
+    fn the_environment_does_not_change_the_library_defaults() {
+        // `flag_defaults` strips the variables: a PPS_FLUSH_INTERVAL of this process reaches
+        // the flags, never `PpsConfig::default()`.
+        let command = <TuningArgs as clap::Args>::augment_args(clap::Command::new("t"));
+        let env = command
+            .get_arguments()
+            .find(|a| a.get_id() == "flush_interval")
+            .and_then(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned());
+        assert_eq!(env.as_deref(), Some("PPS_FLUSH_INTERVAL"));
+        let defaults: TuningArgs = flag_defaults();
+        assert_eq!(defaults.flush_interval, Duration::from_secs(5));
     }
 
     #[test]
     fn flags_override() {
-        let cli =
-            Cli::try_parse_from(["pps", "--flush-interval", "250ms", "--workers", "3"]).unwrap();
-        let config = cli.pps.to_config();
+        let cli = parse(&["--flush-interval", "250ms", "--workers", "3"]);
+        let config = cli.tuning.to_config(100, None);
         assert_eq!(config.flush_interval, Duration::from_millis(250));
         assert_eq!(config.workers, 3);
+        assert_eq!(config.max_side, 100);
     }
 
     #[test]
     fn the_write_ahead_log_is_on_by_default_under_the_data_dir() {
-        let cli = Cli::try_parse_from(["pps", "--data-dir", "/srv/raster"]).unwrap();
-        let wal = cli.pps.to_config().wal.unwrap();
+        let wal = parse(&["--data-dir", "/srv/raster"]).store.wal().unwrap();
         assert_eq!(wal.dir, std::path::Path::new("/srv/raster/wal"));
         assert_eq!((wal.max_bytes, wal.segment_bytes), (1 << 30, 16 << 20));
-        let cli = Cli::try_parse_from(["pps", "--wal", "off"]).unwrap();
-        assert!(cli.pps.to_config().wal.is_none());
-        let cli =
-            Cli::try_parse_from(["pps", "--wal-dir", "/wal", "--wal-max-bytes", "1000"]).unwrap();
-        let wal = cli.pps.to_config().wal.unwrap();
+        assert!(parse(&["--wal", "off"]).store.wal().is_none());
+        let wal = parse(&["--wal-dir", "/wal", "--wal-max-bytes", "1000"])
+            .store
+            .wal()
+            .unwrap();
         assert_eq!(
             (wal.dir.as_path(), wal.max_bytes),
             (std::path::Path::new("/wal"), 1000)
@@ -277,26 +375,14 @@ mod tests {
     #[tokio::test]
     async fn stores_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cli = Cli::try_parse_from(["pps"]).unwrap();
-        cli.pps.data_dir = dir.path().to_path_buf();
-        let store = make_store(&cli.pps).await.unwrap();
+        let mut cli = parse(&[]);
+        cli.store.data_dir = dir.path().to_path_buf();
+        let store = cli.store.open().await.unwrap();
         assert_eq!(store.describe(), format!("file://{}", dir.path().display()));
-        cli.pps.store = "ftp://nope".to_string();
+        cli.store.store = "ftp://nope".to_string();
         assert!(matches!(
-            make_store(&cli.pps).await,
+            cli.store.open().await,
             Err(StoreError::Refused(_))
         ));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("40us"), Ok(Duration::from_micros(40)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
     }
 }

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use primary_picture_service::config::{make_store, parse_duration, PpsArgs};
+use primary_picture_service::config::{StoreArgs, TuningArgs, DEFAULT_MAX_SIDE};
 use primary_picture_service::server::{serve_with, ServeOptions};
 use primary_picture_service::Pps;
-use process::{init_logs, shutdown_signal};
+use process::flags::parse_duration;
+use process::{init_logs, install_metrics, shutdown_signal};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -40,8 +41,16 @@ struct Config {
     /// second) is closed.
     #[arg(long, env = "PPS_LINK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     link_timeout: Duration,
-    #[command(flatten)]
-    pps: PpsArgs,
+    /// Largest picture side accepted (creating pictures, decoding stored PNGs).
+    #[arg(long, env = "PPS_MAX_SIDE", default_value_t = DEFAULT_MAX_SIDE)]
+    max_side: u32,
+    /// Largest WebSocket message from a broadcast service, in bytes.
+    #[arg(long, env = "PPS_MAX_MESSAGE_SIZE", default_value_t = 64 << 20)]
+    max_message_size: usize,
+    #[command(flatten, next_help_heading = "Store")]
+    store: StoreArgs,
+    #[command(flatten, next_help_heading = "Picture tuning")]
+    tuning: TuningArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,11 +62,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let metrics = install_metrics().map_err(anyhow::Error::msg)?;
 
-    let store = make_store(&config.pps)
+    let store = config
+        .store
+        .open()
         .await
         .context("opening the picture store")?;
     let advertise_url = config.advertise_url.clone().unwrap_or_else(|| {
@@ -72,19 +81,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let pps_config = primary_picture_service::PpsConfig {
         advertise_url,
         lease_timeout: config.lease_timeout,
-        ..config.pps.to_config()
+        ..config.tuning.to_config(config.max_side, config.store.wal())
     };
     let pps = Pps::open(pps_config, store).context("opening the write-ahead log")?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let options = ServeOptions {
-        max_message_size: config.pps.max_message_size,
+        max_message_size: config.max_message_size,
         metrics: Some(metrics),
         silence_timeout: config.link_timeout,
     };
     serve_with(listener, pps.clone(), options, shutdown_signal()).await?;
-    let summary = pps.shutdown(config.pps.shutdown_timeout).await;
+    let summary = pps.shutdown(config.tuning.shutdown_timeout).await;
     if summary.failed > 0 {
         tracing::error!(failed = summary.failed, "exiting with pictures not flushed");
     }

@@ -29,8 +29,8 @@ use protocol::pps::{FromPps, PpsError, PpsReply, PpsRequest, ToPps};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::api::{PictureService, PpsEvent};
 use crate::service::{Pps, Session};
+use link::{PictureService, PpsEvent};
 
 /// Server settings beyond the listener.
 #[derive(Clone)]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::{self, BoxFuture, FutureExt};
@@ -16,105 +16,12 @@ use protocol::pps::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::api::{PictureService, PpsEvent};
-use crate::picture::{self, Msg};
+use crate::config::PpsConfig;
+use crate::picture::{self, ConnId, Msg, Shared};
 use crate::scheduler::Scheduler;
 use crate::store::Store;
-use crate::wal::{Record, Wal, WalConfig, WalError};
-
-/// Tuning of the picture service. Every field is a flag of [`crate::config::PpsArgs`].
-#[derive(Clone, Debug)]
-pub struct PpsConfig {
-    /// Slots of the priority job queue: how many CPU/IO jobs (decode, apply, encode) run at once.
-    pub workers: usize,
-    /// A dirty picture is flushed this long after it became dirty.
-    pub flush_interval: Duration,
-    /// A periodic flush waiting longer than this for a slot is served as high priority.
-    pub aging: Duration,
-    /// A snapshot request reuses the last PNG encoding while it is younger than this...
-    pub snapshot_reuse: Duration,
-    /// ... and at most this many updates behind the picture (a joiner applies those itself,
-    /// so a stale encoding makes joins slow after bursts of drawing).
-    pub snapshot_reuse_updates: u64,
-    /// How long a snapshot waits for `min_seq` to arrive before failing with `Unavailable`.
-    pub snapshot_wait: Duration,
-    /// A clean picture with no activity for this long is dropped from memory.
-    pub idle_unload: Duration,
-    /// Largest accepted picture side, for creating pictures and decoding stored PNGs.
-    pub max_side: u32,
-    /// Pictures are loaded or created only while those in memory take less than this many
-    /// raster bytes (`--max-loaded-bytes`).
-    pub max_loaded_bytes: u64,
-    /// Upper bound of the exponential backoff of failed loads and flushes.
-    pub max_backoff: Duration,
-    /// First delay of that backoff.
-    pub min_backoff: Duration,
-    /// Batches applied per job, so that a long queue does not hold a slot for too long.
-    pub apply_chunk: usize,
-    /// Capacity of the event channel; a receiver lagging further must resync.
-    pub event_capacity: usize,
-    /// Test knob: sleep this long per applied batch, to make PPS lag far behind.
-    pub apply_delay: Option<Duration>,
-    /// Test knob: sleep this long before decoding a loaded picture, to make a cold load slow.
-    pub decode_delay: Option<Duration>,
-    /// How broadcast services reach this service; its hash ([`protocol::placement::node_id`])
-    /// is the owner id written into every picture it owns (docs/scaling.md).
-    pub advertise_url: String,
-    /// How long a sequencer whose connection broke keeps its lease, and how long a picture
-    /// taken from an owner that did not release it waits for its last sequencer's claim.
-    /// Zero in process (embedded mode): there is no other sequencer to wait for.
-    pub lease_timeout: Duration,
-    /// The write-ahead log ([`crate::wal`]): every accepted batch is on disk before it is
-    /// confirmed. `None`: confirmed as soon as queued (a crash loses what storage lacks).
-    pub wal: Option<WalConfig>,
-    /// Clients per picture whose highest `client_seq` a lease grant carries
-    /// ([`protocol::pps::Acquired::Granted::sessions`]).
-    pub session_trail: usize,
-    /// History (PROTOCOL.md §15): a flush stores a version when the newest stored one is at
-    /// least this old (zero: every flush); a release always stores one.
-    pub history_interval: Duration,
-    /// Versions kept per picture (the oldest beyond are pruned); zero: no history at all.
-    pub history_keep: usize,
-}
-
-impl Default for PpsConfig {
-    fn default() -> Self {
-        Self {
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            flush_interval: Duration::from_secs(5),
-            aging: Duration::from_secs(2),
-            snapshot_reuse: Duration::from_secs(2),
-            snapshot_reuse_updates: 256,
-            snapshot_wait: Duration::from_secs(10),
-            idle_unload: Duration::from_secs(60),
-            max_side: 4096,
-            max_loaded_bytes: 16 << 30,
-            max_backoff: Duration::from_secs(5),
-            min_backoff: Duration::from_millis(100),
-            apply_chunk: 16,
-            event_capacity: 4096,
-            apply_delay: None,
-            decode_delay: None,
-            advertise_url: "embedded".to_string(),
-            lease_timeout: Duration::ZERO,
-            wal: None,
-            session_trail: 4096,
-            history_interval: Duration::from_secs(600),
-            history_keep: 144,
-        }
-    }
-}
-
-impl PpsConfig {
-    /// This service's owner id ([`protocol::placement::node_id`] of its advertise URL).
-    pub fn node(&self) -> u64 {
-        protocol::placement::node_id(&self.advertise_url)
-    }
-}
-
-/// Identifies one broadcast service's connection: leases are held over it. `0` is the
-/// in-process caller (embedded mode), which never disconnects.
-pub(crate) type ConnId = u64;
+use crate::wal::{Record, Wal, WalError};
+use link::{PictureService, PpsEvent};
 
 /// What [`Pps::shutdown`] managed to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,60 +33,6 @@ pub struct ShutdownSummary {
     /// Pictures that could not be flushed before the deadline (their updates are lost unless
     /// the broadcast service still holds them).
     pub failed: usize,
-}
-
-/// State shared by [`Pps`] and every picture actor.
-pub(crate) struct Shared {
-    pub(crate) config: PpsConfig,
-    pub(crate) store: Arc<dyn Store>,
-    /// Grants CPU/IO slots to all pictures' jobs by priority.
-    pub(crate) scheduler: Scheduler,
-    /// Mailbox of each open picture's actor. std Mutex, never held across `.await`: requests
-    /// are enqueued under it, and an actor removes itself under it only when its mailbox is
-    /// empty, so a request can never be sent to an actor that is exiting.
-    pub(crate) registry: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
-    /// Fan-out of [`PpsEvent`]s to every subscriber.
-    pub(crate) events: broadcast::Sender<PpsEvent>,
-    /// Cleared by [`Pps::shutdown`]: new requests are refused from then on.
-    accepting: AtomicBool,
-    /// Source of [`ConnId`]s for [`Pps::session`].
-    next_conn: AtomicU64,
-    /// The write-ahead log, when [`PpsConfig::wal`] asks for one.
-    pub(crate) wal: Option<Wal>,
-    /// Raster bytes of the pictures in memory (see [`Charge`]).
-    pub(crate) loaded_bytes: Arc<AtomicU64>,
-}
-
-/// A picture's raster bytes, counted in [`Shared::loaded_bytes`] while it lives.
-pub(crate) struct Charge {
-    bytes: u64,
-    total: Arc<AtomicU64>,
-}
-
-impl Charge {
-    pub(crate) fn new(total: &Arc<AtomicU64>, bytes: u64) -> Charge {
-        let now = total.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        metrics::gauge!("pps_loaded_bytes").set(now as f64);
-        Charge {
-            bytes,
-            total: total.clone(),
-        }
-    }
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        let now = self.total.fetch_sub(self.bytes, Ordering::Relaxed) - self.bytes;
-        metrics::gauge!("pps_loaded_bytes").set(now as f64);
-    }
-}
-
-impl Shared {
-    pub(crate) fn registry(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Msg>>> {
-        // Every critical section is a map operation or a channel send: nothing that could leave
-        // the map inconsistent on panic.
-        protocol::sync::lock(&self.registry)
-    }
 }
 
 /// The primary picture service, in process.

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use link::{PictureService, PpsEvent};
 use primary_picture_service::store::memory::MemoryStore;
 use primary_picture_service::store::StoredMeta;
-use primary_picture_service::{PictureService, Pps, PpsConfig, PpsEvent};
+use primary_picture_service::{Pps, PpsConfig};
 use protocol::pps::{Lease, PpsError, ReleaseRequest, Snapshot, SnapshotRequest};
 use tokio::sync::broadcast;
 

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use primary_picture_service::remote::RemotePps;
+use link::remote::RemotePps;
+use link::{PictureService, PpsEvent};
 use primary_picture_service::server::serve;
 use primary_picture_service::store::memory::MemoryStore;
 use primary_picture_service::store::Store;
-use primary_picture_service::{PictureService, Pps, PpsConfig, PpsEvent};
+use primary_picture_service::{Pps, PpsConfig};
 use protocol::pps::{PpsError, ReleaseRequest, SnapshotRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -270,7 +271,7 @@ async fn a_silent_server_is_detected_by_keepalive() {
     });
     let remote = RemotePps::connect_with(
         &format!("ws://{addr}/bs"),
-        primary_picture_service::remote::RemoteOptions {
+        link::remote::RemoteOptions {
             ping_interval: Duration::from_millis(50),
             timeout: Duration::from_millis(150),
             ..Default::default()

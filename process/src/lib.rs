@@ -1,7 +1,9 @@
-//! What both service binaries do the same way around the service itself: logs, traces and
-//! signals.
+//! What both service binaries do the same way around the service itself: logs, traces,
+//! signals, and the parsing of flag values ([`flags`]).
 
 #![warn(missing_docs)]
+
+pub mod flags;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -63,6 +65,26 @@ pub fn init_logs(json: bool, service: &'static str) -> Telemetry {
         tracing::info!("exporting traces over OTLP (OTEL_EXPORTER_OTLP_* variables)");
     }
     Telemetry { traces: provider }
+}
+
+/// Installs the process-wide Prometheus recorder that the service's `GET /metrics` renders
+/// (through the handle returned), with a thread that runs its upkeep every 5 seconds (which
+/// keeps histogram buckets from growing between scrapes). `main` calls it once; a library never
+/// does, so a host application keeps its own recorder. Fails when a recorder is already
+/// installed.
+pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".to_string())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            upkeep.run_upkeep();
+        })
+        .map_err(|e| format!("starting the metrics upkeep thread: {e}"))?;
+    Ok(handle)
 }
 
 /// The OTLP trace pipeline, if the environment asks for one (the OpenTelemetry SDK's

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use primary_picture_service::PictureService;
+use link::PictureService;
 use protocol::backoff::Backoff;
 use protocol::codec;
 use protocol::pps::{Acquired, Lease, PpsError, Snapshot};
@@ -59,7 +59,6 @@ use crate::cluster::{Cluster, LinkId};
 use crate::config::{Config, SlowClientPolicy};
 use crate::outbox::Outbox;
 use crate::pending::PendingLog;
-use crate::registry::Registry;
 use crate::session::{Admit, Sessions};
 use crate::upstream::{Upstream, UpstreamEvent};
 use crate::ws;
@@ -275,8 +274,8 @@ impl RoomSettings {
             batch_updates: c.pps_batch_updates.max(1),
             inflight_batches: c.pps_inflight_batches.max(1),
             join_timeout: c.join_timeout,
-            max_relay_message: c.pps.max_message_size,
-            relay_connect_timeout: c.pps_timeout,
+            max_relay_message: c.link.pps_max_message_size,
+            relay_connect_timeout: c.link.pps_timeout,
             session_memory: c.session_memory,
             session_linger: c.session_linger,
             follow_linger: c.follow_linger,
@@ -357,6 +356,22 @@ enum Role {
     },
 }
 
+/// Where a room lives (the registry): the one thing a room asks of it is leave to close. A
+/// trait, so the room does not depend on the registry that creates it.
+pub(crate) trait Home: Send + Sync + 'static {
+    /// Called by a room that has nothing left to do: removes it (parking its session memory,
+    /// taken from `sessions`) unless a message arrived in `ctl` or `input` meanwhile; `false`:
+    /// the room must go on.
+    fn remove_if_idle(
+        &self,
+        id: &str,
+        instance: u64,
+        ctl: &mpsc::UnboundedReceiver<Ctl>,
+        input: &mpsc::Receiver<Input>,
+        sessions: &mut Sessions,
+    ) -> bool;
+}
+
 pub(crate) struct Room {
     id: String,
     /// Identifies this incarnation in the registry (a picture can get a new room after the
@@ -366,7 +381,7 @@ pub(crate) struct Room {
     /// The picture service this room asks (P's owner, as far as it knows).
     link: LinkId,
     settings: Arc<RoomSettings>,
-    registry: Arc<Registry>,
+    home: Arc<dyn Home>,
     ctl_tx: mpsc::UnboundedSender<Ctl>,
     opened: Option<Opened>,
     role: Role,
@@ -441,7 +456,7 @@ impl Room {
         instance: u64,
         cluster: Arc<Cluster>,
         settings: Arc<RoomSettings>,
-        registry: Arc<Registry>,
+        home: Arc<dyn Home>,
         ctl_tx: mpsc::UnboundedSender<Ctl>,
         ctl_rx: mpsc::UnboundedReceiver<Ctl>,
         input_rx: mpsc::Receiver<Input>,
@@ -455,7 +470,7 @@ impl Room {
             cluster,
             link,
             settings,
-            registry,
+            home,
             ctl_tx,
             opened: None,
             role: Role::Acquiring { in_flight: None },
@@ -536,7 +551,7 @@ impl Room {
             debug_assert_eq!(self.log.check(), Ok(()), "picture {}", self.id);
             self.count_evictions();
             if self.idle()
-                && self.registry.remove_if_idle(
+                && self.home.remove_if_idle(
                     &self.id,
                     self.instance,
                     &ctl_rx,

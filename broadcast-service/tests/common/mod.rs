@@ -15,9 +15,9 @@ use std::time::Duration;
 use broadcast_service::Config;
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
-use primary_picture_service::service::{Pps, PpsConfig};
+use link::PictureService;
 use primary_picture_service::store::fs::FsStore;
-use primary_picture_service::PictureService;
+use primary_picture_service::{Pps, PpsConfig};
 use protocol::snapshot::{decode_png, Decoded};
 use protocol::{codec, Raster, ServerMsg};
 use raster_client::{Client, ConnectOptions};
@@ -36,6 +36,18 @@ pub(crate) fn deadline() -> Instant {
 }
 
 /// Logs of the service under test, shown for failing tests (`RUST_LOG` to change the level).
+/// The test process's metrics recorder, installed once (as `main` does) and shared by every
+/// in-process server, so their `GET /metrics` answer.
+pub(crate) fn metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    Some(
+        HANDLE
+            .get_or_init(|| process::install_metrics().expect("the only recorder of this test"))
+            .clone(),
+    )
+}
+
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -107,15 +119,17 @@ impl Drop for Running {
     }
 }
 
-/// A config as the binary would parse it from `args` (listen and data dir filled in).
+/// A config as the binary would parse it from `args` (listen filled in, and the data dir in
+/// embedded mode: with `--pps-url` the binary refuses it).
 pub(crate) fn config(data_dir: &Path, args: &[&str]) -> Config {
     let mut argv = vec![
         "broadcast-service".to_string(),
         "--listen".into(),
         "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        data_dir.display().to_string(),
     ];
+    if !args.iter().any(|a| a.starts_with("--pps-url")) {
+        argv.extend(["--data-dir".into(), data_dir.display().to_string()]);
+    }
     argv.extend(args.iter().map(|a| a.to_string()));
     Config::parse_from(argv)
 }
@@ -125,7 +139,7 @@ impl Server {
     pub(crate) async fn start(data_dir: &Path, args: &[&str]) -> Server {
         let config = config(data_dir, args);
         Self::spawn(data_dir, |listener, shutdown| {
-            broadcast_service::run(config, listener, shutdown)
+            broadcast_service::run(config, listener, metrics(), shutdown)
         })
         .await
     }
@@ -142,6 +156,7 @@ impl Server {
                 config,
                 listener,
                 vec![("injected".to_string(), pps)],
+                metrics(),
                 shutdown,
             )
         })

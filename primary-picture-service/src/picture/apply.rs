@@ -13,9 +13,9 @@ use protocol::Sequenced;
 use tokio::time::Instant;
 
 use super::lease::Owning;
+use super::ConnId;
 use super::{Actor, Loaded, Mailbox, Msg, Reply};
 use crate::scheduler::Priority;
-use crate::service::ConnId;
 use crate::wal::{Record, WalError};
 
 /// Consecutive sequenced updates, `first_seq..=last_seq`. Validated, `updates` holds exactly

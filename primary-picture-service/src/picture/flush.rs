@@ -20,10 +20,10 @@ use tracing::Instrument;
 
 use super::lease::Owning;
 use super::{retry_after, Actor, Mailbox};
-use crate::api::PpsEvent;
 use crate::history::HistoryWriter;
 use crate::scheduler::Priority;
 use crate::store::{StoreError, StoredMeta, Version};
+use link::PpsEvent;
 
 /// How a write task ended.
 pub(super) type WriteResult = Result<Result<Version, StoreError>, tokio::task::JoinError>;

@@ -21,8 +21,8 @@ use protocol::pps::{AcquireRequest, Acquired, Lease, PpsError};
 use protocol::snapshot::Ownership;
 use tokio::time::Instant;
 
+use super::ConnId;
 use super::{Actor, Loaded, Mailbox, Picture};
-use crate::service::ConnId;
 
 /// A lease request waiting for an answer.
 pub(super) struct Acquirer {

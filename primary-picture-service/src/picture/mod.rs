@@ -36,13 +36,16 @@
 //! - [`apply`]: batches: validating, accepting them after what the picture holds, applying;
 //! - [`snapshot`]: serving joiners, the PNG and LZ4 encodings;
 //! - [`flush`]: writing to storage, conflicts, releases and shutdown flushes;
-//! - [`waiters`]: the one list of waiting requests and how they are answered.
+//! - [`waiters`]: the one list of waiting requests and how they are answered;
+//! - [`shared`]: what the service and every actor share ([`Shared`]: configuration, store,
+//!   scheduler, the open pictures' mailboxes, events, the log, the memory budget).
 
 mod apply;
 mod flush;
 mod jobs;
 mod lease;
 mod load;
+mod shared;
 mod snapshot;
 mod trail;
 mod waiters;
@@ -61,13 +64,13 @@ use tokio::time::Instant;
 
 use crate::history::HistoryWriter;
 use crate::scheduler::Priority;
-use crate::service::{Charge, ConnId, Shared};
 use crate::store::{StoredPicture, Version};
 use crate::wal::{Record, WalError};
 
 use self::apply::Batch;
 use self::flush::{DurableKind, DurableWaiter, Write, WriteResult};
 use self::lease::{Acquirer, LeaseNeed, LeaseState, Owning};
+pub(crate) use self::shared::{Charge, ConnId, Shared};
 use self::snapshot::{Encoding, SnapshotWaiter};
 use self::trail::SessionTrail;
 use self::waiters::Waiters;

@@ -78,18 +78,6 @@ pub struct S3Options {
     pub max_object_bytes: u64,
 }
 
-impl Default for S3Options {
-    fn default() -> Self {
-        Self {
-            force_path_style: false,
-            max_attempts: 3,
-            connect_timeout_ms: 3_000,
-            operation_timeout_ms: 30_000,
-            max_object_bytes: 256 << 20,
-        }
-    }
-}
-
 /// Pictures as objects in one S3 bucket under one key prefix.
 #[derive(Clone, Debug)]
 pub struct S3Store {

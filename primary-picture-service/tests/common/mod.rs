@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use primary_picture_service::PictureService;
+use link::PictureService;
 use protocol::pps::{AcquireRequest, Acquired, ApplyBatch, Lease, Snapshot};
 use protocol::snapshot::{decode_png, encode_png, Compression};
 use protocol::{Op, Raster, Sequenced};

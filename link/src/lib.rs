@@ -1,5 +1,18 @@
-//! What the broadcast service needs from a picture service, whether it runs in the same
-//! process ([`crate::Pps`]) or behind the network ([`crate::remote::RemotePps`]).
+//! The link between a broadcast service and its picture services: what the broadcast service
+//! needs from a picture service ([`PictureService`], [`PpsEvent`]), whether it runs in the same
+//! process (`primary_picture_service::Pps`, embedded mode) or behind the network
+//! ([`remote::RemotePps`], services mode).
+//!
+//! This crate is all a broadcast service built for services mode only links of the picture
+//! service: not its store, its write-ahead log or the S3 client (`broadcast-service` without its
+//! default `embedded` feature). The messages on the wire are `protocol::pps`.
+#![warn(missing_docs)]
+
+pub mod remote;
+
+/// Largest picture side, in pixels, unless `--max-side` says otherwise: both binaries' default,
+/// so a broadcast service and its picture services agree on it out of the box.
+pub const DEFAULT_MAX_SIDE: u32 = 4096;
 
 use futures::future::BoxFuture;
 use protocol::pps::{
@@ -13,7 +26,12 @@ use tokio::time::Instant;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PpsEvent {
     /// Every update of `picture` up to `seq` is durable in storage: BS may trim its log.
-    Flushed { picture: String, seq: u64 },
+    Flushed {
+        /// The picture's id.
+        picture: String,
+        /// The highest seq storage holds.
+        seq: u64,
+    },
     /// The connection to the picture service was (re)established after a loss, or events were
     /// missed: the service may have lost whatever was not flushed. BS must resend every update
     /// it still holds (PPS ignores the ones it already has) and re-issue pending releases.

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::api::{PictureService, PpsEvent};
+use crate::{PictureService, PpsEvent};
 
 /// Connection settings.
 #[derive(Clone, Debug)]
@@ -109,6 +109,7 @@ impl RemotePps {
         Self::connect_with(url, RemoteOptions::default())
     }
 
+    /// [`RemotePps::connect`] with these connection settings.
     pub fn connect_with(url: &str, options: RemoteOptions) -> Arc<RemotePps> {
         let (events, _) = broadcast::channel(options.event_capacity.max(1));
         let shared = Arc::new(ClientShared {

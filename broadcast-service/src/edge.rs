@@ -1,0 +1,81 @@
+//! What the HTTP handlers (`http`, `admin`, `timelapse`) check and answer the same way at the
+//! edge: the picture id of a path, read access (tokens), questions to storage, and the
+//! responses their failures become.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use protocol::pps::PpsError;
+
+use crate::AppState;
+
+pub(crate) fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, message + "\n").into_response()
+}
+
+/// The picture id of a path, checked (PROTOCOL.md §1), or the `400` message saying why not.
+pub(crate) fn check_id(id: &str) -> Result<(), String> {
+    if protocol::valid_picture_id(id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid picture id {id:?}: ids match ^[A-Za-z0-9_-]{{1,64}}$"
+        ))
+    }
+}
+
+/// Why a read of `id` (`snapshot.png`, `updates`, history, versions, timelapse) is refused: a
+/// bad id, or no valid token for it (PROTOCOL.md §13: `view` is enough); `None`: go ahead.
+pub(crate) fn refuse_read(
+    state: &AppState,
+    id: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    if let Err(message) = check_id(id) {
+        return Some(bad_request(message));
+    }
+    let refused = crate::auth::authorize(
+        state.tokens.as_ref(),
+        query.get("token").map(String::as_str),
+        headers,
+        id,
+    )
+    .err()?;
+    metrics::counter!("bs_unauthorized_total", "reason" => refused.label()).increment(1);
+    Some(refused.into_response())
+}
+
+/// Asks a picture service a question about stored history: any of them can answer (they all
+/// read the same storage), so the first reachable in the picture's rendezvous order does, as a
+/// link that is reconnecting is waited for a while (as `snapshot.png` does).
+pub(crate) async fn ask_storage<T, F>(state: &AppState, id: &str, ask: F) -> Result<T, PpsError>
+where
+    F: Fn(&dyn link::PictureService) -> futures::future::BoxFuture<'static, Result<T, PpsError>>,
+{
+    let cluster = state.registry.cluster().clone();
+    let give_up = tokio::time::Instant::now() + state.config.join_timeout;
+    loop {
+        let link = cluster.route(id, None);
+        match ask(cluster.link(link).pps.as_ref()).await {
+            Err(PpsError::Unavailable(_)) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The answer to a failed history request.
+pub(crate) fn history_error(error: PpsError) -> Response {
+    match error {
+        PpsError::NotFound => (StatusCode::NOT_FOUND, "no such version\n").into_response(),
+        PpsError::BadRequest(message) => bad_request(message),
+        error => {
+            tracing::warn!(%error, "history request failed");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response()
+        }
+    }
+}
