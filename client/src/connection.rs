@@ -135,7 +135,8 @@ pub enum Event {
     Resynced,
     /// The server reported an error; a close usually follows.
     Error {
-        /// HTTP-like code: 400, 413, 429, 500 or 503 (PROTOCOL.md §5).
+        /// HTTP-like code: 400, 413, 429, 500 or 503 (PROTOCOL.md §5), 409 for a session
+        /// clash (§11).
         code: u16,
         /// The server's message.
         message: String,

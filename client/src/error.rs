@@ -26,7 +26,8 @@ pub enum ClientError {
     /// The server sent `ServerMsg::Error` (PROTOCOL.md §2, §7) before closing.
     #[error("server error {code}: {message}")]
     Server {
-        /// HTTP-like code: 400, 413, 429, 500 or 503 (PROTOCOL.md §5).
+        /// HTTP-like code: 400, 413, 429, 500 or 503 (PROTOCOL.md §5), 409 for a session
+        /// clash (§11).
         code: u16,
         /// The server's message.
         message: String,

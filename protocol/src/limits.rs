@@ -81,9 +81,9 @@ pub enum LimitError {
     Coordinate {
         /// The op's [`Op::kind`].
         kind: &'static str,
-        /// Column of the offending point.
+        /// Column of the point (or the op's corner) out of range.
         x: i32,
-        /// Row of the offending point.
+        /// Row of the point (or the op's corner) out of range.
         y: i32,
         /// [`Limits::max_coord`].
         max: i32,

@@ -298,7 +298,8 @@ pub enum PpsError {
         /// The batch's first seq.
         first_seq: u64,
     },
-    /// The request contradicts itself or the picture (a size, a seq); retrying will not help.
+    /// The request cannot be served as sent (a size out of range, a batch that does not
+    /// decode or match its seqs); retrying it will not help.
     #[error("bad request: {0}")]
     BadRequest(String),
     /// Storage failed (load failed, or is unreachable): the picture must not be opened blank.

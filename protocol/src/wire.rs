@@ -163,7 +163,7 @@ pub enum ServerMsg {
     },
     /// The connection is about to be closed for this reason (§2, §7).
     Error {
-        /// An HTTP-like status: 400, 413, 429, 500 or 503 (§5).
+        /// An HTTP-like status: 400, 413, 429, 500 or 503 (§5), 409 for a session clash (§11).
         code: u16,
         /// Human-readable detail.
         message: String,
