@@ -122,17 +122,23 @@ pub enum Event {
     Headers(Vec<UpdateHeader>),
     /// One of our ops was refused; it has no seq and nobody else saw it.
     Rejected {
+        /// The refused op's `client_seq`.
         client_seq: u64,
+        /// The server's reason (the broken limit and its bound, PROTOCOL.md §7).
         reason: String,
     },
     /// The number of clients on the picture changed.
     Presence(u32),
+    /// The answer to a ping, carrying its nonce.
     Pong(u64),
     /// A fresh `Welcome` replaced the picture (we could not keep up).
     Resynced,
     /// The server reported an error; a close usually follows.
     Error {
+        /// HTTP-like code: 400, 413, 429, 500 or 503 (PROTOCOL.md §5), 409 for a session
+        /// clash (§11).
         code: u16,
+        /// The server's message.
         message: String,
     },
     /// Every update up to this seq is in the object store (`ConnectOptions::durable`).
@@ -141,11 +147,14 @@ pub enum Event {
     /// picture has sequenced. Our ops up to it are in the picture; the ones above it that saw
     /// no echo are to be sent again ([`Client::resume`] does).
     Session {
+        /// Highest `client_seq` of the session sequenced; 0 when none is remembered.
         last_client_seq: u64,
     },
     /// The connection ended. Reading again after this is an error.
     Closed {
+        /// The WebSocket close code; `None` when the connection ended without a close frame.
         code: Option<u16>,
+        /// The close frame's reason, or what ended the connection.
         reason: String,
     },
 }
@@ -404,6 +413,7 @@ impl Client {
         self.sender.draw(op).await
     }
 
+    /// Sends `Ping { nonce }`; the server answers [`Event::Pong`] with the same nonce.
     pub async fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
         self.sender.ping(nonce).await
     }
@@ -457,22 +467,28 @@ impl Client {
         &self.receiver
     }
 
+    /// Our id on the picture, from the latest `Welcome` (the session key, for a session).
     pub fn client_id(&self) -> u64 {
         self.receiver.client_id
     }
 
+    /// The last seq applied to the local picture.
     pub fn last_seq(&self) -> u64 {
         self.receiver.last_seq
     }
 
+    /// The local picture as of [`Client::last_seq`]; `None` without
+    /// [`ConnectOptions::keep_raster`].
     pub fn raster(&self) -> Option<&Raster> {
         self.receiver.raster.as_ref()
     }
 
+    /// The latest `Presence` count: clients on the picture.
     pub fn presence(&self) -> u32 {
         self.receiver.presence
     }
 
+    /// Every update received, in order; empty without [`ConnectOptions::keep_log`].
     pub fn log(&self) -> &[LogEntry] {
         &self.receiver.log
     }
@@ -559,11 +575,14 @@ impl Sender {
         Ok(client_seq)
     }
 
+    /// Sends what [`Sender::feed_draw`] queued.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         self.sink.flush().await?;
         Ok(())
     }
 
+    /// Sends `Ping { nonce }` (and whatever was queued); the server answers `Pong` with the
+    /// same nonce, which the receiver reports as [`Event::Pong`].
     pub async fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
         let frame = codec::encode(&ClientMsg::Ping { nonce });
         self.sink.send(Message::Binary(Bytes::from(frame))).await?;
@@ -1000,14 +1019,17 @@ impl Receiver {
         }
     }
 
+    /// Our id on the picture, from the latest `Welcome` (the session key, for a session).
     pub fn client_id(&self) -> u64 {
         self.client_id
     }
 
+    /// Picture width in pixels, from the latest `Welcome`.
     pub fn width(&self) -> u32 {
         self.width
     }
 
+    /// Picture height in pixels, from the latest `Welcome`.
     pub fn height(&self) -> u32 {
         self.height
     }
@@ -1027,6 +1049,7 @@ impl Receiver {
         self.own_acked
     }
 
+    /// The latest `Presence` count: clients on the picture.
     pub fn presence(&self) -> u32 {
         self.presence
     }

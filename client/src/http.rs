@@ -205,7 +205,9 @@ pub enum Poll {
     /// The updates after the asked `since`, up to `last` (`X-Picture-Seq`); none when the wait
     /// ran out (`last == since`).
     Updates {
+        /// The answer's `X-Picture-Seq`: the last seq the follower now has.
         last: u64,
+        /// The updates `since+1 ..= last`, consecutive (checked).
         updates: Vec<protocol::Sequenced>,
     },
     /// `410 Gone`: the service no longer holds the updates after `since`; start again from
@@ -290,7 +292,10 @@ pub enum Step {
     Updates(Vec<protocol::Sequenced>),
     /// The service answered `410 Gone`: the picture was fetched again from `snapshot.png`,
     /// at this seq.
-    Resynced { seq: u64 },
+    Resynced {
+        /// The new snapshot's `X-Picture-Seq`.
+        seq: u64,
+    },
 }
 
 /// Follows a picture over plain HTTP (PROTOCOL.md §16): `snapshot.png` once, then long-polls

@@ -20,6 +20,8 @@
 //! - [`script`]: ops in the JSON form of the shared test vectors (`raster draw --script`).
 //! - [`error`]: the error type, [`ClientError`].
 
+#![warn(missing_docs)]
+
 pub mod connection;
 pub mod error;
 pub mod http;

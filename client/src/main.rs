@@ -7,7 +7,7 @@
 //!   picture's history as an animated PNG (PROTOCOL.md §15), with a progress bar on stderr.
 //! - `raster watch PICTURE`: prints every update and presence change; `--http` follows over
 //!   plain HTTP instead (`snapshot.png`, then long-polls of `updates`, PROTOCOL.md §16).
-//! - `raster bench w1|w2|w3|pictures ...`: the load generator (see [`bench`]).
+//! - `raster bench w1|w2|w3|pictures ...`: the load generator (see [`mod@bench`]).
 //! - `raster token --secret S --picture P --role draw|view --ttl 1h`: mints a token for a
 //!   service started with `--token-secret` (PROTOCOL.md §13); `draw`, `snapshot` and `watch`
 //!   pass one with `--token` (`RASTER_TOKEN`).

@@ -10,14 +10,20 @@ use serde::{Deserialize, Serialize};
 /// Why a script could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
+    /// A line is not the JSON of an op.
     #[error("line {line}: {source}")]
     Json {
+        /// 1-based line number.
         line: usize,
+        /// What the JSON parser found.
         source: serde_json::Error,
     },
+    /// A `Patch`'s `rgba_hex` is not hex.
     #[error("line {line}: rgba_hex: {source}")]
     Hex {
+        /// 1-based line number.
         line: usize,
+        /// What the hex decoder found.
         source: hex::FromHexError,
     },
 }
@@ -25,30 +31,51 @@ pub enum ScriptError {
 /// The JSON form of an [`Op`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JsonOp {
+    /// [`Op::Pixels`].
     Pixels {
+        /// `[r, g, b, a]`.
         color: Rgba,
+        /// Each point as `[x, y]`, in pixels.
         points: Vec<[i32; 2]>,
     },
+    /// [`Op::Rect`].
     Rect {
+        /// Left column.
         x: i32,
+        /// Top row.
         y: i32,
+        /// Width in pixels.
         w: u32,
+        /// Height in pixels.
         h: u32,
+        /// `[r, g, b, a]`.
         color: Rgba,
     },
+    /// [`Op::Stroke`].
     Stroke {
+        /// `[r, g, b, a]`.
         color: Rgba,
+        /// Pen diameter in pixels.
         width: u16,
+        /// The spine's vertices as `[x, y]`, in pixels.
         points: Vec<[i32; 2]>,
     },
+    /// [`Op::Patch`].
     Patch {
+        /// Left column.
         x: i32,
+        /// Top row.
         y: i32,
+        /// Width in pixels.
         w: u32,
+        /// Height in pixels.
         h: u32,
+        /// The `w*h*4` RGBA8 bytes, row-major, as hex.
         rgba_hex: String,
     },
+    /// [`Op::Clear`].
     Clear {
+        /// `[r, g, b, a]`.
         color: Rgba,
     },
 }
@@ -102,6 +129,7 @@ impl JsonOp {
         })
     }
 
+    /// The JSON form of `op`.
     pub fn from_op(op: &Op) -> JsonOp {
         match op {
             Op::Pixels { color, points } => JsonOp::Pixels {
@@ -159,9 +187,13 @@ pub fn parse_script(text: &str) -> Result<Vec<Op>, ScriptError> {
 /// One case of a raster vector file (`raster.json`): ops applied in order to a fresh picture.
 #[derive(Clone, Debug, Deserialize)]
 pub struct RasterCase {
+    /// The case's name, for failure messages.
     pub name: String,
+    /// Picture width in pixels.
     pub width: u32,
+    /// Picture height in pixels.
     pub height: u32,
+    /// The ops, in the order they are applied.
     pub ops: Vec<JsonOp>,
     /// SHA-256 (lowercase hex) of the final RGBA8 bytes.
     pub rgba_sha256: String,
@@ -173,6 +205,7 @@ pub struct RasterCase {
 /// One case of a wire vector file (`wire.json`); only what replaying the frame needs.
 #[derive(Clone, Debug, Deserialize)]
 pub struct WireCase {
+    /// The case's name, for failure messages.
     pub name: String,
     /// `ClientMsg` or `ServerMsg`.
     #[serde(rename = "type")]

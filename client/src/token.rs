@@ -25,6 +25,7 @@ pub enum Role {
 pub struct Claims {
     /// A picture id, or a prefix ending in `*` (`team-a-*`; `*`: every picture).
     pub pic: String,
+    /// What the holder may do with the picture.
     pub role: Role,
     /// Unix seconds from which the token is refused (and a connection holding it is closed
     /// with 4401).

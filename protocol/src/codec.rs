@@ -47,10 +47,12 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
         .map_err(|e| DecodeError(e.to_string()))
 }
 
+/// Decodes a frame from a client (see [`decode`]).
 pub fn decode_client(frame: &[u8]) -> Result<ClientMsg, DecodeError> {
     decode(frame)
 }
 
+/// Decodes a frame from the broadcast service (see [`decode`]).
 pub fn decode_server(frame: &[u8]) -> Result<ServerMsg, DecodeError> {
     decode(frame)
 }
@@ -180,8 +182,11 @@ fn put_entries<'a>(out: &mut BytesMut, entries: impl ExactSizeIterator<Item = &'
 /// The header of one update inside an `Updates` frame, found by [`scan_updates`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UpdateHeader {
+    /// The update's sequence number.
     pub seq: u64,
+    /// The id of the client that drew it.
     pub client_id: u64,
+    /// That client's number for the op.
     pub client_seq: u64,
     /// Where the update's encoded op lies in the frame.
     pub op: (usize, usize),

@@ -14,6 +14,8 @@
 //! - [`fuzz`]: the invariants the fuzz targets (`fuzz/`) check on untrusted bytes, here so that
 //!   `cargo test` replays their corpus and past crashes through the same code.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 mod bounded;
 pub mod codec;

@@ -38,28 +38,54 @@ impl Default for Limits {
 /// Why an op was rejected; the text is the `Rejected.reason` sent to the client.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
+    /// A `Pixels` or `Stroke` with no points, or more than allowed.
     #[error("{kind}: {count} points, allowed 1..={max}")]
     PointCount {
+        /// The op's [`Op::kind`].
         kind: &'static str,
+        /// Points the op carries.
         count: usize,
+        /// Most points allowed for that kind.
         max: usize,
     },
+    /// A `Rect` or `Patch` with a side of 0 or over the limit.
     #[error("{kind}: size {w}x{h}, each side allowed 1..={max}")]
     Size {
+        /// The op's [`Op::kind`].
         kind: &'static str,
+        /// Width the op asked for, in pixels.
         w: u32,
+        /// Height the op asked for, in pixels.
         h: u32,
+        /// Largest side allowed for that kind, in pixels.
         max: u32,
     },
+    /// A `Stroke` of width 0 or wider than allowed.
     #[error("stroke: width {width}, allowed 1..={max}")]
-    StrokeWidth { width: u16, max: u16 },
+    StrokeWidth {
+        /// Width the op asked for, in pixels.
+        width: u16,
+        /// Widest allowed, in pixels.
+        max: u16,
+    },
+    /// A `Patch` whose `rgba` is not `w*h*4` bytes.
     #[error("patch: {len} bytes of rgba, expected w*h*4 = {expected}")]
-    PatchLength { len: usize, expected: u64 },
+    PatchLength {
+        /// Bytes the op carries.
+        len: usize,
+        /// `w*h*4`.
+        expected: u64,
+    },
+    /// A coordinate (`x`, `y` or a point) outside `-max ..= max`.
     #[error("{kind}: coordinate ({x}, {y}) outside -{max}..={max}")]
     Coordinate {
+        /// The op's [`Op::kind`].
         kind: &'static str,
+        /// Column of the point (or the op's corner) out of range.
         x: i32,
+        /// Row of the point (or the op's corner) out of range.
         y: i32,
+        /// [`Limits::max_coord`].
         max: i32,
     },
 }

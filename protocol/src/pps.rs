@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// "Give me the picture": opens (loads or creates) it as needed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRequest {
+    /// The picture id.
     pub picture: String,
     /// `Some((width, height))`: create the picture blank at this size when it exists neither in
     /// memory nor in storage. `None`: a missing picture is [`PpsError::NotFound`].
@@ -34,12 +35,16 @@ pub struct SnapshotRequest {
     pub force: bool,
 }
 
+/// The picture at one seq: the answer to [`SnapshotRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
     /// Every update up to and including `seq` is in `image`, and none after it.
     pub seq: u64,
+    /// The pixels, as PNG or LZ4.
     pub image: SnapshotImage,
 }
 
@@ -79,7 +84,9 @@ impl SnapshotImage {
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct Lease {
+    /// The picture's ownership epoch in storage ([`crate::snapshot::Ownership::epoch`]).
     pub epoch: u64,
+    /// The owner's count of grants within the epoch.
     pub grant: u64,
 }
 
@@ -87,6 +94,7 @@ pub struct Lease {
 /// whom), or `PpsError::Moved` when another PPS owns the picture.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcquireRequest {
+    /// The picture id.
     pub picture: String,
     /// Create the picture blank at this size if it exists nowhere.
     pub create: Option<(u32, u32)>,
@@ -102,19 +110,27 @@ pub struct AcquireRequest {
 /// sequenced under `lease`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
+    /// The lease the log was sequenced under.
     pub lease: Lease,
+    /// First seq of the log.
     pub first: u64,
+    /// Last seq of the log.
     pub last: u64,
 }
 
+/// The answer to [`AcquireRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Acquired {
     /// The asker is the sequencer: seqs continue after `seq`, which PPS holds (a claimant
     /// resends its log after it).
     Granted {
+        /// The lease every `Apply` and `Release` must carry.
         lease: Lease,
+        /// The last seq PPS holds.
         seq: u64,
+        /// Width in pixels.
         width: u32,
+        /// Height in pixels.
         height: u32,
         /// How long PPS keeps the lease of a sequencer whose connection broke, in
         /// milliseconds: the sequencer may echo on its own for less than that.
@@ -125,36 +141,51 @@ pub enum Acquired {
         sessions: Vec<SessionMark>,
     },
     /// Another BS sequences the picture: relay to it (`holder` is its advertise URL).
-    Held { holder: String, lease: Lease },
+    Held {
+        /// The holder's advertise URL.
+        holder: String,
+        /// The holder's lease.
+        lease: Lease,
+    },
 }
 
 /// A client's highest `client_seq` among the updates a picture service holds, sequenced as
 /// `seq`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionMark {
+    /// The client's id (its session key, for a session client).
     pub client_id: u64,
+    /// Its highest `client_seq` among those updates.
     pub client_seq: u64,
+    /// The seq that update was given.
     pub seq: u64,
 }
 
 /// A batch of consecutive sequenced updates `first_seq ..= last_seq`, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyBatch {
+    /// The picture id.
     pub picture: String,
     /// The sender's lease: a batch from anyone but the holder is refused.
     pub lease: Lease,
     /// The picture's size as BS knows it: lets PPS recreate a picture that has never reached
-    /// storage (after a PPS restart) without a separate open.
+    /// storage (after a PPS restart) without a separate open. In pixels.
     pub width: u32,
+    /// Height in pixels, as `width`.
     pub height: u32,
+    /// Seq of the first update in `updates`.
     pub first_seq: u64,
+    /// Seq of the last update in `updates`.
     pub last_seq: u64,
     /// bincode `Vec<Sequenced>` (see `codec::sequenced_vec`).
     pub updates: Bytes,
 }
 
+/// "I stop sequencing this picture": PPS applies and flushes everything up to `last_seq`, then
+/// the lease is free. Answered `Released`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseRequest {
+    /// The picture id.
     pub picture: String,
     /// The sender's lease, which the release gives back.
     pub lease: Lease,
@@ -162,27 +193,36 @@ pub struct ReleaseRequest {
     pub last_seq: u64,
 }
 
+/// A request from BS to PPS; each is answered by one [`PpsReply`] (or `PpsReply::Error`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PpsRequest {
+    /// Answered `Snapshot`.
     Snapshot(SnapshotRequest),
+    /// Answered `Accepted`, or `Error(Gap)` / `Error(NotHolder)`.
     Apply(ApplyBatch),
+    /// Answered `Released`.
     Release(ReleaseRequest),
+    /// Answered `Acquired`, or `Error(Moved)`.
     Acquire(AcquireRequest),
     /// Keeps the connection (and the leases held over it) alive; answered `Pong`.
     Ping,
     /// Store everything accepted of the picture now (admin API); answered `Flushed` with the
     /// seq storage then holds, or `NotFound` when the picture is not open there.
     Flush {
+        /// The picture id.
         picture: String,
     },
     /// The picture's stored versions (PROTOCOL.md §15), answered `History`. Read from storage:
     /// any picture service can answer, whoever owns the picture.
     History {
+        /// The picture id.
         picture: String,
     },
     /// One stored version, answered `Version`, or `NotFound` when there is no such version.
     Version {
+        /// The picture id.
         picture: String,
+        /// The version's seq (its name, §15).
         seq: u64,
     },
 }
@@ -201,73 +241,118 @@ pub struct HistoryEntry {
 /// One stored version of a picture: exactly the PNG stored for it, and its decoded size.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionImage {
+    /// The version's seq: every update up to it, none after.
     pub seq: u64,
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
     /// RGBA8 PNG with the `tEXt` `seq` chunk, byte for byte as stored.
     pub png: Bytes,
 }
 
+/// PPS's answer to one [`PpsRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PpsReply {
+    /// The answer to `Snapshot`.
     Snapshot(Snapshot),
     /// The batch is queued (not necessarily applied yet). PPS has every update up to `last_seq`.
     Accepted {
+        /// The batch's last seq.
         last_seq: u64,
     },
     /// Every update up to `flushed_seq` is in storage and the picture was dropped from memory.
     Released {
+        /// The seq storage holds.
         flushed_seq: u64,
     },
+    /// The request failed.
     Error(PpsError),
+    /// The answer to `Acquire`.
     Acquired(Acquired),
+    /// The answer to `Ping`.
     Pong,
     /// Every update up to `flushed_seq` is in storage (the answer to `Flush`).
     Flushed {
+        /// The seq storage holds.
         flushed_seq: u64,
     },
+    /// The answer to `History`: the versions, oldest first.
     History(Vec<HistoryEntry>),
+    /// The answer to `Version`.
     Version(VersionImage),
 }
 
+/// Why PPS refused or failed a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum PpsError {
+    /// The picture (or version) exists neither in memory nor in storage, and was not to be
+    /// created.
     #[error("picture not found")]
     NotFound,
     /// The batch does not continue what PPS has: BS must resend from `have + 1`.
     #[error("batch starts at seq {first_seq} but the picture service has seq {have}")]
-    Gap { have: u64, first_seq: u64 },
+    Gap {
+        /// The last seq PPS has.
+        have: u64,
+        /// The batch's first seq.
+        first_seq: u64,
+    },
+    /// The request cannot be served as sent (a size out of range, a batch that does not
+    /// decode or match its seqs); retrying it will not help.
     #[error("bad request: {0}")]
     BadRequest(String),
     /// Storage failed (load failed, or is unreachable): the picture must not be opened blank.
     #[error("storage: {0}")]
     Storage(String),
+    /// PPS cannot serve the picture now (unreachable, over its memory budget, encoding
+    /// failed): the asker may retry.
     #[error("picture service unavailable: {0}")]
     Unavailable(String),
+    /// PPS is shutting down (draining): the asker turns to the picture's next owner.
     #[error("picture service is shutting down")]
     ShuttingDown,
     /// Another picture service owns the picture (`owner` is its id, `placement::node_id`).
     #[error("the picture is owned by picture service {owner:016x}")]
-    Moved { owner: u64 },
+    Moved {
+        /// The owner's node id.
+        owner: u64,
+    },
     /// The request's lease is not the picture's current one (`holder`: who has it, if anyone).
     #[error("not the holder of the picture's lease (held by {holder:?})")]
-    NotHolder { holder: Option<String> },
+    NotHolder {
+        /// The current holder's advertise URL; `None` when nobody holds the lease.
+        holder: Option<String>,
+    },
 }
 
+/// A message from BS to PPS on the link (PROTOCOL.md §7).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToPps {
-    Request { id: u64, request: PpsRequest },
+    /// One request; its reply comes back as [`FromPps::Reply`] with the same `id`.
+    Request {
+        /// Chosen by BS, unique among its requests in flight on the connection.
+        id: u64,
+        /// The request.
+        request: PpsRequest,
+    },
 }
 
+/// A message from PPS to BS on the link (PROTOCOL.md §7).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromPps {
+    /// The reply to the [`ToPps::Request`] with this `id`.
     Reply {
+        /// The request's id.
         id: u64,
+        /// The answer.
         reply: PpsReply,
     },
     /// Every update of `picture` up to `seq` is durable in storage.
     Flushed {
+        /// The picture id.
         picture: String,
+        /// The seq storage holds.
         seq: u64,
     },
     /// The first message on a connection: who the picture service is.

@@ -98,10 +98,12 @@ impl Raster {
         })
     }
 
+    /// Width in pixels.
     pub fn width(&self) -> u32 {
         self.width
     }
 
+    /// Height in pixels.
     pub fn height(&self) -> u32 {
         self.height
     }
@@ -111,6 +113,7 @@ impl Raster {
         &self.pixels
     }
 
+    /// The row-major RGBA8 bytes, without copying.
     pub fn into_pixels(self) -> Vec<u8> {
         self.pixels
     }
@@ -830,13 +833,18 @@ fn set_bits(row: &mut [u64], lo: usize, hi: usize) {
 /// An inclusive box of integer coordinates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
+    /// Leftmost column inside.
     pub x0: i64,
+    /// Top row inside.
     pub y0: i64,
+    /// Rightmost column inside (empty when below `x0`).
     pub x1: i64,
+    /// Bottom row inside (empty when below `y0`).
     pub y1: i64,
 }
 
 impl Bounds {
+    /// Whether `(x, y)` lies inside, edges included.
     pub fn contains(&self, x: i64, y: i64) -> bool {
         x >= self.x0 && x <= self.x1 && y >= self.y0 && y <= self.y1
     }

@@ -12,38 +12,70 @@ use crate::raster::Raster;
 /// milliseconds instead of most of a second at zlib level 6, for a somewhat larger file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {
+    /// zlib's fastest level; an incompressible picture is stored without deflate at all.
     #[default]
     Fast,
+    /// zlib level 6.
     Default,
+    /// zlib's best (slowest) level.
     Best,
 }
 
+/// Why a PNG could not be encoded, read or accepted as a picture.
 #[derive(Debug, thiserror::Error)]
 pub enum PngError {
+    /// The encoder failed.
     #[error("png encoding failed: {0}")]
     Encode(#[from] png::EncodingError),
+    /// The decoder rejected the bytes.
     #[error("png decoding failed: {0}")]
     Decode(#[from] png::DecodingError),
+    /// A valid PNG, but not 8-bit RGBA: pictures are RGBA8 only (§6).
     #[error("png is {0:?} at {1:?} bits; only 8-bit RGBA pictures are accepted")]
     Format(png::ColorType, png::BitDepth),
+    /// A side is over the caller's `max_side`.
     #[error("png is {width}x{height}; the largest accepted side is {max}")]
-    TooLarge { width: u32, height: u32, max: u32 },
+    TooLarge {
+        /// Width in pixels, from IHDR.
+        width: u32,
+        /// Height in pixels, from IHDR.
+        height: u32,
+        /// Largest side accepted, in pixels.
+        max: u32,
+    },
+    /// The `tEXt` `seq` chunk's text is not a decimal `u64`.
     #[error("png tEXt seq {0:?} is not a decimal u64")]
     BadSeq(String),
+    /// The chunks are not a well-formed picture (signature, lengths, CRCs, order, a zero side,
+    /// a bad ownership chunk), found without inflating.
     #[error("malformed png: {0}")]
     Malformed(String),
 }
 
+/// Why an LZ4 snapshot (§8) could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum Lz4Error {
+    /// The size it claims is not a picture's: a side of 0 or over `max`.
     #[error("lz4 snapshot of {width}x{height}: sides must be 1..={max}")]
-    Size { width: u32, height: u32, max: u32 },
+    Size {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Largest side accepted, in pixels.
+        max: u32,
+    },
+    /// The block does not decode to exactly `width*height*4` bytes.
     #[error("lz4 snapshot is not a {width}x{height} RGBA8 picture: {reason}")]
     Corrupt {
+        /// Width in pixels the message claimed.
         width: u32,
+        /// Height in pixels the message claimed.
         height: u32,
+        /// What the decoder found.
         reason: String,
     },
+    /// The encoder failed.
     #[error("lz4 encoding failed: {0}")]
     Encode(String),
 }
@@ -286,7 +318,9 @@ pub fn with_ownership(png: &[u8], ownership: &Ownership) -> Result<Vec<u8>, PngE
 /// A decoded picture and the `seq` its `tEXt` chunk names, if any.
 #[derive(Debug)]
 pub struct Decoded {
+    /// The pixels.
     pub raster: Raster,
+    /// From the `tEXt` `seq` chunk; `None` when the PNG has none.
     pub seq: Option<u64>,
 }
 
