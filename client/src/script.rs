@@ -1,4 +1,4 @@
-//! Ops in the JSON form of the shared test vectors (`/work/shared/vectors/README.md`): an enum
+//! Ops in the JSON form of the shared test vectors (`../shared/vectors/README.md` beside the repository): an enum
 //! is an object with one key, a point is `[x, y]`, a byte string is hex under a `_hex` key.
 //! `raster draw --script FILE` reads one op per line; [`parse_raster_cases`] and
 //! [`parse_wire_cases`] read whole vector files, so tests can replay them through a server.

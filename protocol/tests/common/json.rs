@@ -1,4 +1,4 @@
-//! The JSON forms of the shared test vectors (`/work/shared/vectors/README.md`), both ways.
+//! The JSON forms of the shared test vectors (`../shared/vectors/README.md` beside the repository), both ways.
 //!
 //! serde's default JSON for our types differs (points are objects, byte strings are arrays),
 //! so the vectors get their own small converter; the vector generator example includes this
