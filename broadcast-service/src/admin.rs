@@ -109,7 +109,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn check_id(id: &str) -> Result<(), Failure> {
+fn check_id(id: &str) -> Result<protocol::PictureId, Failure> {
     crate::edge::check_id(id).map_err(|message| failure(StatusCode::BAD_REQUEST, message))
 }
 

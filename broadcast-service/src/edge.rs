@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::pps::PpsError;
+use protocol::PictureId;
 
 use crate::AppState;
 
@@ -15,15 +16,10 @@ pub(crate) fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message + "\n").into_response()
 }
 
-/// The picture id of a path, checked (PROTOCOL.md §1), or the `400` message saying why not.
-pub(crate) fn check_id(id: &str) -> Result<(), String> {
-    if protocol::valid_picture_id(id) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid picture id {id:?}: ids match ^[A-Za-z0-9_-]{{1,64}}$"
-        ))
-    }
+/// The picture id of a path, checked (PROTOCOL.md §1): the one check of this service, at its
+/// edge; or the `400` message saying why not.
+pub(crate) fn check_id(id: &str) -> Result<PictureId, String> {
+    PictureId::parse(id).map_err(|e| e.to_string())
 }
 
 /// Why a read of `id` (`snapshot.png`, `updates`, history, versions, timelapse) is refused: a

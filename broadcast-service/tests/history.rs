@@ -116,7 +116,11 @@ async fn wait_version(server: &Server, picture: &str, seq: u64) -> Vec<Entry> {
 async fn wait_picture(store: &dyn Store, picture: &str, seq: u64) -> Bytes {
     let deadline = deadline();
     loop {
-        if let Some(stored) = store.load(picture).await.unwrap() {
+        if let Some(stored) = store
+            .load(&protocol::PictureId::parse(picture).unwrap())
+            .await
+            .unwrap()
+        {
             if stored.meta.seq == seq {
                 return stored.png;
             }
@@ -242,7 +246,10 @@ async fn releases_make_versions_and_retention_prunes(store: Arc<dyn Store>) {
         assert_eq!((status, header), (200, Some(seq)));
         assert_eq!(body, stored[&seq], "seq {seq}");
         assert_eq!(
-            store.get_version(picture, seq).await.unwrap(),
+            store
+                .get_version(&protocol::PictureId::parse(picture).unwrap(), seq)
+                .await
+                .unwrap(),
             Some(stored[&seq].clone())
         );
     }

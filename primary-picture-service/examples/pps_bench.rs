@@ -37,6 +37,7 @@ use protocol::codec::{encode_sequenced, sequenced_vec};
 use protocol::pps::{AcquireRequest, Acquired, ApplyBatch, Lease, ReleaseRequest, SnapshotRequest};
 use protocol::raster::Raster;
 use protocol::snapshot::{decode_lz4, decode_png, encode_lz4, encode_png, Compression};
+use protocol::PictureId;
 use protocol::{Op, Sequenced};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -266,7 +267,7 @@ async fn timed_release(
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     anyhow::ensure!(flushed == *seq, "flushed {flushed}, expected {seq}");
     let stored = store
-        .load(picture)
+        .load(&PictureId::parse(picture)?)
         .await?
         .context("released picture is not in storage")?;
     Ok((ms, stored.png.len()))
@@ -426,7 +427,12 @@ async fn main() -> anyhow::Result<()> {
     let dense_png = encode_png(&dense, 1, Compression::Fast)?;
     let meta = StoredMeta::new(1, side, side);
     store
-        .save("dense", Bytes::from(dense_png), &meta, None)
+        .save(
+            &PictureId::parse("dense")?,
+            Bytes::from(dense_png),
+            &meta,
+            None,
+        )
         .await?;
     let mut dense_seq = 1;
 

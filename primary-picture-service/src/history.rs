@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use protocol::PictureId;
 use tokio::sync::watch;
 
 use crate::store::{Store, StoreError};
@@ -45,7 +46,7 @@ impl HistoryWriter {
     /// Starts the writer of `picture`'s history; `keep` must be at least 1.
     pub(crate) fn start(
         store: Arc<dyn Store>,
-        picture: String,
+        picture: PictureId,
         interval: Duration,
         keep: usize,
     ) -> HistoryWriter {
@@ -77,7 +78,7 @@ type Newest = Option<(u64, u64)>;
 
 async fn run(
     store: Arc<dyn Store>,
-    picture: String,
+    picture: PictureId,
     interval: Duration,
     keep: usize,
     mut offers: watch::Receiver<Option<Offer>>,
@@ -134,7 +135,7 @@ async fn run(
 }
 
 /// Deletes the oldest versions beyond `keep`. A failure is retried after the next version.
-async fn prune(store: &dyn Store, picture: &str, keep: usize) {
+async fn prune(store: &dyn Store, picture: &PictureId, keep: usize) {
     let listed = match store.list_versions(picture).await {
         Ok(listed) => listed,
         Err(error) => return failed(picture, "list", &error),

@@ -22,6 +22,7 @@ use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::wal::{Record, Wal, WalError};
 use link::{PictureService, PpsEvent};
+use protocol::PictureId;
 
 /// What [`Pps::shutdown`] managed to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +66,15 @@ impl Pps {
                 .push(record);
         }
         for (picture, records) in by_picture {
+            // Records were logged for requests that passed the check: one that does not is
+            // another program's file, and its updates are no picture's.
+            let picture = match PictureId::try_from(picture) {
+                Ok(picture) => picture,
+                Err(error) => {
+                    tracing::error!(%error, updates = records.len(), "write-ahead log records of no picture: skipped");
+                    continue;
+                }
+            };
             if let Err(error) = pps.send(&picture, Msg::Recover(records)) {
                 tracing::error!(%picture, %error, "cannot recover the picture's logged updates");
             }
@@ -203,17 +213,12 @@ impl Pps {
         picture: &str,
         make: impl FnOnce(oneshot::Sender<Result<T, PpsError>>) -> Msg,
     ) -> BoxFuture<'static, Result<T, PpsError>> {
-        if !self.shared.accepting.load(Ordering::SeqCst) {
-            return future::ready(Err(PpsError::ShuttingDown)).boxed();
-        }
-        if !protocol::valid_picture_id(picture) {
-            return future::ready(Err(PpsError::BadRequest(format!(
-                "invalid picture id {picture:?}"
-            ))))
-            .boxed();
-        }
+        let picture = match self.check(picture) {
+            Ok(picture) => picture,
+            Err(error) => return future::ready(Err(error)).boxed(),
+        };
         let (tx, rx) = oneshot::channel();
-        if let Err(error) = self.send(picture, make(tx)) {
+        if let Err(error) = self.send(&picture, make(tx)) {
             return future::ready(Err(error)).boxed();
         }
         async move {
@@ -226,22 +231,18 @@ impl Pps {
         .boxed()
     }
 
-    /// What a read of storage (history, versions) checks first, as [`Pps::call`] does.
-    fn check_read(&self, picture: &str) -> Result<(), PpsError> {
+    /// What every request checks first (the edge of the picture service): that the service is
+    /// still accepting requests, and the picture id, which from here on is a [`PictureId`].
+    fn check(&self, picture: &str) -> Result<PictureId, PpsError> {
         if !self.shared.accepting.load(Ordering::SeqCst) {
             return Err(PpsError::ShuttingDown);
         }
-        if !protocol::valid_picture_id(picture) {
-            return Err(PpsError::BadRequest(format!(
-                "invalid picture id {picture:?}"
-            )));
-        }
-        Ok(())
+        PictureId::parse(picture).map_err(|e| PpsError::BadRequest(e.to_string()))
     }
 
-    fn send(&self, picture: &str, msg: Msg) -> Result<(), PpsError> {
+    fn send(&self, picture: &PictureId, msg: Msg) -> Result<(), PpsError> {
         let mut registry = self.shared.registry();
-        let msg = match registry.get(picture) {
+        let msg = match registry.get(picture.as_str()) {
             Some(mailbox) => match mailbox.send(msg) {
                 Ok(()) => return Ok(()),
                 // Cannot happen (actors leave the registry before their mailbox closes), but
@@ -258,12 +259,7 @@ impl Pps {
         let me = tx.downgrade();
         registry.insert(picture.to_string(), tx);
         metrics::gauge!("pps_open_pictures").set(registry.len() as f64);
-        runtime.spawn(picture::run(
-            self.shared.clone(),
-            picture.to_string(),
-            rx,
-            me,
-        ));
+        runtime.spawn(picture::run(self.shared.clone(), picture.clone(), rx, me));
         Ok(())
     }
 
@@ -315,9 +311,10 @@ impl PictureService for Pps {
     }
 
     fn history(&self, picture: String) -> BoxFuture<'static, Result<Vec<HistoryEntry>, PpsError>> {
-        if let Err(error) = self.check_read(&picture) {
-            return future::ready(Err(error)).boxed();
-        }
+        let picture = match self.check(&picture) {
+            Ok(picture) => picture,
+            Err(error) => return future::ready(Err(error)).boxed(),
+        };
         let store = self.shared.store.clone();
         async move {
             let listed = store
@@ -341,9 +338,10 @@ impl PictureService for Pps {
         picture: String,
         seq: u64,
     ) -> BoxFuture<'static, Result<VersionImage, PpsError>> {
-        if let Err(error) = self.check_read(&picture) {
-            return future::ready(Err(error)).boxed();
-        }
+        let picture = match self.check(&picture) {
+            Ok(picture) => picture,
+            Err(error) => return future::ready(Err(error)).boxed(),
+        };
         let store = self.shared.store.clone();
         let max_side = self.shared.config.max_side;
         async move {

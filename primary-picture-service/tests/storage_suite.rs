@@ -25,7 +25,7 @@ use primary_picture_service::store::memory::MemoryStore;
 use primary_picture_service::store::s3::{client_from_sdk_config, S3Options, S3Store};
 use primary_picture_service::store::{Store, StoreError, StoredMeta, Version};
 use protocol::snapshot::{encode_png, Compression};
-use protocol::{Op, Raster};
+use protocol::{Op, PictureId, Raster};
 
 type PlantFn = Box<dyn Fn(String, Bytes) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -58,6 +58,11 @@ fn picture(seq: u64, width: u32, height: u32) -> (Bytes, StoredMeta) {
     (Bytes::from(png), StoredMeta::new(seq, width, height))
 }
 
+/// A picture id (the cases' ids are valid: the check is the edge's, `PictureId::parse`).
+fn id(text: &str) -> PictureId {
+    PictureId::parse(text).unwrap()
+}
+
 fn is_conflict(result: &Result<Version, StoreError>) -> bool {
     matches!(result, Err(StoreError::Conflict { .. }))
 }
@@ -67,16 +72,20 @@ mod cases {
     use super::*;
 
     pub(crate) async fn load_missing_is_none(f: Fixture) {
-        assert!(f.store.load("never-saved").await.unwrap().is_none());
+        assert!(f.store.load(&id("never-saved")).await.unwrap().is_none());
     }
 
     pub(crate) async fn first_save_creates_and_a_second_create_conflicts(f: Fixture) {
         let (png1, meta1) = picture(1, 8, 4);
         let (png2, meta2) = picture(2, 8, 4);
-        let v1 = f.store.save("p", png1.clone(), &meta1, None).await.unwrap();
-        let second = f.store.save("p", png2, &meta2, None).await;
+        let v1 = f
+            .store
+            .save(&id("p"), png1.clone(), &meta1, None)
+            .await
+            .unwrap();
+        let second = f.store.save(&id("p"), png2, &meta2, None).await;
         assert!(is_conflict(&second), "{second:?}");
-        let loaded = f.store.load("p").await.unwrap().unwrap();
+        let loaded = f.store.load(&id("p")).await.unwrap().unwrap();
         assert_eq!(loaded.png, png1);
         assert_eq!(loaded.meta, meta1);
         assert_eq!(loaded.version, v1);
@@ -88,7 +97,7 @@ mod cases {
         let (png3, meta3) = picture(3, 8, 4);
         let v1 = f
             .store
-            .save("p", png1, &meta1, Some(&Version("x".into())))
+            .save(&id("p"), png1, &meta1, Some(&Version("x".into())))
             .await;
         assert!(
             is_conflict(&v1),
@@ -96,18 +105,18 @@ mod cases {
         );
         let v1 = f
             .store
-            .save("p", picture(1, 8, 4).0, &meta1, None)
+            .save(&id("p"), picture(1, 8, 4).0, &meta1, None)
             .await
             .unwrap();
         let v2 = f
             .store
-            .save("p", png2.clone(), &meta2, Some(&v1))
+            .save(&id("p"), png2.clone(), &meta2, Some(&v1))
             .await
             .unwrap();
         assert_ne!(v1, v2);
-        let stale = f.store.save("p", png3, &meta3, Some(&v1)).await;
+        let stale = f.store.save(&id("p"), png3, &meta3, Some(&v1)).await;
         assert!(is_conflict(&stale), "{stale:?}");
-        let loaded = f.store.load("p").await.unwrap().unwrap();
+        let loaded = f.store.load(&id("p")).await.unwrap().unwrap();
         assert_eq!((loaded.png, loaded.meta, loaded.version), (png2, meta2, v2));
     }
 
@@ -115,11 +124,11 @@ mod cases {
         let (png, meta) = picture(12_345_678_901, 33, 17);
         let version = f
             .store
-            .save("exact", png.clone(), &meta, None)
+            .save(&id("exact"), png.clone(), &meta, None)
             .await
             .unwrap();
         for store in [&f.store, &f.other] {
-            let loaded = store.load("exact").await.unwrap().unwrap();
+            let loaded = store.load(&id("exact")).await.unwrap().unwrap();
             assert_eq!(loaded.png, png);
             assert_eq!(loaded.meta, StoredMeta::new(12_345_678_901, 33, 17));
             assert_eq!(loaded.version, version);
@@ -129,29 +138,30 @@ mod cases {
     pub(crate) async fn ids_with_dash_and_underscore_are_separate_pictures(f: Fixture) {
         let long = "a".repeat(64);
         let ids = ["a-b_C-9", "-", "_", "a_b", "a-b", long.as_str()];
-        for (i, id) in ids.iter().enumerate() {
+        for (i, text) in ids.iter().enumerate() {
             let (png, meta) = picture(i as u64 + 1, 4, 4);
-            f.store.save(id, png, &meta, None).await.unwrap();
+            f.store.save(&id(text), png, &meta, None).await.unwrap();
         }
-        for (i, id) in ids.iter().enumerate() {
-            let loaded = f.store.load(id).await.unwrap().unwrap();
-            assert_eq!(loaded.png, picture(i as u64 + 1, 4, 4).0, "{id}");
-            assert_eq!(loaded.meta.seq, i as u64 + 1, "{id}");
+        for (i, text) in ids.iter().enumerate() {
+            let loaded = f.store.load(&id(text)).await.unwrap().unwrap();
+            assert_eq!(loaded.png, picture(i as u64 + 1, 4, 4).0, "{text}");
+            assert_eq!(loaded.meta.seq, i as u64 + 1, "{text}");
         }
-        assert!(f.store.load("a-b_C").await.unwrap().is_none());
+        assert!(f.store.load(&id("a-b_C")).await.unwrap().is_none());
     }
 
     pub(crate) async fn racing_writers_exactly_one_wins(f: Fixture) {
         // Round 0 races two creates; later rounds race two updates from the same version.
         let mut current: Option<Version> = None;
+        let race = id("race");
         for round in 0..8u64 {
             let (png_a, meta_a) = picture(round * 2 + 1, 8, 4);
             let (png_b, meta_b) = picture(round * 2 + 2, 8, 4);
             let (a, b) = tokio::join!(
                 f.store
-                    .save("race", png_a.clone(), &meta_a, current.as_ref()),
+                    .save(&race, png_a.clone(), &meta_a, current.as_ref()),
                 f.other
-                    .save("race", png_b.clone(), &meta_b, current.as_ref()),
+                    .save(&race, png_b.clone(), &meta_b, current.as_ref()),
             );
             let (winner, png, meta) = match (a, b) {
                 (Ok(v), Err(StoreError::Conflict { .. })) => (v, png_a, meta_a),
@@ -159,7 +169,7 @@ mod cases {
                 other => panic!("round {round}: expected exactly one winner, got {other:?}"),
             };
             for store in [&f.store, &f.other] {
-                let loaded = store.load("race").await.unwrap().unwrap();
+                let loaded = store.load(&id("race")).await.unwrap().unwrap();
                 assert_eq!(loaded.png, png, "round {round}");
                 assert_eq!(loaded.meta, meta, "round {round}");
                 assert_eq!(loaded.version, winner, "round {round}");
@@ -176,19 +186,22 @@ mod cases {
     }
 
     pub(crate) async fn versions_put_list_get_delete(f: Fixture) {
-        assert_eq!(f.store.list_versions("p").await.unwrap(), vec![]);
-        assert_eq!(f.store.get_version("p", 5).await.unwrap(), None);
+        assert_eq!(f.store.list_versions(&id("p")).await.unwrap(), vec![]);
+        assert_eq!(f.store.get_version(&id("p"), 5).await.unwrap(), None);
         let before = now_ms();
         let versions: Vec<(u64, Bytes)> = [20u64, 5, 3]
             .iter()
             .map(|&seq| (seq, picture(seq, 8 + seq as u32, 4).0))
             .collect();
         for (seq, png) in &versions {
-            f.store.put_version("p", *seq, png.clone()).await.unwrap();
+            f.store
+                .put_version(&id("p"), *seq, png.clone())
+                .await
+                .unwrap();
         }
         let after = now_ms();
         for store in [&f.store, &f.other] {
-            let listed = store.list_versions("p").await.unwrap();
+            let listed = store.list_versions(&id("p")).await.unwrap();
             let seqs_sizes: Vec<(u64, u64)> = listed.iter().map(|v| (v.seq, v.size)).collect();
             let want = |seq: u64| versions.iter().find(|(s, _)| *s == seq).unwrap().1.len() as u64;
             assert_eq!(seqs_sizes, vec![(3, want(3)), (5, want(5)), (20, want(20))]);
@@ -201,58 +214,65 @@ mod cases {
             }
             for (seq, png) in &versions {
                 assert_eq!(
-                    store.get_version("p", *seq).await.unwrap().as_ref(),
+                    store.get_version(&id("p"), *seq).await.unwrap().as_ref(),
                     Some(png)
                 );
             }
         }
         // Versions are not pictures, and belong to their picture only.
-        assert!(f.store.load("p").await.unwrap().is_none());
-        assert_eq!(f.store.list_versions("p-1").await.unwrap(), vec![]);
-        assert_eq!(f.store.get_version("p", 4).await.unwrap(), None);
-        f.store.delete_version("p", 5).await.unwrap();
+        assert!(f.store.load(&id("p")).await.unwrap().is_none());
+        assert_eq!(f.store.list_versions(&id("p-1")).await.unwrap(), vec![]);
+        assert_eq!(f.store.get_version(&id("p"), 4).await.unwrap(), None);
+        f.store.delete_version(&id("p"), 5).await.unwrap();
         // Deleting what is not there is fine (a prune retried, or raced).
-        f.store.delete_version("p", 5).await.unwrap();
-        f.store.delete_version("p", 999).await.unwrap();
+        f.store.delete_version(&id("p"), 5).await.unwrap();
+        f.store.delete_version(&id("p"), 999).await.unwrap();
         let seqs: Vec<u64> = f
             .other
-            .list_versions("p")
+            .list_versions(&id("p"))
             .await
             .unwrap()
             .iter()
             .map(|v| v.seq)
             .collect();
         assert_eq!(seqs, vec![3, 20]);
-        assert_eq!(f.other.get_version("p", 5).await.unwrap(), None);
+        assert_eq!(f.other.get_version(&id("p"), 5).await.unwrap(), None);
     }
 
     pub(crate) async fn versions_are_created_once_and_never_replaced(f: Fixture) {
         let (first, _) = picture(7, 8, 4);
         let (second, _) = picture(8, 8, 4);
-        f.store.put_version("v", 7, first.clone()).await.unwrap();
-        let again = f.other.put_version("v", 7, second.clone()).await;
+        f.store
+            .put_version(&id("v"), 7, first.clone())
+            .await
+            .unwrap();
+        let again = f.other.put_version(&id("v"), 7, second.clone()).await;
         assert!(
             matches!(again, Err(StoreError::Conflict { .. })),
             "{again:?}"
         );
-        assert_eq!(f.store.get_version("v", 7).await.unwrap(), Some(first));
+        assert_eq!(f.store.get_version(&id("v"), 7).await.unwrap(), Some(first));
         // Two writers racing on one new version: exactly one wins, and its bytes are stored.
+        let v = id("v");
         for seq in 100..104u64 {
             let (a, b) = (picture(seq, 8, 4).0, picture(seq + 50, 8, 4).0);
             let (ra, rb) = tokio::join!(
-                f.store.put_version("v", seq, a.clone()),
-                f.other.put_version("v", seq, b.clone()),
+                f.store.put_version(&v, seq, a.clone()),
+                f.other.put_version(&v, seq, b.clone()),
             );
             let stored = match (ra, rb) {
                 (Ok(()), Err(StoreError::Conflict { .. })) => a,
                 (Err(StoreError::Conflict { .. }), Ok(())) => b,
                 other => panic!("seq {seq}: expected exactly one winner, got {other:?}"),
             };
-            assert_eq!(f.store.get_version("v", seq).await.unwrap(), Some(stored));
+            assert_eq!(
+                f.store.get_version(&id("v"), seq).await.unwrap(),
+                Some(stored)
+            );
         }
         let seqs: Vec<u64> = f
             .store
-            .list_versions("v")
+            .list_versions(&id("v"))
             .await
             .unwrap()
             .iter()
@@ -263,23 +283,33 @@ mod cases {
 
     pub(crate) async fn versions_sit_beside_the_picture_and_leave_it_alone(f: Fixture) {
         let (png, meta) = picture(9, 8, 4);
-        let version = f.store.save("q", png.clone(), &meta, None).await.unwrap();
-        f.store.put_version("q", 9, png.clone()).await.unwrap();
-        f.store
-            .put_version("q_2", 1, picture(1, 8, 4).0)
+        let version = f
+            .store
+            .save(&id("q"), png.clone(), &meta, None)
             .await
             .unwrap();
-        let loaded = f.store.load("q").await.unwrap().unwrap();
+        f.store.put_version(&id("q"), 9, png.clone()).await.unwrap();
+        f.store
+            .put_version(&id("q_2"), 1, picture(1, 8, 4).0)
+            .await
+            .unwrap();
+        let loaded = f.store.load(&id("q")).await.unwrap().unwrap();
         assert_eq!((loaded.png, loaded.version), (png.clone(), version));
-        assert_eq!(f.store.get_version("q", 9).await.unwrap(), Some(png));
+        assert_eq!(f.store.get_version(&id("q"), 9).await.unwrap(), Some(png));
         let seqs = |list: Vec<primary_picture_service::store::VersionInfo>| {
             list.iter().map(|v| v.seq).collect::<Vec<_>>()
         };
-        assert_eq!(seqs(f.store.list_versions("q").await.unwrap()), vec![9]);
-        assert_eq!(seqs(f.store.list_versions("q_2").await.unwrap()), vec![1]);
-        // Ids that could leave the history's directory or prefix are refused.
-        let bad = f.store.list_versions("../q").await;
-        assert!(matches!(bad, Err(StoreError::Refused(_))), "{bad:?}");
+        assert_eq!(
+            seqs(f.store.list_versions(&id("q")).await.unwrap()),
+            vec![9]
+        );
+        assert_eq!(
+            seqs(f.store.list_versions(&id("q_2")).await.unwrap()),
+            vec![1]
+        );
+        // Ids that could leave the history's directory or prefix never reach a store: they are
+        // no `PictureId`.
+        assert!(PictureId::parse("../q").is_err());
     }
 
     pub(crate) async fn corrupt_object_is_corrupt(f: Fixture) {
@@ -288,7 +318,7 @@ mod cases {
             return;
         };
         plant("garbage".into(), Bytes::from_static(b"this is not a png")).await;
-        let result = f.store.load("garbage").await;
+        let result = f.store.load(&id("garbage")).await;
         assert!(
             matches!(&result, Err(StoreError::Corrupt { picture, .. }) if picture == "garbage"),
             "{result:?}"
@@ -296,13 +326,13 @@ mod cases {
         // A truncated PNG: the header is cut in the middle.
         let (png, _) = picture(5, 8, 4);
         plant("cut".into(), png.slice(..20)).await;
-        let result = f.store.load("cut").await;
+        let result = f.store.load(&id("cut")).await;
         assert!(
             matches!(result, Err(StoreError::Corrupt { .. })),
             "{result:?}"
         );
         // The other pictures are unaffected.
-        assert!(f.store.load("fine").await.unwrap().is_none());
+        assert!(f.store.load(&id("fine")).await.unwrap().is_none());
     }
 }
 
@@ -474,7 +504,7 @@ mod s3_only {
         };
         let (png, meta) = picture(77, 12, 5);
         let version = store
-            .save("meta-1", png.clone(), &meta, None)
+            .save(&id("meta-1"), png.clone(), &meta, None)
             .await
             .unwrap();
         let head = client
@@ -507,7 +537,7 @@ mod s3_only {
             .send()
             .await
             .unwrap();
-        let loaded = store.load("bare").await.unwrap().unwrap();
+        let loaded = store.load(&id("bare")).await.unwrap().unwrap();
         assert_eq!(loaded.png, png);
         assert_eq!(loaded.meta, StoredMeta::new(9, 6, 3));
         client
@@ -519,7 +549,7 @@ mod s3_only {
             .send()
             .await
             .unwrap();
-        let result = store.load("liar").await;
+        let result = store.load(&id("liar")).await;
         assert!(
             matches!(result, Err(StoreError::Corrupt { .. })),
             "{result:?}"
@@ -532,15 +562,18 @@ mod s3_only {
             return;
         };
         let (png, meta) = picture(1, 64, 64);
-        store.save("big", png.clone(), &meta, None).await.unwrap();
+        store
+            .save(&id("big"), png.clone(), &meta, None)
+            .await
+            .unwrap();
         let bounded = store.clone().with_max_object_bytes(png.len() as u64 - 1);
-        let result = bounded.load("big").await;
+        let result = bounded.load(&id("big")).await;
         assert!(
             matches!(result, Err(StoreError::Corrupt { .. })),
             "{result:?}"
         );
         let exact = store.with_max_object_bytes(png.len() as u64);
-        assert_eq!(exact.load("big").await.unwrap().unwrap().png, png);
+        assert_eq!(exact.load(&id("big")).await.unwrap().unwrap().png, png);
     }
 
     #[tokio::test]
@@ -550,10 +583,10 @@ mod s3_only {
         };
         let client = s3_client(&endpoint, &S3Options::default()).await;
         let store = S3Store::new(client, "raster-no-such-bucket", "x/");
-        let result = store.load("p").await;
+        let result = store.load(&id("p")).await;
         assert!(matches!(result, Err(StoreError::Refused(_))), "{result:?}");
         let (png, meta) = picture(1, 4, 4);
-        let result = store.save("p", png, &meta, None).await;
+        let result = store.save(&id("p"), png, &meta, None).await;
         assert!(matches!(result, Err(StoreError::Refused(_))), "{result:?}");
     }
 
@@ -567,8 +600,11 @@ mod s3_only {
             let store = S3Store::from_url(&url, false).await.unwrap();
             assert_eq!(store.describe(), url);
             let (png, meta) = picture(3, 5, 5);
-            let version = store.save("env", png.clone(), &meta, None).await.unwrap();
-            let loaded = store.load("env").await.unwrap().unwrap();
+            let version = store
+                .save(&id("env"), png.clone(), &meta, None)
+                .await
+                .unwrap();
+            let loaded = store.load(&id("env")).await.unwrap().unwrap();
             assert_eq!(
                 (loaded.png, loaded.meta, loaded.version),
                 (png, meta, version)
@@ -628,7 +664,7 @@ mod s3_only {
             "",
         );
         let started = Instant::now();
-        let loaded = store.load("p").await;
+        let loaded = store.load(&id("p")).await;
         let elapsed = started.elapsed();
         holder.abort();
         assert!(
@@ -657,9 +693,9 @@ mod s3_only {
         let client = s3_client(&format!("http://{closed}"), &options).await;
         let store = S3Store::new(client, "raster-test", "");
         let started = Instant::now();
-        let loaded = store.load("p").await;
+        let loaded = store.load(&id("p")).await;
         let (png, meta) = picture(1, 4, 4);
-        let saved = store.save("p", png, &meta, None).await;
+        let saved = store.save(&id("p"), png, &meta, None).await;
         let elapsed = started.elapsed();
         assert!(
             matches!(loaded, Err(StoreError::Unavailable(_))),

@@ -166,7 +166,7 @@ impl Actor {
             return;
         };
         let written = wal.append(Record {
-            picture: self.id.clone(),
+            picture: self.id.to_string(),
             width,
             height,
             epoch,

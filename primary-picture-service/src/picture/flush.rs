@@ -242,7 +242,7 @@ impl Actor {
                 if write.kind == WriteKind::Flush {
                     // (A takeover writes what storage held already.)
                     let _ = self.shared.events.send(PpsEvent::Flushed {
-                        picture: self.id.clone(),
+                        picture: self.id.to_string(),
                         seq: write.seq,
                     });
                     self.offer_history(write.seq, write.png, write.record.released);

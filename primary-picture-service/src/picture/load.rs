@@ -142,11 +142,11 @@ impl Actor {
         match decoded {
             Ok(Ok(decoded)) => Ok(Some((decoded.raster, stored))),
             Ok(Err(e)) => Err(StoreError::Corrupt {
-                picture: self.id.clone(),
+                picture: self.id.to_string(),
                 reason: e.to_string(),
             }),
             Err(e) => Err(StoreError::Corrupt {
-                picture: self.id.clone(),
+                picture: self.id.to_string(),
                 reason: format!("decoding task failed: {e}"),
             }),
         }

@@ -58,7 +58,7 @@ use protocol::pps::{
     AcquireRequest, Acquired, ApplyBatch, PpsError, ReleaseRequest, Snapshot, SnapshotRequest,
 };
 use protocol::snapshot::Ownership;
-use protocol::Raster;
+use protocol::{PictureId, Raster};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -283,7 +283,7 @@ enum Step {
 struct Actor {
     shared: Arc<Shared>,
     /// The picture id.
-    id: String,
+    id: PictureId,
     /// Whether the picture is in memory, with what each state holds.
     picture: Picture,
     /// Joiners, waiting for the load, then for their `min_seq` to arrive and be applied.
@@ -314,7 +314,7 @@ struct Actor {
 /// Runs a picture actor until it unloads.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    id: String,
+    id: PictureId,
     mut mailbox: mpsc::UnboundedReceiver<Msg>,
     me: mpsc::WeakUnboundedSender<Msg>,
 ) {
@@ -598,7 +598,7 @@ impl Actor {
             match mailbox.try_recv() {
                 Ok(msg) => msg,
                 Err(_) => {
-                    registry.remove(&self.id);
+                    registry.remove(self.id.as_str());
                     metrics::gauge!("pps_open_pictures").set(registry.len() as f64);
                     return true;
                 }

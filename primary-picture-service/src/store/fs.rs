@@ -23,6 +23,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use protocol::snapshot::png_header;
+use protocol::PictureId;
 
 use super::{
     parse_version_name, version_key, Ownership, Store, StoreError, StoredMeta, StoredPicture,
@@ -47,26 +48,18 @@ impl FsStore {
         self.data_dir.join("pictures")
     }
 
-    fn path(&self, picture: &str) -> Result<PathBuf, StoreError> {
-        // The id becomes a file name: refuse anything that could escape the directory.
-        if !protocol::valid_picture_id(picture) {
-            return Err(StoreError::Refused(format!(
-                "invalid picture id {picture:?}"
-            )));
-        }
-        Ok(self.dir().join(format!("{picture}.png")))
+    /// The picture's file: the id is a file name as it is (a [`PictureId`] has no `/` or `.`).
+    fn path(&self, picture: &PictureId) -> PathBuf {
+        self.dir().join(format!("{picture}.png"))
     }
 
     /// The directory of `picture`'s versions.
-    fn history_dir(&self, picture: &str) -> Result<PathBuf, StoreError> {
-        // Checks the id as `path` does.
-        self.path(picture)?;
-        Ok(self.dir().join(format!("{picture}.history")))
+    fn history_dir(&self, picture: &PictureId) -> PathBuf {
+        self.dir().join(format!("{picture}.history"))
     }
 
-    fn version_path(&self, picture: &str, seq: u64) -> Result<PathBuf, StoreError> {
-        self.path(picture)?;
-        Ok(self.dir().join(version_key(picture, seq)))
+    fn version_path(&self, picture: &PictureId, seq: u64) -> PathBuf {
+        self.dir().join(version_key(picture, seq))
     }
 }
 
@@ -274,8 +267,8 @@ fn save_blocking(
 
 #[async_trait]
 impl Store for FsStore {
-    async fn load(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError> {
-        let path = self.path(picture)?;
+    async fn load(&self, picture: &PictureId) -> Result<Option<StoredPicture>, StoreError> {
+        let path = self.path(picture);
         let picture = picture.to_string();
         tokio::task::spawn_blocking(move || load_blocking(&picture, &path))
             .await
@@ -284,12 +277,12 @@ impl Store for FsStore {
 
     async fn save(
         &self,
-        picture: &str,
+        picture: &PictureId,
         png_bytes: Bytes,
         _meta: &StoredMeta,
         expected: Option<&Version>,
     ) -> Result<Version, StoreError> {
-        let path = self.path(picture)?;
+        let path = self.path(picture);
         let data_dir = self.data_dir.clone();
         let picture = picture.to_string();
         let expected = expected.cloned();
@@ -300,9 +293,14 @@ impl Store for FsStore {
         .map_err(|e| StoreError::Unavailable(format!("save task failed: {e}")))?
     }
 
-    async fn put_version(&self, picture: &str, seq: u64, png: Bytes) -> Result<(), StoreError> {
-        let (pictures_dir, dir) = (self.dir(), self.history_dir(picture)?);
-        let path = self.version_path(picture, seq)?;
+    async fn put_version(
+        &self,
+        picture: &PictureId,
+        seq: u64,
+        png: Bytes,
+    ) -> Result<(), StoreError> {
+        let (pictures_dir, dir) = (self.dir(), self.history_dir(picture));
+        let path = self.version_path(picture, seq);
         let picture = picture.to_string();
         blocking("put version", move || {
             put_version_blocking(&picture, &pictures_dir, &dir, &path, &png)
@@ -310,13 +308,17 @@ impl Store for FsStore {
         .await
     }
 
-    async fn list_versions(&self, picture: &str) -> Result<Vec<VersionInfo>, StoreError> {
-        let dir = self.history_dir(picture)?;
+    async fn list_versions(&self, picture: &PictureId) -> Result<Vec<VersionInfo>, StoreError> {
+        let dir = self.history_dir(picture);
         blocking("list versions", move || list_versions_blocking(&dir)).await
     }
 
-    async fn get_version(&self, picture: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
-        let path = self.version_path(picture, seq)?;
+    async fn get_version(
+        &self,
+        picture: &PictureId,
+        seq: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let path = self.version_path(picture, seq);
         blocking("get version", move || match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(Bytes::from(bytes))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -325,8 +327,8 @@ impl Store for FsStore {
         .await
     }
 
-    async fn delete_version(&self, picture: &str, seq: u64) -> Result<(), StoreError> {
-        let path = self.version_path(picture, seq)?;
+    async fn delete_version(&self, picture: &PictureId, seq: u64) -> Result<(), StoreError> {
+        let path = self.version_path(picture, seq);
         blocking("delete version", move || {
             match std::fs::remove_file(&path) {
                 Ok(()) => Ok(()),
@@ -362,22 +364,22 @@ mod tests {
     async fn save_then_load_round_trips_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::new(dir.path());
-        assert!(store.load("p").await.unwrap().is_none());
+        assert!(store.load(&id("p")).await.unwrap().is_none());
         let png = png_of(7, 3, 2);
         let v1 = store
-            .save("p", png.clone(), &meta(7, 3, 2), None)
+            .save(&id("p"), png.clone(), &meta(7, 3, 2), None)
             .await
             .unwrap();
-        let loaded = store.load("p").await.unwrap().unwrap();
+        let loaded = store.load(&id("p")).await.unwrap().unwrap();
         assert_eq!(loaded.png, png);
         assert_eq!(loaded.meta, meta(7, 3, 2));
         assert_eq!(loaded.version, v1);
         let v2 = store
-            .save("p", png_of(9, 3, 2), &meta(9, 3, 2), Some(&v1))
+            .save(&id("p"), png_of(9, 3, 2), &meta(9, 3, 2), Some(&v1))
             .await
             .unwrap();
         assert_ne!(v1, v2);
-        assert_eq!(store.load("p").await.unwrap().unwrap().meta.seq, 9);
+        assert_eq!(store.load(&id("p")).await.unwrap().unwrap().meta.seq, 9);
         let names: Vec<String> = std::fs::read_dir(dir.path().join("pictures"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -390,32 +392,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::new(dir.path());
         let v1 = store
-            .save("p", png_of(1, 2, 2), &meta(1, 2, 2), None)
+            .save(&id("p"), png_of(1, 2, 2), &meta(1, 2, 2), None)
             .await
             .unwrap();
         // Exists, but the writer thinks it does not.
         let err = store
-            .save("p", png_of(2, 2, 2), &meta(2, 2, 2), None)
+            .save(&id("p"), png_of(2, 2, 2), &meta(2, 2, 2), None)
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
         let v2 = store
-            .save("p", png_of(2, 2, 2), &meta(2, 2, 2), Some(&v1))
+            .save(&id("p"), png_of(2, 2, 2), &meta(2, 2, 2), Some(&v1))
             .await
             .unwrap();
         // A stale version loses.
         let err = store
-            .save("p", png_of(3, 2, 2), &meta(3, 2, 2), Some(&v1))
+            .save(&id("p"), png_of(3, 2, 2), &meta(3, 2, 2), Some(&v1))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
         // Expecting a version of a picture that does not exist loses too.
         let err = store
-            .save("q", png_of(1, 2, 2), &meta(1, 2, 2), Some(&v2))
+            .save(&id("q"), png_of(1, 2, 2), &meta(1, 2, 2), Some(&v2))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
-        assert_eq!(store.load("p").await.unwrap().unwrap().meta.seq, 2);
+        assert_eq!(store.load(&id("p")).await.unwrap().unwrap().meta.seq, 2);
     }
 
     #[tokio::test]
@@ -424,7 +426,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("pictures")).unwrap();
         std::fs::write(dir.path().join("pictures/bad.png"), b"not a png at all").unwrap();
         let store = FsStore::new(dir.path());
-        let err = store.load("bad").await.unwrap_err();
+        let err = store.load(&id("bad")).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 
         // A real PNG without the seq chunk is corrupt as well.
@@ -437,15 +439,25 @@ mod tests {
             writer.write_image_data(&[0, 0, 0, 255]).unwrap();
         }
         std::fs::write(dir.path().join("pictures/noseq.png"), plain).unwrap();
-        let err = store.load("noseq").await.unwrap_err();
+        let err = store.load(&id("noseq")).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     }
 
-    #[tokio::test]
-    async fn ids_that_could_escape_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsStore::new(dir.path());
-        let err = store.load("../etc").await.unwrap_err();
-        assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+    /// File names are the id as it is: only a [`PictureId`] reaches the store, and no text that
+    /// could leave the directory is one.
+    #[test]
+    fn ids_that_could_escape_are_refused() {
+        for bad in ["../etc", "a/b", "..", "a.png", ""] {
+            assert!(PictureId::parse(bad).is_err(), "{bad}");
+        }
+        let store = FsStore::new("/srv/raster");
+        assert_eq!(
+            store.path(&id("p-1")),
+            std::path::Path::new("/srv/raster/pictures/p-1.png")
+        );
+    }
+
+    fn id(text: &str) -> PictureId {
+        PictureId::parse(text).unwrap()
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use protocol::PictureId;
 
 use super::{Store, StoreError, StoredMeta, StoredPicture, Version, VersionInfo};
 
@@ -129,22 +130,11 @@ impl MemoryStore {
     }
 
     fn versions(&self) -> MutexGuard<'_, Versions> {
-        self.versions.lock().unwrap_or_else(|e| e.into_inner())
+        protocol::sync::lock(&self.versions)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, StoredPicture>> {
-        self.pictures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Refuses ids the other stores refuse (they become file names and keys there).
-    fn check_id(picture: &str) -> Result<(), StoreError> {
-        if protocol::valid_picture_id(picture) {
-            Ok(())
-        } else {
-            Err(StoreError::Refused(format!(
-                "invalid picture id {picture:?}"
-            )))
-        }
+        protocol::sync::lock(&self.pictures)
     }
 
     async fn pause_and_check(&self) -> Result<(), StoreError> {
@@ -163,15 +153,15 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn load(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError> {
+    async fn load(&self, picture: &PictureId) -> Result<Option<StoredPicture>, StoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         self.pause_and_check().await?;
-        Ok(self.lock().get(picture).cloned())
+        Ok(self.lock().get(picture.as_str()).cloned())
     }
 
     async fn save(
         &self,
-        picture: &str,
+        picture: &PictureId,
         png: Bytes,
         meta: &StoredMeta,
         expected: Option<&Version>,
@@ -180,7 +170,7 @@ impl Store for MemoryStore {
         self.pause_and_check().await?;
         let version = self.new_version();
         let mut pictures = self.lock();
-        let current = pictures.get(picture).map(|p| &p.version);
+        let current = pictures.get(picture.as_str()).map(|p| &p.version);
         if current != expected {
             return Err(StoreError::Conflict {
                 picture: picture.to_string(),
@@ -203,8 +193,12 @@ impl Store for MemoryStore {
         Ok(version)
     }
 
-    async fn put_version(&self, picture: &str, seq: u64, png: Bytes) -> Result<(), StoreError> {
-        Self::check_id(picture)?;
+    async fn put_version(
+        &self,
+        picture: &PictureId,
+        seq: u64,
+        png: Bytes,
+    ) -> Result<(), StoreError> {
         self.version_puts.fetch_add(1, Ordering::SeqCst);
         self.pause_and_check().await?;
         if self.versions_failing.load(Ordering::SeqCst) {
@@ -226,12 +220,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn list_versions(&self, picture: &str) -> Result<Vec<VersionInfo>, StoreError> {
-        Self::check_id(picture)?;
+    async fn list_versions(&self, picture: &PictureId) -> Result<Vec<VersionInfo>, StoreError> {
         self.pause_and_check().await?;
         Ok(self
             .versions()
-            .get(picture)
+            .get(picture.as_str())
             .map(|of_picture| {
                 of_picture
                     .iter()
@@ -245,20 +238,22 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn get_version(&self, picture: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
-        Self::check_id(picture)?;
+    async fn get_version(
+        &self,
+        picture: &PictureId,
+        seq: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
         self.pause_and_check().await?;
         Ok(self
             .versions()
-            .get(picture)
+            .get(picture.as_str())
             .and_then(|of_picture| of_picture.get(&seq))
             .map(|(png, _)| png.clone()))
     }
 
-    async fn delete_version(&self, picture: &str, seq: u64) -> Result<(), StoreError> {
-        Self::check_id(picture)?;
+    async fn delete_version(&self, picture: &PictureId, seq: u64) -> Result<(), StoreError> {
         self.pause_and_check().await?;
-        if let Some(of_picture) = self.versions().get_mut(picture) {
+        if let Some(of_picture) = self.versions().get_mut(picture.as_str()) {
             of_picture.remove(&seq);
         }
         Ok(())

@@ -12,6 +12,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 pub use protocol::snapshot::Ownership;
+use protocol::PictureId;
 
 pub mod fs;
 pub mod memory;
@@ -104,14 +105,16 @@ pub fn parse_version_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Where pictures are kept. Every method takes a [`PictureId`]: the id was checked where it came
+/// in, and a store uses it as it is (a file name, an object key).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The stored picture, or `None` when it has never been stored.
-    async fn load(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError>;
+    async fn load(&self, picture: &PictureId) -> Result<Option<StoredPicture>, StoreError>;
 
     /// The stored picture's metadata and version, or `None` when it has never been stored:
     /// cheaper than [`Store::load`] where the store can (S3 `HeadObject`).
-    async fn head(&self, picture: &str) -> Result<Option<StoredHead>, StoreError> {
+    async fn head(&self, picture: &PictureId) -> Result<Option<StoredHead>, StoreError> {
         Ok(self.load(picture).await?.map(|stored| StoredHead {
             meta: stored.meta,
             version: stored.version,
@@ -122,7 +125,7 @@ pub trait Store: Send + Sync + 'static {
     /// only if it does not exist). Returns the new version.
     async fn save(
         &self,
-        picture: &str,
+        picture: &PictureId,
         png: Bytes,
         meta: &StoredMeta,
         expected: Option<&Version>,
@@ -131,16 +134,22 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `png` as version `seq` of `picture`, only if that version does not exist yet
     /// ([`StoreError::Conflict`] if it does: versions are never replaced). All or nothing: a
     /// failed write leaves no version behind.
-    async fn put_version(&self, picture: &str, seq: u64, png: Bytes) -> Result<(), StoreError>;
+    async fn put_version(
+        &self,
+        picture: &PictureId,
+        seq: u64,
+        png: Bytes,
+    ) -> Result<(), StoreError>;
 
     /// The stored versions of `picture`, by seq ascending (empty when it has none).
-    async fn list_versions(&self, picture: &str) -> Result<Vec<VersionInfo>, StoreError>;
+    async fn list_versions(&self, picture: &PictureId) -> Result<Vec<VersionInfo>, StoreError>;
 
     /// The PNG of version `seq` of `picture`, exactly as stored, or `None`.
-    async fn get_version(&self, picture: &str, seq: u64) -> Result<Option<Bytes>, StoreError>;
+    async fn get_version(&self, picture: &PictureId, seq: u64)
+        -> Result<Option<Bytes>, StoreError>;
 
     /// Deletes version `seq` of `picture`; deleting a missing version is not an error.
-    async fn delete_version(&self, picture: &str, seq: u64) -> Result<(), StoreError>;
+    async fn delete_version(&self, picture: &PictureId, seq: u64) -> Result<(), StoreError>;
 
     /// For logs: `file:///data`, `s3://bucket/prefix`, `memory`.
     fn describe(&self) -> String;

@@ -30,6 +30,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::{Bytes, BytesMut};
 
 use protocol::snapshot::{owner_text, png_header};
+use protocol::PictureId;
 
 use super::{
     parse_version_name, version_key, Ownership, Store, StoreError, StoredHead, StoredMeta,
@@ -382,8 +383,7 @@ impl S3Store {
 
 #[async_trait]
 impl Store for S3Store {
-    async fn load(&self, picture: &str) -> Result<Option<StoredPicture>, StoreError> {
-        check_id(picture)?;
+    async fn load(&self, picture: &PictureId) -> Result<Option<StoredPicture>, StoreError> {
         let result = self.get(picture).await;
         let outcome = match &result {
             Ok(Some(_)) => "ok",
@@ -392,13 +392,12 @@ impl Store for S3Store {
         };
         metrics::counter!("s3_requests", "op" => "get", "outcome" => outcome).increment(1);
         if let Err(err) = &result {
-            tracing::warn!(picture, bucket = %self.bucket, error = %err, "s3 load failed");
+            tracing::warn!(%picture, bucket = %self.bucket, error = %err, "s3 load failed");
         }
         result
     }
 
-    async fn head(&self, picture: &str) -> Result<Option<StoredHead>, StoreError> {
-        check_id(picture)?;
+    async fn head(&self, picture: &PictureId) -> Result<Option<StoredHead>, StoreError> {
         let result = self.head_object(picture).await;
         let outcome = match &result {
             Ok(Some(_)) => "ok",
@@ -411,12 +410,11 @@ impl Store for S3Store {
 
     async fn save(
         &self,
-        picture: &str,
+        picture: &PictureId,
         png: Bytes,
         meta: &StoredMeta,
         expected: Option<&Version>,
     ) -> Result<Version, StoreError> {
-        check_id(picture)?;
         let result = self.put(picture, png, meta, expected).await;
         let outcome = match &result {
             Ok(_) => "ok",
@@ -425,29 +423,35 @@ impl Store for S3Store {
         metrics::counter!("s3_requests", "op" => "put", "outcome" => outcome).increment(1);
         match &result {
             Ok(version) => {
-                tracing::debug!(picture, seq = meta.seq, etag = %version.0, "s3 save done")
+                tracing::debug!(%picture, seq = meta.seq, etag = %version.0, "s3 save done")
             }
-            Err(err) => tracing::warn!(picture, seq = meta.seq, error = %err, "s3 save failed"),
+            Err(err) => tracing::warn!(%picture, seq = meta.seq, error = %err, "s3 save failed"),
         }
         result
     }
 
-    async fn put_version(&self, picture: &str, seq: u64, png: Bytes) -> Result<(), StoreError> {
-        check_id(picture)?;
+    async fn put_version(
+        &self,
+        picture: &PictureId,
+        seq: u64,
+        png: Bytes,
+    ) -> Result<(), StoreError> {
         let result = self.put_version_object(picture, seq, png).await;
         count("put_version", &result);
         result
     }
 
-    async fn list_versions(&self, picture: &str) -> Result<Vec<VersionInfo>, StoreError> {
-        check_id(picture)?;
+    async fn list_versions(&self, picture: &PictureId) -> Result<Vec<VersionInfo>, StoreError> {
         let result = self.list_version_objects(picture).await;
         count("list_versions", &result);
         result
     }
 
-    async fn get_version(&self, picture: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
-        check_id(picture)?;
+    async fn get_version(
+        &self,
+        picture: &PictureId,
+        seq: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
         let result = self.get_version_object(picture, seq).await;
         let outcome = match &result {
             Ok(Some(_)) => "ok",
@@ -458,8 +462,7 @@ impl Store for S3Store {
         result
     }
 
-    async fn delete_version(&self, picture: &str, seq: u64) -> Result<(), StoreError> {
-        check_id(picture)?;
+    async fn delete_version(&self, picture: &PictureId, seq: u64) -> Result<(), StoreError> {
         let result = self.delete_version_object(picture, seq).await;
         count("delete_version", &result);
         result
@@ -519,18 +522,6 @@ fn normalize_prefix(prefix: &str) -> String {
         prefix.to_string()
     } else {
         format!("{prefix}/")
-    }
-}
-
-/// Picture ids are checked at the edge already; this keeps a bad id from ever reaching
-/// outside the prefix (`../x`, `a/b`) should a caller forget.
-fn check_id(picture: &str) -> Result<(), StoreError> {
-    if protocol::valid_picture_id(picture) {
-        Ok(())
-    } else {
-        Err(StoreError::Refused(format!(
-            "invalid picture id {picture:?}"
-        )))
     }
 }
 
@@ -877,14 +868,16 @@ mod tests {
         );
     }
 
+    /// Keys are made of the id as it is: only a [`PictureId`] reaches the store, and no text
+    /// that could leave the prefix is one.
     #[test]
     fn ids_that_could_leave_the_prefix_are_refused() {
         for bad in ["", "../x", "a/b", "a.png", &"x".repeat(65)] {
-            assert!(
-                matches!(check_id(bad), Err(StoreError::Refused(_))),
-                "{bad}"
-            );
+            assert!(PictureId::parse(bad).is_err(), "{bad}");
         }
-        check_id("Abc_09-x").unwrap();
+        assert_eq!(
+            version_key(&PictureId::parse("Abc_09-x").unwrap(), 7),
+            "Abc_09-x.history/00000000000000000007.png"
+        );
     }
 }
