@@ -3,7 +3,7 @@
 //! that stores now, closing a picture's clients, and a cleared rectangle that every client
 //! receives as a sequenced op.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! exactly as the contract says (close code, `Error`, `Rejected`, HTTP 400), and a well-behaved
 //! client on the same picture keeps working throughout and never sees a bad op.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

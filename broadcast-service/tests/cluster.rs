@@ -3,7 +3,7 @@
 //! acknowledged lost when nodes are killed, paused or restarted. Every case is bounded in
 //! time (the harness's deadlines).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod nodes;

@@ -2,7 +2,7 @@
 //! equal to `snapshot.png` and to the stored file once everyone left, and every client saw
 //! every seq exactly once, in order, with every client's ops in that client's order.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -7,7 +7,7 @@
 //! killed processes had echoed comes back only from the write-ahead log (or from the process
 //! that survived).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod nodes;

@@ -3,7 +3,7 @@
 //! (SIGKILL) of the picture service, and graceful shutdowns (SIGTERM) of either service.
 //! The picture service runs as a real process here where the fault is a process fault.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod procs;

@@ -6,7 +6,7 @@
 //! that ends byte-identical to a WebSocket client through a forced `410` and resync, and the
 //! CLI's `raster watch --http`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! opened by the follower and relays. Both get the same updates under the same seqs as a
 //! WebSocket client, and end with its pixels.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod nodes;

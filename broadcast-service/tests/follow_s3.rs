@@ -6,7 +6,7 @@
 //! Needs `S3_TEST_ENDPOINT` (and `S3_TEST_BUCKET`, default `raster-test`), as
 //! `scripts/test.sh` provides; without it the tests fail unless `S3_TESTS=skip`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod procs;

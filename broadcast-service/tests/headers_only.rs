@@ -1,7 +1,7 @@
 //! The load generator's fast path (`headers_only`: ops left encoded) sees exactly what a fully
 //! decoding client sees: the same seqs, senders and client seqs, in the same order.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

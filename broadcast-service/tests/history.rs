@@ -6,7 +6,7 @@
 //! The S3 tests need `S3_TEST_ENDPOINT` (and `S3_TEST_BUCKET`, default `raster-test`); without
 //! it they fail unless `S3_TESTS=skip`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod s3;

@@ -3,7 +3,7 @@
 //! clients that draw are undisturbed, and the service's memory is measured (its RSS, from
 //! `/proc`).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod procs;

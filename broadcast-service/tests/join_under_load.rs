@@ -4,7 +4,7 @@
 //! sequencer), so the scenario is repeated, in embedded mode and in services mode with a
 //! picture service slowed down on purpose so that its snapshots lag far behind the log.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

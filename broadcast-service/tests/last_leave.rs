@@ -2,7 +2,7 @@
 //! last seq; a later client starts from exactly that picture and the seqs continue from it,
 //! also after the service restarts on the same data directory.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

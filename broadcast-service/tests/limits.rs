@@ -3,7 +3,7 @@
 //! (PROTOCOL.md §12). Each limit is set small by its flag, hit by real clients over loopback,
 //! and shown to refuse clearly while every other client carries on.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! after a fresh encoding gets the PNG `Welcome` (the LZ4 form is never waited for); a joiner
 //! that does not ask never gets variant 6.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

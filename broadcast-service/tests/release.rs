@@ -2,7 +2,7 @@
 //! both sides); a client that joins while that release is still writing must get the exact
 //! picture, and numbering must continue.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

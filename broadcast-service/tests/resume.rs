@@ -6,7 +6,7 @@
 //! parameters are refused before the upgrade; and a client that asks for none of it receives
 //! exactly what it did before (no variant 7 or 8).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod nodes;

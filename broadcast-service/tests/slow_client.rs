@@ -2,7 +2,7 @@
 //! `Welcome` (or, by policy, closed with 1013); it never slows the others down and never
 //! receives a gap.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! a token expiring while connected closes the connection with 4401. Without a key nothing
 //! changes (every other test file runs that way).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! protobuf requests): one `join` per client join, one `apply_batch` per batch the picture
 //! service applies, one `flush` per write to storage, under the service's name.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod procs;

@@ -3,7 +3,7 @@
 //! client wire frame is decoded by the server (answered with an echo, `Rejected` or `Pong`,
 //! never with a close: limits are checked after decoding).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! The WebSocket layer itself: the upgrade handshake (done by the service, RFC 6455 §4.2), the
 //! frames it writes, pings, and both ways of closing.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

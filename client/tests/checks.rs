@@ -2,7 +2,7 @@
 //! 127.0.0.1:0): a correct stream is applied, and every broken guarantee of PROTOCOL.md §3 is
 //! reported as `ClientError::Protocol` instead of being absorbed.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

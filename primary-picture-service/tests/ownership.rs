@@ -5,7 +5,7 @@
 //! every epoch is written by one owner only, no service accepts a batch under a lease it did not
 //! grant, and a service never grants two live leases at once.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The picture actor through [`Pps`] with a [`MemoryStore`]: exact pixels, exact seqs.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

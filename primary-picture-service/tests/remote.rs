@@ -1,6 +1,6 @@
 //! Services mode: a real server on 127.0.0.1 and [`RemotePps`] against it over WebSocket.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

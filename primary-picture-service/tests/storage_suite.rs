@@ -11,7 +11,7 @@
 //! `raster-test`). Without an endpoint the S3 tests FAIL, unless `S3_TESTS=skip` is set
 //! explicitly. Every S3 case writes under its own key prefix, unique per run.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::path::PathBuf;

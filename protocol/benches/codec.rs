@@ -1,7 +1,7 @@
 //! Encode and decode of typical frames: one drawn stroke, an `Updates` frame of 64 strokes,
 //! and a `Welcome` carrying a 1 MiB PNG. Throughput is in frame bytes.
 
-#![allow(clippy::unwrap_used)] // tests and benches may unwrap (common brief)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may unwrap (common brief)
 
 use std::time::Duration;
 

@@ -30,6 +30,10 @@ const UPDATES_TAG: u32 = 1;
 const WELCOME_LZ4_TAG: u32 = 6;
 
 /// Encodes any protocol value with the default `bincode::serialize` layout.
+#[allow(
+    clippy::expect_used,
+    reason = "serializing derived types into a Vec cannot fail (see below)"
+)]
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing our own derived types into a Vec cannot fail: every sequence has a known
     // length and no type has a fallible `Serialize`.

@@ -2,7 +2,7 @@
 //! in time proportional to the picture, not to what the op's coordinates span, and still give
 //! exact pixels.
 
-#![allow(clippy::unwrap_used)] // tests and benches may unwrap (common brief)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may unwrap (common brief)
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! encode/decode round trip; no input makes decoding panic; a length prefix larger than the
 //! bytes left in the frame is an error, never an allocation.
 
-#![allow(clippy::unwrap_used)] // tests and benches may unwrap (common brief)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may unwrap (common brief)
 
 use proptest::prelude::*;
 use protocol::codec::{decode, decode_client, decode_server, encode};

@@ -3,6 +3,8 @@
 //! that once made a target fail (`tests/fuzz-regressions/<target>/`, README "Fuzzing").
 //! A panic in one of those functions is the failure the fuzzer reported; this keeps it fixed.
 
+#![allow(clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

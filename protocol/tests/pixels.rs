@@ -1,7 +1,7 @@
 //! Hand-checked pixels: every expected value below is worked out in the comments from
 //! PROTOCOL.md §4, independently of the code.
 
-#![allow(clippy::unwrap_used)] // tests and benches may unwrap (common brief)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may unwrap (common brief)
 
 use std::collections::BTreeSet;
 

@@ -506,8 +506,12 @@ fn picture_id(prefix: &str, run: u32, picture: usize) -> String {
     format!("{prefix}-{run:08x}-{picture}")
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "the bounds are constants that are known valid"
+)]
 fn new_histogram() -> Histogram<u64> {
-    // 1 µs .. 10 min at 3 significant digits; the bounds are constants that are known valid.
+    // 1 µs .. 10 min at 3 significant digits.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant histogram bounds are valid")
 }
 
