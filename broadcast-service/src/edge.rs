@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use protocol::backoff::Backoff;
 use protocol::pps::PpsError;
 use protocol::PictureId;
 
@@ -53,15 +54,23 @@ where
 {
     let cluster = state.registry.cluster().clone();
     let give_up = tokio::time::Instant::now() + state.config.join_timeout;
+    let mut backoff = storage_backoff();
     loop {
         let link = cluster.route(id, None);
         match ask(cluster.link(link).pps.as_ref()).await {
             Err(PpsError::Unavailable(_)) if tokio::time::Instant::now() < give_up => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             result => return result,
         }
     }
+}
+
+/// The pace of a request that waits for an unreachable picture service (a link reconnecting):
+/// from 50 ms, doubling to 1 s, give or take a quarter (the one jitter policy of
+/// `protocol::backoff`), so that many waiting requests do not ask in step.
+pub(crate) fn storage_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 /// The answer to a failed history request.

@@ -20,7 +20,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::edge::{ask_storage, bad_request, check_id, history_error, refuse_read};
+use crate::edge::{
+    ask_storage, bad_request, check_id, history_error, refuse_read, storage_backoff,
+};
 use crate::AppState;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -348,10 +350,11 @@ async fn snapshot(
     // joining client would, rather than fail at once.
     let give_up = tokio::time::Instant::now() + state.config.join_timeout;
     let mut redirects = 0;
+    let mut backoff = storage_backoff();
     let result = loop {
         match cluster.link(link).pps.snapshot(request.clone()).await {
             Err(PpsError::Unavailable(_)) if tokio::time::Instant::now() < give_up => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 if latest {
                     link = cluster.route(&request.picture, None);
                 }

@@ -85,10 +85,7 @@ impl MemoryStore {
 
     /// Every successful save so far, in order (for tests of who wrote what when).
     pub fn history(&self) -> Vec<(String, StoredMeta)> {
-        self.history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        protocol::sync::lock(&self.history).clone()
     }
 
     /// The stored picture without going through the fault switches (for assertions).
@@ -184,10 +181,7 @@ impl Store for MemoryStore {
                 version: version.clone(),
             },
         );
-        self.history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((picture.to_string(), meta.clone()));
+        protocol::sync::lock(&self.history).push((picture.to_string(), meta.clone()));
         drop(pictures);
         self.saves.fetch_add(1, Ordering::SeqCst);
         Ok(version)
