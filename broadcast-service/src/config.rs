@@ -8,8 +8,7 @@ use clap::{Args, Parser, ValueEnum};
 use link::DEFAULT_MAX_SIDE;
 #[cfg(feature = "embedded")]
 use primary_picture_service::config::{StoreArgs, TuningArgs};
-pub use process::flags::parse_bytes;
-use process::flags::parse_duration;
+use process::flags::{parse_bytes, parse_duration};
 use protocol::Limits;
 
 /// What to do with a client whose outbound queue is over its limit (PROTOCOL.md §3.5).
@@ -21,6 +20,11 @@ pub enum SlowClientPolicy {
     Disconnect,
 }
 
+/// Everything the service is configured with: the binary's flags, each with its environment
+/// variable (`--listen` or `BS_LISTEN`). clap refuses a bad value by its flag's name;
+/// [`Config::validate`] checks what one flag alone cannot, and [`run_with`](crate::run_with)
+/// (so [`run`](crate::run) too) refuses a config that fails it or whose `default_side` is not
+/// within `1..=max_side`. [`Config::defaults`] is a start with no flags.
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "broadcast-service",
@@ -65,6 +69,7 @@ pub struct Config {
     #[arg(long, env = "BS_MAX_MESSAGE_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
+    /// The per-op limits (PROTOCOL.md §5), checked on every `Draw` before it is sequenced.
     #[command(flatten)]
     pub limits: LimitArgs,
 
@@ -350,19 +355,29 @@ pub struct LinkArgs {
     pub pps_max_message_size: usize,
 }
 
-/// The per-op limits of PROTOCOL.md §5.
+/// The per-op limits of PROTOCOL.md §5. A client's `Draw` that breaks one is answered
+/// `Rejected` (§3.4) and never sequenced; a draw relayed from another broadcast service (§9)
+/// that breaks one is dropped and logged; an admin clear that breaks one is answered 400 (§14).
 #[derive(Clone, Debug, Args)]
 pub struct LimitArgs {
+    /// Most points in one `Pixels` op.
     #[arg(long, env = "BS_MAX_PIXELS_POINTS", default_value_t = 65_536)]
     pub max_pixels_points: usize,
+    /// Largest `w` and `h` of a `Rect`, in pixels.
     #[arg(long, env = "BS_MAX_RECT_SIDE", default_value_t = 65_536)]
     pub max_rect_side: u32,
+    /// Most points in one `Stroke`.
     #[arg(long, env = "BS_MAX_STROKE_POINTS", default_value_t = 4_096)]
     pub max_stroke_points: usize,
+    /// Widest `Stroke`: its `width`, the pen's diameter in pixels (a width of 0 is always
+    /// rejected).
     #[arg(long, env = "BS_MAX_STROKE_WIDTH", default_value_t = 256)]
     pub max_stroke_width: u16,
+    /// Largest `w` and `h` of a `Patch`, in pixels; the admin API's revert draws tiles of at
+    /// most this side (and at most 256).
     #[arg(long, env = "BS_MAX_PATCH_SIDE", default_value_t = 512)]
     pub max_patch_side: u32,
+    /// Largest absolute value of every coordinate an op carries (`x`, `y`, each point).
     #[arg(long, env = "BS_MAX_COORD", default_value_t = 1_000_000)]
     pub max_coord: i32,
 }

@@ -33,6 +33,8 @@
 //! store, or remote picture services at `--pps-url`); [`run_with`] takes any
 //! [`PictureService`]s.
 
+#![warn(missing_docs)]
+
 mod admin;
 mod admission;
 mod auth;
