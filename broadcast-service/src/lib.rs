@@ -59,7 +59,6 @@ mod ws;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use link::remote::{RemoteOptions, RemotePps};
 use link::PictureService;
@@ -159,7 +158,7 @@ async fn run_embedded(
             advertise_url,
             // One node: no sequencer elsewhere to wait for (the default, said here because it
             // matters).
-            lease_timeout: Duration::ZERO,
+            lease_timeout: std::time::Duration::ZERO,
             ..config.tuning.to_config(config.max_side, config.store.wal())
         },
         store,
