@@ -17,8 +17,6 @@ NEW="${2:?new broadcast-service binary}"
 ROUNDS="${3:-3}"
 DURATION="${BENCH_DURATION:-10}"
 RASTER="${RASTER:-$ROOT/target/release/raster}"
-RATE_ARGS=(--rate-ops 1000000 --rate-burst 1000000 --rate-bytes 1000000000
-           --max-connections-per-ip 1000000 --max-clients-per-picture 1000000)
 
 # run LABEL BINARY: one round of both workloads; prints one line.
 run() {

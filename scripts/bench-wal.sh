@@ -37,15 +37,11 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 CLIENTS="${BENCH_CLIENTS:-64 256}"
 SERVER_CPU="${BENCH_SERVER_CPU:-0}"
 CLIENT_CPU="${BENCH_CLIENT_CPU:-1}"
-# Every load-generator client comes from 127.0.0.1, and the idle workload puts 2000 on one
-# picture: lift the per-address and per-picture limits (PROTOCOL.md §12).
-RATE_ARGS=(--rate-ops 1000000 --rate-burst 1000000 --rate-bytes 1000000000
-           --max-connections-per-ip 1000000 --max-clients-per-picture 1000000)
 BS="$ROOT/target/release/broadcast-service"
 RASTER="$ROOT/target/release/raster"
 OUT="$ROOT/bench-results/wal"
 mkdir -p "$OUT"
-# WORK, PID, log, stop (at exit too), free_port.
+# WORK, PID, log, stop (at exit too), free_port, RATE_ARGS.
 source "$ROOT/scripts/bench-lib.sh"
 
 # serve NAME ARGS...: the embedded service on a free port ($PORT), a fresh data directory.
