@@ -17,6 +17,8 @@
 //! - [`wal`]: the write-ahead log: accepted batches on disk before they are confirmed.
 //! - [`server`]: the services-mode server (`GET /bs` WebSocket, probes, metrics).
 
+#![warn(missing_docs)]
+
 pub mod config;
 mod history;
 mod picture;
