@@ -1,5 +1,5 @@
 //! [`Pps`]: the in-process picture service. It routes each request to its picture's actor
-//! ([`crate::picture`]), starting the actor when the picture is not open, and drains every
+//! (`crate::picture`), starting the actor when the picture is not open, and drains every
 //! dirty picture to storage on shutdown.
 
 use std::collections::HashMap;
