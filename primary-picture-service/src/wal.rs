@@ -54,7 +54,8 @@ pub struct Record {
     pub epoch: u64,
     /// Seq of the first update in `updates`.
     pub first_seq: u64,
-    /// Seq of the last update in `updates`: storage holding it lets the record's segment go.
+    /// Seq of the last update in `updates` (a segment goes once storage holds every record's
+    /// `last_seq`).
     pub last_seq: u64,
     /// bincode `Vec<Sequenced>`, as the batch carried them.
     pub updates: Bytes,
