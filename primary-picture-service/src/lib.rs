@@ -7,7 +7,7 @@
 //! - [`service`]: [`Pps`], the in-process [`link::PictureService`] (the contract the broadcast
 //!   service talks to lives in the `link` crate, with the client of a remote picture service),
 //!   and its [`PpsConfig`].
-//! - [`picture`] (private): the per-picture actor that does the work.
+//! - `picture` (private): the per-picture actor that does the work.
 //! - `history` (private): the per-picture writer of stored versions (PROTOCOL.md §15), fed by
 //!   the actor's flushes.
 //! - [`scheduler`]: the priority job queue granting CPU/IO slots.
@@ -16,6 +16,8 @@
 //!   mode ([`config::StoreArgs::open`] opens the store they name).
 //! - [`wal`]: the write-ahead log: accepted batches on disk before they are confirmed.
 //! - [`server`]: the services-mode server (`GET /bs` WebSocket, probes, metrics).
+
+#![warn(missing_docs)]
 
 pub mod config;
 mod history;

@@ -1,5 +1,5 @@
 //! [`Pps`]: the in-process picture service. It routes each request to its picture's actor
-//! ([`crate::picture`]), starting the actor when the picture is not open, and drains every
+//! (`crate::picture`), starting the actor when the picture is not open, and drains every
 //! dirty picture to storage on shutdown.
 
 use std::collections::HashMap;
@@ -126,6 +126,7 @@ impl Pps {
         }
     }
 
+    /// The configuration the service was started with.
     pub fn config(&self) -> &PpsConfig {
         &self.shared.config
     }
@@ -402,6 +403,8 @@ impl Session {
         *protocol::sync::lock(&self.last_heard) = Instant::now();
     }
 
+    /// [`PictureService::acquire`] for this connection: a lease granted is held by it, and
+    /// expires one lease timeout after the connection was last heard once it is gone.
     pub fn acquire(
         &self,
         request: AcquireRequest,
@@ -409,10 +412,14 @@ impl Session {
         self.pps.acquire_on(self.conn, request)
     }
 
+    /// [`PictureService::apply`] for this connection: the batch's lease must be the current
+    /// one, and from then on it is held over this connection (a holder that reconnected
+    /// carries on over its new one).
     pub fn apply(&self, batch: ApplyBatch) -> BoxFuture<'static, Result<u64, PpsError>> {
         self.pps.apply_on(self.conn, batch)
     }
 
+    /// [`PictureService::snapshot`]: the same for every connection.
     pub fn snapshot(
         &self,
         request: SnapshotRequest,
@@ -420,14 +427,18 @@ impl Session {
         self.pps.snapshot(request)
     }
 
+    /// [`PictureService::release`]: the request's lease must be the current one, whichever
+    /// connection sends it.
     pub fn release(&self, request: ReleaseRequest) -> BoxFuture<'static, Result<u64, PpsError>> {
         self.pps.release(request)
     }
 
+    /// [`PictureService::flush`]: the same for every connection.
     pub fn flush(&self, picture: String) -> BoxFuture<'static, Result<u64, PpsError>> {
         self.pps.flush(picture)
     }
 
+    /// [`PictureService::history`]: the same for every connection.
     pub fn history(
         &self,
         picture: String,
@@ -435,6 +446,7 @@ impl Session {
         self.pps.history(picture)
     }
 
+    /// [`PictureService::version`]: the same for every connection.
     pub fn version(
         &self,
         picture: String,

@@ -41,25 +41,44 @@ use tokio::sync::oneshot;
 /// One logged batch: consecutive updates `first_seq ..= last_seq` of a picture.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// The picture's id.
     pub picture: String,
+    /// The picture's width in pixels, as the batch carried it: recovery recreates a picture
+    /// that never reached storage at this size.
     pub width: u32,
+    /// Height in pixels, as `width`.
     pub height: u32,
     /// The ownership epoch the picture service held the picture under when it logged this
     /// (the lease's epoch): after a restart, only records of the epoch storage still names are
     /// applied again.
     pub epoch: u64,
+    /// Seq of the first update in `updates`.
     pub first_seq: u64,
+    /// Seq of the last update in `updates` (a segment goes once storage holds every record's
+    /// `last_seq`).
     pub last_seq: u64,
     /// bincode `Vec<Sequenced>`, as the batch carried them.
     pub updates: Bytes,
 }
 
+/// Why opening the log or an append failed. An append that failed is not confirmed: the
+/// broadcast service keeps its updates and sends them again.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WalError {
+    /// The segments hold `max_bytes` or more: refused until flushes free some (back-pressure,
+    /// docs/durability.md "Bounded").
     #[error("write-ahead log is full ({bytes} bytes of updates not yet in storage, limit {max})")]
-    Full { bytes: u64, max: u64 },
+    Full {
+        /// Bytes of updates the log holds, the refused append not counted.
+        bytes: u64,
+        /// The limit, [`WalConfig::max_bytes`].
+        max: u64,
+    },
+    /// A read, write or sync failed, or the directory is another process's. After a failed
+    /// write or sync, every later append fails with it until the service restarts.
     #[error("write-ahead log: {0}")]
     Io(String),
+    /// The log was closed ([`Wal::close`]) or its writer thread is gone.
     #[error("write-ahead log writer stopped")]
     Stopped,
 }
@@ -67,10 +86,11 @@ pub enum WalError {
 /// Where and how big.
 #[derive(Clone, Debug)]
 pub struct WalConfig {
+    /// The log's directory: its segments and its `LOCK` file (one process per directory).
     pub dir: PathBuf,
-    /// A new segment starts when the current one is over this.
+    /// A new segment starts when the current one is over this, in bytes.
     pub segment_bytes: u64,
-    /// Appends fail while the segments hold more than this.
+    /// Appends fail while the segments hold this many bytes or more ([`WalError::Full`]).
     pub max_bytes: u64,
 }
 

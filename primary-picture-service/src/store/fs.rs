@@ -30,6 +30,8 @@ use super::{
     Version, VersionInfo,
 };
 
+/// The filesystem store: pictures, their versions and their lock files under one data
+/// directory (layout above). Several instances, in one process or several, may share it.
 pub struct FsStore {
     /// Root of the data directory; pictures live in its `pictures/` subdirectory, the lock
     /// files of conditional saves in `locks/`.

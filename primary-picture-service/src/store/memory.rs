@@ -15,6 +15,8 @@ use super::{Store, StoreError, StoredMeta, StoredPicture, Version, VersionInfo};
 /// The stored versions: picture -> seq -> (png, time stored in ms since the epoch).
 type Versions = HashMap<String, std::collections::BTreeMap<u64, (Bytes, u64)>>;
 
+/// The in-memory store: every picture and version in a map, gone with the value. Counts its
+/// loads and saves, and fails or slows down on demand, for tests.
 #[derive(Default)]
 pub struct MemoryStore {
     /// The stored pictures. std Mutex: held for a few lines, never across `.await`.
@@ -43,6 +45,7 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store: healthy, no delay.
     pub fn new() -> Self {
         Self::default()
     }

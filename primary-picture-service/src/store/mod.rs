@@ -22,10 +22,16 @@ pub mod s3;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Version(pub String);
 
+/// What a store keeps beside a picture's pixels (PROTOCOL.md §6, docs/scaling.md "Ownership in
+/// storage"): also written into the PNG itself, so the file alone describes the picture.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredMeta {
+    /// The last seq the stored picture includes: every update up to it, none after. The PNG's
+    /// `tEXt` `seq` chunk (and, on S3, the object's `seq` metadata).
     pub seq: u64,
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
     /// Who owns the picture (docs/scaling.md). Every store keeps it in the PNG's `tEXt` chunks
     /// (the bytes the owner hands over, [`protocol::snapshot::with_ownership`]); the S3 store
@@ -48,26 +54,41 @@ impl StoredMeta {
 /// What a conditional write needs to know of a stored picture, read without its pixels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredHead {
+    /// The stored picture's seq, size and owner.
     pub meta: StoredMeta,
+    /// Its current version: what [`Store::save`] expects in order to replace it.
     pub version: Version,
 }
 
+/// A stored picture as loaded: its PNG, what the PNG says of it, and its version.
 #[derive(Clone, Debug)]
 pub struct StoredPicture {
     /// RGBA8 PNG with the `tEXt` `seq` chunk.
     pub png: Bytes,
+    /// The picture's seq, size and owner, as the PNG (and the S3 metadata) carry them.
     pub meta: StoredMeta,
+    /// The version loaded: what [`Store::save`] expects in order to replace it.
     pub version: Version,
 }
 
+/// Why a store could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The conditional write lost: someone else wrote the picture since `expected`.
+    /// The conditional write lost: someone else wrote the picture since `expected` (or the
+    /// version [`Store::put_version`] was to create already exists).
     #[error("conflict: picture {picture} was changed by another writer")]
-    Conflict { picture: String },
+    Conflict {
+        /// The picture's id.
+        picture: String,
+    },
     /// The stored object exists but cannot be used (not a PNG, no seq, ...).
     #[error("corrupt picture {picture}: {reason}")]
-    Corrupt { picture: String, reason: String },
+    Corrupt {
+        /// The picture's id.
+        picture: String,
+        /// What is wrong with it, for the log.
+        reason: String,
+    },
     /// Storage could not be reached or failed; worth retrying.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
