@@ -18,13 +18,27 @@ ROUNDS="${3:-3}"
 DURATION="${BENCH_DURATION:-10}"
 RASTER="${RASTER:-$ROOT/target/release/raster}"
 
+# known_flags BINARY: the RATE_ARGS this binary has (an older build may lack some limits, and
+# then has no such limit to lift).
+known_flags() {
+  local help i
+  help="$("$1" --help)"
+  KNOWN=()
+  for ((i = 0; i < ${#RATE_ARGS[@]}; i += 2)); do
+    if grep -q -- "${RATE_ARGS[i]} " <<<"$help"; then
+      KNOWN+=("${RATE_ARGS[i]}" "${RATE_ARGS[i + 1]}")
+    fi
+  done
+}
+
 # run LABEL BINARY: one round of both workloads; prints one line.
 run() {
   local label="$1" binary="$2" port data
   port="$(free_port)"
   data="$WORK/data-$label-$RANDOM"
   mkdir -p "$data"
-  taskset -c 0 "$binary" --listen "127.0.0.1:$port" --data-dir "$data" "${RATE_ARGS[@]}" \
+  known_flags "$binary"
+  taskset -c 0 "$binary" --listen "127.0.0.1:$port" --data-dir "$data" "${KNOWN[@]}" \
     >"$WORK/$label.server.log" 2>&1 &
   PID=$!
   until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do sleep 0.1; done

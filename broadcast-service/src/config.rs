@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
+use link::remote::RemoteOptions;
 use link::DEFAULT_MAX_SIDE;
 #[cfg(feature = "embedded")]
 use primary_picture_service::config::{StoreArgs, TuningArgs};
@@ -351,8 +352,22 @@ pub struct LinkArgs {
 
     /// Largest WebSocket message accepted on a link, in bytes: from a picture service (a
     /// snapshot), and between broadcast services relaying a picture.
-    #[arg(long, env = "BS_PPS_MAX_MESSAGE_SIZE", default_value_t = 64 << 20, requires = "pps_url")]
+    #[arg(long, env = "BS_PPS_MAX_MESSAGE_SIZE", default_value_t = link::DEFAULT_MAX_MESSAGE_SIZE, requires = "pps_url")]
     pub pps_max_message_size: usize,
+}
+
+impl LinkArgs {
+    /// The settings of the link to each picture service.
+    pub fn remote_options(&self) -> RemoteOptions {
+        RemoteOptions {
+            max_message_size: self.pps_max_message_size,
+            min_backoff: self.pps_min_backoff,
+            max_backoff: self.pps_max_backoff,
+            event_capacity: self.pps_event_capacity.max(1),
+            ping_interval: self.pps_ping_interval,
+            timeout: self.pps_timeout,
+        }
+    }
 }
 
 /// The per-op limits of PROTOCOL.md §5. A client's `Draw` that breaks one is answered
@@ -457,6 +472,12 @@ mod tests {
         assert_eq!(Limits::from(&config.limits), Limits::default());
         assert_eq!(config.max_side, 4096);
         assert_eq!(config.max_raster_bytes, 4 << 30);
+        // The link's library defaults are the flags' (what `RemotePps::connect` uses).
+        let services = Config::parse_from(["broadcast-service", "--pps-url", "ws://pps:9090/bs"]);
+        assert_eq!(
+            format!("{:?}", services.link.remote_options()),
+            format!("{:?}", RemoteOptions::default())
+        );
         assert!(config.validate().is_ok());
     }
 

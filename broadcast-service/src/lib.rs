@@ -60,7 +60,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use link::remote::{RemoteOptions, RemotePps};
+use link::remote::RemotePps;
 use link::PictureService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -103,7 +103,10 @@ impl AppState {
 }
 
 /// Runs the service until `shutdown` resolves, then drains: closes clients (1012), hands
-/// every pending log to the picture service and waits until it is durable.
+/// every pending log to the picture service and waits until it is durable. `metrics` is the
+/// recorder `GET /metrics` renders (`main` installs it: `process::install_metrics`); `None`
+/// answers 404. Without `--pps-url`, embedded mode (which needs the default `embedded`
+/// feature: without it, an error says to give `--pps-url`).
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -112,14 +115,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     if !config.link.pps_url.is_empty() {
         let link = &config.link;
-        let options = RemoteOptions {
-            max_message_size: link.pps_max_message_size,
-            min_backoff: link.pps_min_backoff,
-            max_backoff: link.pps_max_backoff,
-            event_capacity: link.pps_event_capacity.max(1),
-            ping_interval: link.pps_ping_interval,
-            timeout: link.pps_timeout,
-        };
+        let options = link.remote_options();
         let links: Vec<(String, Arc<dyn PictureService>)> = link
             .pps_url
             .iter()
@@ -186,7 +182,7 @@ async fn run_embedded(
 }
 
 /// Runs the service with the given picture services (by URL, in `--pps-url` order) until
-/// `shutdown` resolves, then drains.
+/// `shutdown` resolves, then drains; `metrics` as for [`run`].
 pub async fn run_with(
     config: Config,
     listener: TcpListener,

@@ -14,6 +14,11 @@ pub mod remote;
 /// so a broadcast service and its picture services agree on it out of the box.
 pub const DEFAULT_MAX_SIDE: u32 = 4096;
 
+/// Largest WebSocket message on a link, in bytes, unless a flag says otherwise (a snapshot of a
+/// big picture is the largest message): the default of both ends (`--pps-max-message-size`,
+/// the picture service's `--max-message-size`), so they agree out of the box.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+
 use futures::future::BoxFuture;
 use protocol::pps::{
     AcquireRequest, Acquired, ApplyBatch, HistoryEntry, PpsError, ReleaseRequest, Snapshot,

@@ -55,7 +55,7 @@ pub struct RemoteOptions {
 impl Default for RemoteOptions {
     fn default() -> Self {
         Self {
-            max_message_size: 64 << 20,
+            max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             event_capacity: 4096,

@@ -45,7 +45,7 @@ struct Config {
     #[arg(long, env = "PPS_MAX_SIDE", default_value_t = DEFAULT_MAX_SIDE)]
     max_side: u32,
     /// Largest WebSocket message from a broadcast service, in bytes.
-    #[arg(long, env = "PPS_MAX_MESSAGE_SIZE", default_value_t = 64 << 20)]
+    #[arg(long, env = "PPS_MAX_MESSAGE_SIZE", default_value_t = link::DEFAULT_MAX_MESSAGE_SIZE)]
     max_message_size: usize,
     #[command(flatten, next_help_heading = "Store")]
     store: StoreArgs,

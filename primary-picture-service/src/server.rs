@@ -47,7 +47,7 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
-            max_message_size: 64 << 20,
+            max_message_size: link::DEFAULT_MAX_MESSAGE_SIZE,
             metrics: None,
             silence_timeout: Duration::from_secs(5),
         }
