@@ -1,5 +1,5 @@
 //! One drawing client's connection: the reader (decode, validate, rate-limit, forward to the
-//! room in order) and, through [`Outbox`], the writer.
+//! room in order) and, through [`Outbox`](crate::outbox::Outbox), the writer.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,8 +1,8 @@
 //! The sequencer's end of a relay link (docs/scaling.md, PROTOCOL.md §9): another broadcast
 //! service relays this picture's clients through this one. The link's writer is an ordinary
-//! [`Outbox`]: the room sends it the very frames its clients get. Its reader turns the relay's
-//! [`RelayUp`] messages into the room's input, in order (so each relayed client keeps its own
-//! order).
+//! [`Outbox`](crate::outbox::Outbox): the room sends it the very frames its clients get. Its
+//! reader turns the relay's [`RelayUp`] messages into the room's input, in order (so each
+//! relayed client keeps its own order).
 
 use std::sync::Arc;
 

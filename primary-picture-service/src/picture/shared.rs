@@ -19,7 +19,7 @@ use crate::wal::Wal;
 /// in-process caller (embedded mode), which never disconnects.
 pub(crate) type ConnId = u64;
 
-/// State shared by [`Pps`] and every picture actor.
+/// State shared by [`crate::service::Pps`] and every picture actor.
 pub(crate) struct Shared {
     pub(crate) config: PpsConfig,
     pub(crate) store: Arc<dyn Store>,
