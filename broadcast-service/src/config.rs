@@ -48,20 +48,6 @@ pub struct Config {
     #[arg(long, env = "BS_MAX_SIDE", default_value_t = DEFAULT_MAX_SIDE)]
     pub max_side: u32,
 
-    /// Services mode: the picture services and the link to them.
-    #[command(flatten, next_help_heading = "Picture services (services mode)")]
-    pub link: LinkArgs,
-
-    /// Embedded mode: where the in-process picture service keeps pictures and its log.
-    #[cfg(feature = "embedded")]
-    #[command(flatten, next_help_heading = "Store (embedded mode)")]
-    pub store: StoreArgs,
-
-    /// Embedded mode: how the in-process picture service works.
-    #[cfg(feature = "embedded")]
-    #[command(flatten, next_help_heading = "Picture tuning (embedded mode)")]
-    pub tuning: TuningArgs,
-
     /// Size of a picture created without `?width=&height=`.
     #[arg(long, env = "BS_DEFAULT_SIDE", default_value_t = 1024)]
     pub default_side: u32,
@@ -293,6 +279,21 @@ pub struct Config {
     /// Log as JSON lines (for production log pipelines).
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+
+    // The groups last: a help heading applies to every flag after it.
+    /// Services mode: the picture services and the link to them.
+    #[command(flatten, next_help_heading = "Picture services (services mode)")]
+    pub link: LinkArgs,
+
+    /// Embedded mode: where the in-process picture service keeps pictures and its log.
+    #[cfg(feature = "embedded")]
+    #[command(flatten, next_help_heading = "Store (embedded mode)")]
+    pub store: StoreArgs,
+
+    /// Embedded mode: how the in-process picture service works.
+    #[cfg(feature = "embedded")]
+    #[command(flatten, next_help_heading = "Picture tuning (embedded mode)")]
+    pub tuning: TuningArgs,
 }
 
 /// Services mode: which picture services hold the pictures, and how the link to each behaves.
@@ -466,6 +467,33 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         Config::command().debug_assert();
+        // `--help` shows each group under its heading and nothing else there: a heading applies
+        // to every flag after it, so the groups come last.
+        let command = Config::command();
+        let heading = |long: &str| {
+            command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .map(|a| a.get_help_heading().map(str::to_string))
+        };
+        assert_eq!(heading("tick"), Some(None));
+        assert_eq!(heading("log-json"), Some(None));
+        assert_eq!(heading("max-side"), Some(None));
+        assert_eq!(
+            heading("pps-timeout"),
+            Some(Some("Picture services (services mode)".to_string()))
+        );
+        #[cfg(feature = "embedded")]
+        {
+            assert_eq!(
+                heading("wal-dir"),
+                Some(Some("Store (embedded mode)".to_string()))
+            );
+            assert_eq!(
+                heading("flush-interval"),
+                Some(Some("Picture tuning (embedded mode)".to_string()))
+            );
+        }
         let config = Config::defaults();
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.max_message_bytes, 2 * 1024 * 1024);
