@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use protocol::backoff::Backoff;
 use protocol::codec;
 use protocol::pps::{PpsError, Snapshot, SnapshotImage, SnapshotRequest};
 use tokio::sync::oneshot;
@@ -142,6 +143,9 @@ impl Room {
                 resyncs,
                 asked: false,
                 ready: None,
+                // From 100 ms, doubling to 1 s (give or take a quarter): a picture service
+                // coming back is asked soon, and many joiners do not ask in step.
+                retry: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
             },
         );
         self.request_snapshot(join);
@@ -368,7 +372,7 @@ impl Room {
             // The picture went to another owner: this room finds it anew (see `sequencer.rs`).
             self.lost_owner(&error);
         }
-        let Some(joining) = self.joining.get(&join) else {
+        let Some(joining) = self.joining.get_mut(&join) else {
             return;
         };
         let retryable = matches!(
@@ -377,9 +381,8 @@ impl Room {
         );
         if retryable && joining.started.elapsed() < self.settings.join_timeout {
             tracing::warn!(picture = %self.id, %error, "snapshot for a joining client failed; retrying");
-            self.post_back(tokio::time::sleep(Duration::from_millis(250)), move |()| {
-                Ctl::RetryJoin(join)
-            });
+            let delay = joining.retry.next_delay();
+            self.post_back(tokio::time::sleep(delay), move |()| Ctl::RetryJoin(join));
             return;
         }
         tracing::warn!(picture = %self.id, %error, "a client could not join");

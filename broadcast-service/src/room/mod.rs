@@ -326,6 +326,8 @@ struct Joining {
     asked: bool,
     /// Its snapshot, newer than what this room has published: it waits until it is.
     ready: Option<Snapshot>,
+    /// Delay before asking again for a snapshot that failed (until `--join-timeout`).
+    retry: Backoff,
 }
 
 /// The picture's size, known once the room has the lease or a relay link.
