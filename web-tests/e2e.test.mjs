@@ -87,6 +87,27 @@ async function startService(port, dataDir, log, extra = []) {
   };
 }
 
+/**
+ * Headless Chromium as every test runs it: Debian's build (CHROMIUM), no sandbox or GPU, and
+ * nothing in the background (updates, sync, QUIC) to add traffic or time to a test.
+ */
+function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-quic',
+    ],
+  });
+}
+
 async function snapshot(base, id) {
   const res = await fetch(`${base}/pictures/${id}/snapshot.png`);
   assert.equal(res.status, 200);
@@ -306,20 +327,7 @@ test('browser client: draws, converges exactly, joins late, survives a restart',
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   let service = await startService(port, dataDir, log);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--disable-quic',
-    ],
-  });
+  const browser = await launchBrowser();
   t.after(async () => {
     await browser.close();
     await service.stop();
@@ -591,11 +599,7 @@ test('browser client: a cut connection resumes with the picture kept, every op o
   const FLUSH_MS = 3000;
   const service = await startService(port, dataDir, log, ['--flush-interval', `${FLUSH_MS}ms`]);
   const proxy = await startProxy(port);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run', '--disable-quic'],
-  });
+  const browser = await launchBrowser();
   t.after(async () => {
     await browser.close();
     await proxy.close();
@@ -701,11 +705,7 @@ test('browser client: a view-only token shows "View only" and hides the drawing 
   const base = `http://127.0.0.1:${port}`;
   const secret = 'web-test-secret';
   const service = await startService(port, dataDir, log, ['--token-secret', secret]);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-quic'],
-  });
+  const browser = await launchBrowser();
   t.after(async () => {
     await browser.close();
     await service.stop();
@@ -750,11 +750,7 @@ test('browser client: the history slider shows every stored version exactly, and
   const base = `http://127.0.0.1:${port}`;
   // A version at every flush, and flushes soon after each change.
   const service = await startService(port, dataDir, log, ['--history-interval', '0s', '--flush-interval', '100ms']);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-quic'],
-  });
+  const browser = await launchBrowser();
   t.after(async () => {
     await browser.close();
     await service.stop();
