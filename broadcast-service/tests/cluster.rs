@@ -178,7 +178,7 @@ async fn a_killed_picture_service_moves_its_pictures_on_s3() {
     let Some(s3) = s3::s3().await else {
         return;
     };
-    let prefix = format!("cluster-{}/", rand_suffix());
+    let prefix = s3::unique_prefix("cluster");
     let storage = Storage::S3 { s3, prefix };
     let mut cluster = Cluster::start(storage, 2, 2, "2s", &["--flush-interval", "1h"], &[]).await;
     // Two pictures placed on each picture service (placement hashes the services' ports,
@@ -227,16 +227,6 @@ async fn a_killed_picture_service_moves_its_pictures_on_s3() {
         let mut drawn = join_all(handles).await;
         assert_converged(&cluster, picture, &mut drawn).await;
     }
-}
-
-fn rand_suffix() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 /// Every node is restarted with SIGTERM, one after the other, while three pictures are drawn

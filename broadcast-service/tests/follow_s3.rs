@@ -13,7 +13,6 @@ mod procs;
 mod s3;
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 use procs::*;
@@ -32,11 +31,7 @@ struct OnS3 {
 }
 
 async fn start(s3: S3, flush: &str) -> OnS3 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("follow-{nanos}/");
+    let prefix = s3::unique_prefix("follow");
     let store = format!("s3://{}/{prefix}", s3.bucket);
     let dir = tempfile::tempdir().unwrap();
     let pps_port = free_port();

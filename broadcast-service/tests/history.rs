@@ -388,11 +388,7 @@ fn fs_store() -> (Arc<dyn Store>, tempfile::TempDir) {
 
 async fn s3_store(case: &str) -> Option<Arc<dyn Store>> {
     let s3 = s3::s3().await?;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("history-{nanos}-{case}/");
+    let prefix = s3::unique_prefix(&format!("history-{case}"));
     Some(Arc::new(S3Store::new(s3.client, s3.bucket, &prefix)))
 }
 

@@ -12,7 +12,6 @@ mod procs;
 mod s3;
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 use procs::*;
@@ -36,11 +35,7 @@ fn pps_on_s3(port: u16, dir: &Path, store: &str, flush: &str, s3: &S3) -> Proces
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_mode_on_s3_keeps_every_update() {
     let Some(s3) = s3().await else { return };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("e2e-{nanos}/");
+    let prefix = s3::unique_prefix("e2e");
     let store = format!("s3://{}/{prefix}", s3.bucket);
     let key = format!("{prefix}art.png");
     let dir = tempfile::tempdir().unwrap();

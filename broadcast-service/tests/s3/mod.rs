@@ -14,6 +14,16 @@ use tokio::time::Instant;
 
 use crate::common::deadline;
 
+/// A key prefix no other run uses (`{name}-{nanoseconds since the epoch}/`): tests share the
+/// bucket, runs of one test too.
+pub(crate) fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{nanos}/")
+}
+
 pub(crate) struct S3 {
     pub endpoint: String,
     pub bucket: String,
