@@ -464,6 +464,13 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    /// The config the binary would parse from `args`, or clap's message.
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["broadcast-service"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn flags_are_consistent() {
         Config::command().debug_assert();
@@ -514,11 +521,6 @@ mod tests {
     /// `--pps-url`, the link's settings without it.
     #[test]
     fn flags_of_the_other_mode_are_refused() {
-        let parse = |args: &[&str]| {
-            let mut argv = vec!["broadcast-service"];
-            argv.extend_from_slice(args);
-            Config::try_parse_from(argv).map_err(|e| e.to_string())
-        };
         let url = "ws://127.0.0.1:9090/bs";
         // Every flag of the embedded picture service's groups, with a value it accepts.
         #[cfg(feature = "embedded")]
@@ -576,11 +578,6 @@ mod tests {
 
     #[test]
     fn bad_limits_are_refused_clearly() {
-        let parse = |args: &[&str]| {
-            let mut argv = vec!["broadcast-service"];
-            argv.extend_from_slice(args);
-            Config::try_parse_from(argv).map_err(|e| e.to_string())
-        };
         for bad in [
             &["--max-connections", "0"][..],
             &["--max-connections-per-ip=-1"],
